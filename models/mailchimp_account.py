@@ -1,0 +1,109 @@
+import logging
+import secrets
+
+from odoo import _, api, fields, models
+from odoo.exceptions import UserError
+
+from ..mailchimp_sync.client import MailchimpClient, data_center_from_key
+from ..mailchimp_sync.exceptions import MailchimpError
+
+_logger = logging.getLogger(__name__)
+
+
+class MailchimpAccount(models.Model):
+    _name = "mailchimp.account"
+    _description = "Mailchimp Account"
+    _order = "name, id"
+
+    name = fields.Char(required=True)
+    active = fields.Boolean(default=True)
+    # Secrets: only system administrators may read or write them; the
+    # field-level ``groups`` make the ORM refuse everyone else.
+    api_key = fields.Char(
+        string="API Key",
+        groups="base.group_system",
+        copy=False,
+        help="Mailchimp API key, of the form <32 hex digits>-us<N>.",
+    )
+    data_center = fields.Char(
+        compute="_compute_data_center",
+        store=True,
+        help="Mailchimp data centre, taken from the API key (the part after the dash).",
+    )
+    api_base_url = fields.Char(
+        string="API Base URL",
+        help="Leave empty for Mailchimp itself. Set it to run against a Mailchimp "
+        "emulator (a sandbox), e.g. http://127.0.0.1:8055/3.0.",
+    )
+    is_sandbox = fields.Boolean(compute="_compute_is_sandbox")
+    webhook_secret = fields.Char(
+        groups="base.group_system",
+        copy=False,
+        default=lambda self: secrets.token_urlsafe(24),
+        help="Secret carried in the webhook URLs registered at Mailchimp.",
+    )
+    timeout = fields.Integer(
+        default=30, help="Seconds to wait for Mailchimp before giving up on a request."
+    )
+    batch_webhook_mailchimp_id = fields.Char(copy=False, readonly=True)
+    audience_ids = fields.One2many("mailchimp.audience", "account_id", string="Audiences")
+    audience_count = fields.Integer(compute="_compute_audience_count")
+    last_connection_check = fields.Datetime(readonly=True, copy=False)
+    last_connection_message = fields.Char(readonly=True, copy=False)
+
+    @api.depends("api_key")
+    def _compute_data_center(self):
+        for account in self.sudo():
+            account.data_center = data_center_from_key(account.api_key or "")
+
+    @api.depends("api_base_url")
+    def _compute_is_sandbox(self):
+        for account in self:
+            account.is_sandbox = bool(account.api_base_url)
+
+    def _compute_audience_count(self):
+        counts = dict(
+            self.env["mailchimp.audience"]._read_group(
+                [("account_id", "in", self.ids)], ["account_id"], ["__count"]
+            )
+        )
+        for account in self:
+            account.audience_count = counts.get(account, 0)
+
+    def _get_client(self):
+        """Return the core Mailchimp client for this account.
+
+        The key is read with sudo: the cron and webhook paths run without
+        administrator rights, and the key never leaves the server.
+        """
+        self.ensure_one()
+        account = self.sudo()
+        if not account.api_key:
+            raise UserError(_("The Mailchimp account %s has no API key.", account.name))
+        return MailchimpClient(
+            account.api_key,
+            base_url=account.api_base_url or None,
+            timeout=account.timeout or 30,
+        )
+
+    def action_test_connection(self):
+        """Ping Mailchimp with this account's key and report the answer."""
+        self.ensure_one()
+        try:
+            message = self._get_client().ping()
+        except MailchimpError as exc:
+            self.last_connection_check = fields.Datetime.now()
+            self.last_connection_message = str(exc)
+            raise UserError(_("Mailchimp did not accept the connection: %s", exc)) from exc
+        self.last_connection_check = fields.Datetime.now()
+        self.last_connection_message = message
+        return {
+            "type": "ir.actions.client",
+            "tag": "display_notification",
+            "params": {
+                "title": _("Connection works"),
+                "message": message,
+                "type": "success",
+                "sticky": False,
+            },
+        }

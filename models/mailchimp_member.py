@@ -1,0 +1,98 @@
+from odoo import api, fields, models
+
+MAILCHIMP_STATUSES = [
+    ("subscribed", "Subscribed"),
+    ("pending", "Pending"),
+    ("unsubscribed", "Unsubscribed"),
+    ("cleaned", "Cleaned"),
+    ("transactional", "Transactional"),
+    ("archived", "Archived"),
+]
+
+SYNC_STATUSES = [
+    ("todo", "To Do"),
+    ("live", "In Flight"),
+    ("ok", "In Sync"),
+    ("fail", "Failed"),
+    ("redo", "Retry as Pending"),
+]
+
+
+class MailchimpMember(models.Model):
+    """The sync cache: one row per audience and member-or-contact.
+
+    The Mailchimp side mirrors what the last fetch saw, with a change
+    timestamp per field that only moves when the value changed (Mailchimp's
+    own ``last_changed`` moves on any edit).  The Odoo side caches the
+    contact's memberships with the time each last changed.  Bulk stages read
+    and write this table with set-based SQL; the ORM fields are for the
+    screens and for single-row paths (webhooks).
+    """
+
+    _name = "mailchimp.member"
+    _description = "Mailchimp Sync Cache Row"
+    _order = "audience_id, email, id"
+    _rec_name = "email"
+
+    audience_id = fields.Many2one(
+        "mailchimp.audience", required=True, ondelete="cascade", index=True
+    )
+    email = fields.Char(index=True)
+
+    # Mailchimp side
+    subscriber_hash = fields.Char(
+        size=32, help="md5 of the lowercased email: Mailchimp's member id."
+    )
+    mc_status = fields.Selection(MAILCHIMP_STATUSES, string="Mailchimp Status")
+    mc_last_changed = fields.Datetime(string="Mailchimp Last Changed")
+    mc_status_changed = fields.Datetime(string="Status Changed at Mailchimp")
+    mc_first_name = fields.Char(string="First Name at Mailchimp")
+    mc_last_name = fields.Char(string="Last Name at Mailchimp")
+    mc_name_changed = fields.Datetime(string="Name Changed at Mailchimp")
+    mc_interests = fields.Json(string="Interests at Mailchimp")
+    mc_interests_changed = fields.Json(string="Interest Change Times at Mailchimp")
+    mc_unique_email_id = fields.Char(string="Mailchimp Unique Email ID")
+
+    # Odoo side
+    contact_id = fields.Many2one(
+        "mailing.contact", string="Mailing Contact", ondelete="set null", index="btree_not_null"
+    )
+    partner_id = fields.Many2one(
+        "res.partner", string="Contact", ondelete="set null", index="btree_not_null"
+    )
+    odoo_subscribed = fields.Boolean(string="Subscribed in Odoo")
+    odoo_changed = fields.Datetime(string="Subscription Changed in Odoo")
+    odoo_interests = fields.Json(string="Interests in Odoo")
+    odoo_interests_changed = fields.Json(string="Interest Change Times in Odoo")
+    sent_data = fields.Json(
+        help="Data (names, tags, merge fields) Mailchimp is known to hold, so that "
+        "only real changes are sent."
+    )
+
+    sync_status = fields.Selection(
+        SYNC_STATUSES, default="todo", required=True, index=True
+    )
+    sync_error = fields.Text(string="Why It Failed")
+    last_synced = fields.Datetime()
+    update_ids = fields.One2many("mailchimp.update", "member_id", string="Updates")
+    pending_update_count = fields.Integer(compute="_compute_pending_update_count")
+
+    _sql_constraints = [
+        (
+            "hash_uniq",
+            "unique(audience_id, subscriber_hash)",
+            "One cache row per audience and Mailchimp member.",
+        ),
+    ]
+
+    @api.depends("update_ids.state")
+    def _compute_pending_update_count(self):
+        counts = dict(
+            self.env["mailchimp.update"]._read_group(
+                [("member_id", "in", self.ids), ("state", "in", ("queued", "sent"))],
+                ["member_id"],
+                ["__count"],
+            )
+        )
+        for member in self:
+            member.pending_update_count = counts.get(member, 0)
