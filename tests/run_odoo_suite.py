@@ -86,6 +86,7 @@ def main():
     try:
         with open(log_path, "w") as log:
             proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, check=False)
+        uninstall_problem = check_uninstall(dbname, log_path) if proc.returncode == 0 else None
     finally:
         subprocess.run(["dropdb", "--if-exists", *dropdb_args(), dbname], check=False)
     with open(log_path) as log:
@@ -103,6 +104,8 @@ def main():
             problems.append(line)
         elif level == "WARNING" and not any(b in message for b in BENIGN_WARNINGS):
             problems.append(line)
+    if uninstall_problem:
+        problems.append(f"uninstall: {uninstall_problem}")
     for line in problems:
         print("  " + line[:2000])
     elapsed = time.time() - started
@@ -116,6 +119,43 @@ def main():
           f"{len(problems)} warning/error log lines")
     print(f"odoo: {total - bad} passed, {bad} failed")
     return 0 if (proc.returncode == 0 and bad == 0 and not problems) else 1
+
+
+UNINSTALL_SCRIPT = """
+module = env["ir.module.module"].search([("name", "=", "mailchimp_sync")])
+module.button_immediate_uninstall()
+env.cr.commit()
+env.cr.execute("SELECT state FROM ir_module_module WHERE name = 'mailchimp_sync'")
+state = env.cr.fetchone()[0]
+env.cr.execute(
+    "SELECT count(*) FROM information_schema.tables WHERE table_name LIKE 'mailchimp%%'"
+)
+tables = env.cr.fetchone()[0]
+env.cr.execute(
+    "SELECT count(*) FROM ir_model_data WHERE module = 'mailchimp_sync'"
+)
+xmlids = env.cr.fetchone()[0]
+print("UNINSTALL-RESULT", state, tables, xmlids)
+"""
+
+
+def check_uninstall(dbname, log_path):
+    """Uninstall the addon from the test database; return what went wrong, if anything."""
+    cmd = [sys.executable, "-m", "odoo", "shell", "-d", dbname, *db_args(),
+           "--log-level", "warn", "--http-port", str(free_port()), "--no-http"]
+    proc = subprocess.run(cmd, input=UNINSTALL_SCRIPT, capture_output=True, text=True,
+                          cwd=ROOT, check=False)
+    with open(log_path, "a") as log:
+        log.write("\n# uninstall\n" + proc.stdout + proc.stderr)
+    result = re.search(r"UNINSTALL-RESULT (\w+) (\d+) (\d+)", proc.stdout)
+    if not result:
+        return f"no result (exit {proc.returncode}): {proc.stderr[-500:]}"
+    state, tables, xmlids = result.group(1), int(result.group(2)), int(result.group(3))
+    errors = [line for line in proc.stderr.splitlines() if " ERROR " in line or " CRITICAL " in line]
+    if state != "uninstalled" or tables or xmlids or errors:
+        return f"state {state}, {tables} tables and {xmlids} xml ids left, errors: {errors[:3]}"
+    print("odoo suite: uninstalled cleanly (no table, no xml id left)")
+    return None
 
 
 def dropdb_args():

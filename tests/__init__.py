@@ -1,0 +1,3 @@
+from . import test_models
+from . import test_access
+from . import test_client
