@@ -8,8 +8,6 @@
     "maintainers": ["mailchimp_sync"],
     "license": "LGPL-3",
     "development_status": "Alpha",
-    "application": False,
-    "installable": True,
     "depends": ["mass_mailing"],
     "external_dependencies": {
         "python": ["requests", "mailchimp_marketing"],

@@ -191,9 +191,10 @@ class MailchimpClient:
         """Every interest of the audience, each with its category's title."""
         result = []
         for category in self.get_interest_categories(list_id):
-            for interest in self.get_interests(list_id, category["id"]):
-                interest = dict(interest, category_title=category.get("title", ""))
-                result.append(interest)
+            result.extend(
+                dict(interest, category_title=category.get("title", ""))
+                for interest in self.get_interests(list_id, category["id"])
+            )
         return result
 
     def _paged(self, method, key, *args, count=MAX_PAGE_SIZE):
@@ -264,7 +265,9 @@ class MailchimpClient:
 
     def get_member(self, list_id, email_or_hash):
         """One member (archived ones included), or raise MailchimpNotFoundError."""
-        key = email_or_hash if re.fullmatch(r"[0-9a-f]{32}", email_or_hash or "") else subscriber_hash(email_or_hash)
+        key = email_or_hash
+        if not re.fullmatch(r"[0-9a-f]{32}", email_or_hash or ""):
+            key = subscriber_hash(email_or_hash)
         return self._call(self._sdk.lists.get_list_member, list_id, key)
 
     def set_member(self, list_id, email, body):

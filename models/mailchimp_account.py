@@ -1,7 +1,7 @@
 import logging
 import secrets
 
-from odoo import _, api, fields, models
+from odoo import api, fields, models
 from odoo.exceptions import UserError
 
 from ..mailchimp_sync.client import MailchimpClient, data_center_from_key
@@ -79,7 +79,7 @@ class MailchimpAccount(models.Model):
         self.ensure_one()
         account = self.sudo()
         if not account.api_key:
-            raise UserError(_("The Mailchimp account %s has no API key.", account.name))
+            raise UserError(self.env._("The Mailchimp account %s has no API key.", account.name))
         return MailchimpClient(
             account.api_key,
             base_url=account.api_base_url or None,
@@ -94,14 +94,14 @@ class MailchimpAccount(models.Model):
         except MailchimpError as exc:
             self.last_connection_check = fields.Datetime.now()
             self.last_connection_message = str(exc)
-            raise UserError(_("Mailchimp did not accept the connection: %s", exc)) from exc
+            raise UserError(self.env._("Mailchimp did not accept the connection: %s", exc)) from exc
         self.last_connection_check = fields.Datetime.now()
         self.last_connection_message = message
         return {
             "type": "ir.actions.client",
             "tag": "display_notification",
             "params": {
-                "title": _("Connection works"),
+                "title": self.env._("Connection works"),
                 "message": message,
                 "type": "success",
                 "sticky": False,

@@ -17,7 +17,6 @@ class MailchimpInterest(models.Model):
     name = fields.Char(required=True)
     mailing_list_id = fields.Many2one(
         "mailing.list",
-        string="Mailing List",
         ondelete="set null",
         help="Contacts on this list have the interest at Mailchimp.",
     )

@@ -13,7 +13,6 @@ class MailingList(models.Model):
     mailchimp_audience_id = fields.Many2one(
         "mailchimp.audience",
         compute="_compute_mailchimp_audience_id",
-        string="Mailchimp Audience",
         help="The audience this list is the subscription list or an interest list of.",
     )
 

@@ -99,7 +99,7 @@ def main():
         parsed = LOG_LINE_RE.match(line)
         if not parsed:
             continue
-        level, logger, message = parsed.group(1), parsed.group(3), parsed.group(4)
+        level, message = parsed.group(1), parsed.group(4)
         if level in ("ERROR", "CRITICAL"):
             problems.append(line)
         elif level == "WARNING" and not any(b in message for b in BENIGN_WARNINGS):

@@ -17,7 +17,7 @@ mkdir -p .cache
 core_rc=$?
 
 echo "== Odoo suite"
-"$PY" tests/run_odoo_suite.py
+"$PY" scripts/run_odoo_suite.py
 odoo_rc=$?
 
 "$PY" - <<'PY'
