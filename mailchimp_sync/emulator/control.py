@@ -98,6 +98,10 @@ class EmulatorControl:
         return self._call("POST", "events/campaign", {"list_id": list_id, "campaign_id": campaign_id,
                                                       "subject": subject, "status": status})
 
+    def fault_report(self):
+        """Current fault configuration and every fault injected so far."""
+        return self._call("GET", "faults")
+
     # -- time, batches, webhooks, faults --
     def run_batches(self):
         """Finish every pending batch now; returns ``{"finished": [ids]}``."""

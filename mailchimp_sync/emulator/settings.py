@@ -38,7 +38,6 @@ DEFAULTS = {
     "fire_on_delete_permanent": True,       # §8.4 [U] delete-permanent -> unsubscribe action=delete
     "fire_on_tags": False,                  # §5.7/§8.4 [U] tag-only change -> profile
     "bounce_source": "user",                # §8.4 [U] source a bounce (cleaned) is filtered as
-    "fired_at_timezone": "UTC",             # §8.2 [U] only UTC is implemented
     "batch_webhook_type": "batch_operation_completed",  # §7.4 [U]
     "max_batch_webhooks": 20,               # §7.4 [D]
     # --- batches (§7) ---
@@ -54,7 +53,6 @@ DEFAULTS = {
     # --- throttling (§6.3) ---
     "max_connections": 10,                  # §6.3 [D] simultaneous requests per key
     "datacenter": None,                     # §6.2 when set, keys of another dc -> 403 Wrong Datacenter
-    "strict_fields": False,                 # §6.2 [U] unknown `fields` path -> 422 Requested Fields Invalid
 }
 
 SETTING_DOCS = {
@@ -77,7 +75,6 @@ SETTING_DOCS = {
     "batch_webhook_type": "§7.4 [U] `type` of batch webhooks",
     "batch_results_require_no_auth": "§7.3 [U] S3 refuses an Authorization header",
     "batch_204_response": "§7.3 [U] response string of 204 operations",
-    "strict_fields": "§6.2 [U] 422 Requested Fields Invalid",
 }
 
 

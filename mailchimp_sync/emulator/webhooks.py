@@ -180,6 +180,8 @@ class Dispatcher:
             self.sending -= 1
             if ok:
                 rec["status"] = "delivered"
+            elif rec not in self.records:
+                rec["status"] = "failed"  # cleared by a reset meanwhile: do not leak into the next test
             elif len(rec["attempts"]) <= int(s["webhook_retries"]):
                 rec["status"] = "pending"
                 backoff = float(s["webhook_retry_delay"]) * 2 ** (len(rec["attempts"]) - 1)
