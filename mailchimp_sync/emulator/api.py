@@ -71,7 +71,7 @@ class Request:
         try:
             return json.loads(raw)
         except ValueError:
-            raise ApiError(400, "JSON Parse Error",
+            raise ApiError(400, self.store.settings["json_parse_error_title"],
                            "We encountered an unspecified JSON parsing error.") from None
 
     def obj(self):
@@ -514,8 +514,8 @@ def _validate_prelock(req):
     return body
 
 
-def _flags(given, names, base=None):
-    out = dict(base) if base else {n: False for n in names}
+def _flags(given, names, base=None, default=False):
+    out = dict(base) if base else {n: default for n in names}
     if isinstance(given, dict):
         for n in names:
             if n in given:
@@ -536,8 +536,9 @@ def add_webhook(req):
     body = req.pre
     if any(_norm_url(w.url) == _norm_url(body["url"]) for w in lst.webhooks.values()):
         raise invalid(ERR_INVALID_SCHEMA, DUPLICATE_URL)
-    wh = Webhook(hex_id(10), body["url"], _flags(body.get("events"), Webhook.EVENTS),
-                 _flags(body.get("sources"), Webhook.SOURCES))
+    dflt = bool(req.store.settings["webhook_flag_default"])
+    wh = Webhook(hex_id(10), body["url"], _flags(body.get("events"), Webhook.EVENTS, default=dflt),
+                 _flags(body.get("sources"), Webhook.SOURCES, default=dflt))
     lst.webhooks[wh.id] = wh
     return wh.to_json(lst.id)
 

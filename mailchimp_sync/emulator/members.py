@@ -310,6 +310,8 @@ def _apply_fields(ctx, lst, m, body, creating, skip):
         if loc != (m.location or DEFAULT_LOCATION):
             m.location = loc
             other = True
+    if other and not s["touch_on_minor_fields"]:
+        other = False
     return profile, other
 
 

@@ -25,8 +25,11 @@ DEFAULTS = {
     "error_type_url": "https://mailchimp.com/developer/marketing/docs/errors/",
     "batch_error_type_url": "http://developer.mailchimp.com/documentation/mailchimp/guides/error-glossary/",
     "member_tags_limit": 50,                # §4.2 [D] tags shown on a member
+    "touch_on_minor_fields": True,          # §5.6 [U] language/vip/location/ip changes move last_changed
+    "json_parse_error_title": "JSON Parse Error",  # §6.2 [U] title spelling
     # --- webhooks sent (§8) ---
     "webhook_validate_get": True,           # §8.1 validating GET before registering
+    "webhook_flag_default": False,          # §4.4 [U] value of an omitted events/sources flag
     "webhook_delivery": "async",            # §8.2 async|sync|off
     "webhook_delay": 0.0,                   # §8.2 [U] seconds before an async delivery
     "webhook_timeout": 10.0,                # §8.2 [D] Mailchimp cancels after 10 s
@@ -66,6 +69,9 @@ SETTING_DOCS = {
     "unknown_interest_error": "§4.2 [U] unknown interest id on write",
     "untyped_error_titles": "§6.1 [V/R] errors sent without `type`",
     "fire_on_pending_create": "§8.4 [U] event for a member created pending",
+    "touch_on_minor_fields": "§5.6 [U] language/vip move last_changed",
+    "json_parse_error_title": "§6.2 [U] title of the JSON parse error",
+    "webhook_flag_default": "§4.4 [U] omitted webhook flags",
     "fire_on_unsubscribed_create": "§8.4 [U] event for a member created unsubscribed",
     "fire_on_archive": "§8.4 [U] unsubscribe action=delete on archive",
     "fire_on_delete_permanent": "§8.4 [U] unsubscribe action=delete on delete-permanent",
