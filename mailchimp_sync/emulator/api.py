@@ -502,6 +502,9 @@ def _norm_url(url):
 
 def _validate_prelock(req):
     """The validating GET happens outside the store lock: it may take seconds."""
+    if "list_id" in req.params:
+        with req.store.lock:
+            req.lst()  # an unknown list is a 404 before any GET goes out
     body = req.obj()
     url = body.get("url")
     if not url or not isinstance(url, str) or not re.match(r"^https?://", url):

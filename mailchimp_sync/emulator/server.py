@@ -73,8 +73,8 @@ def _problem(status, title, detail, typed=True):
 
 
 class Handler(BaseHTTPRequestHandler):
-    server_version = "nginx"
-    sys_version = ""
+    def version_string(self):
+        return "nginx"
 
     def log_message(self, *args):
         pass
