@@ -13,7 +13,7 @@ echo "== installing the addon and its dependencies"
 
 echo "== core tests (no Odoo)"
 mkdir -p .cache
-"$PY" -m pytest --junitxml=.cache/core-junit.xml
+"$PY" -m pytest tests/core --junitxml=.cache/core-junit.xml
 core_rc=$?
 
 echo "== Odoo suite"

@@ -6,10 +6,8 @@ faults, clock, deliveries) before each test.  Tests drive it only from
 outside: the official SDK, ``requests`` and the control API.
 """
 
-import sys
 import threading
 import time
-import types
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qsl, urlsplit
 
@@ -17,37 +15,6 @@ import mailchimp_marketing
 import pytest
 
 from mailchimp_sync.emulator import EmulatorServer
-
-
-def _shield_addon_packages():
-    """Keep plain pytest from running the Odoo addon's package ``__init__`` files.
-
-    pytest imports the ``__init__.py`` of every package directory above a test
-    (``Package.setup``).  The repository root is the Odoo addon, whose
-    ``__init__`` imports Odoo models (and ``tests/__init__`` the Odoo suite), which
-    cannot load outside Odoo.  Inert stand-ins under the names pytest will use
-    make those imports no-ops; the core tests need nothing from them.
-    """
-    try:
-        from _pytest.pathlib import resolve_pkg_root_and_module_name
-    except ImportError:  # older pytest: nothing to shield against
-        return
-    from pathlib import Path
-    here = Path(__file__).resolve().parent
-    for d in (here.parents[1], here.parent):  # the addon root, then tests/
-        init = d / "__init__.py"
-        if not init.exists():
-            continue
-        _root, name = resolve_pkg_root_and_module_name(init)
-        if name in sys.modules:
-            continue
-        mod = types.ModuleType(name, "stand-in: the Odoo addon package is not loaded under pytest")
-        mod.__file__ = str(init)
-        mod.__path__ = [str(d)]
-        sys.modules[name] = mod
-
-
-_shield_addon_packages()
 
 
 @pytest.fixture(scope="session")

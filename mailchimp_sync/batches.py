@@ -1,0 +1,132 @@
+"""Batch operations out, batch results in.
+
+Operations carry ``operation_id = "odoo_update_<id>"`` so every result
+settles exactly the update it came from.  Mailchimp's result archive is a
+gzipped tar of JSON arrays (several files, some possibly empty, names maybe
+prefixed with ``./``); each result's ``response`` is itself a JSON string.
+"""
+
+import json
+import re
+import tarfile
+from dataclasses import dataclass
+
+from .client import subscriber_hash
+
+MAX_OPERATIONS = 1000
+OPERATION_PREFIX = "odoo_update_"
+_OPERATION_RE = re.compile(r"^odoo_update_(\d+)$")
+COMPLIANCE_TITLE = "Member In Compliance State"
+
+
+def operation_id(update_id):
+    return f"{OPERATION_PREFIX}{update_id}"
+
+
+def update_id_from_operation(op_id):
+    """The update id an operation id names, or None for foreign operations."""
+    match = _OPERATION_RE.match(op_id or "")
+    return int(match.group(1)) if match else None
+
+
+def build_operation(update_id, list_id, kind, payload, member_email, known_at_mailchimp):
+    """One Batch API operation for a queued update.
+
+    * a member update of a member Mailchimp does not know yet → ``POST
+      /lists/{id}/members`` (the payload carries email_address and status);
+    * of a known member → ``PUT /lists/{id}/members/{hash}`` with the
+      member's email (a PUT to a known hash never creates a stray member);
+    * tags → ``POST /lists/{id}/members/{hash}/tags``.
+
+    Bodies are JSON strings, as the Batch API wants.
+    """
+    member_hash = subscriber_hash(member_email)
+    if kind == "tags":
+        return {
+            "method": "POST",
+            "path": f"/lists/{list_id}/members/{member_hash}/tags",
+            "operation_id": operation_id(update_id),
+            "body": json.dumps({"tags": payload.get("tags", []), "is_syncing": True}),
+        }
+    body = dict(payload)
+    if known_at_mailchimp:
+        body.setdefault("email_address", member_email)
+        method, path = "PUT", f"/lists/{list_id}/members/{member_hash}"
+    else:
+        body.setdefault("email_address", member_email)
+        method, path = "POST", f"/lists/{list_id}/members"
+    return {
+        "method": method,
+        "path": path,
+        "operation_id": operation_id(update_id),
+        "params": {"skip_merge_validation": "true"},
+        "body": json.dumps(body),
+    }
+
+
+@dataclass
+class OperationResult:
+    """The outcome of one operation of a finished batch."""
+
+    update_id: int | None
+    status_code: int
+    body: dict | None
+    title: str | None = None
+    detail: str | None = None
+
+    @property
+    def ok(self):
+        return 200 <= self.status_code < 300
+
+    @property
+    def is_compliance_state(self):
+        return self.status_code == 400 and self.title == COMPLIANCE_TITLE
+
+    def error_text(self):
+        text = ": ".join(p for p in (self.title, self.detail) if p)
+        errors = (self.body or {}).get("errors") if isinstance(self.body, dict) else None
+        if errors:
+            text += " (" + "; ".join(f"{e.get('field') or '-'}: {e.get('message')}" for e in errors) + ")"
+        return text or f"HTTP {self.status_code}"
+
+
+def parse_result(item):
+    """One entry of a results file → :class:`OperationResult`."""
+    status = int(item.get("status_code") or 0)
+    raw = item.get("response")
+    body = None
+    if isinstance(raw, str) and raw.strip():
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            body = {"detail": raw[:1000]}
+    elif isinstance(raw, dict):
+        body = raw
+    title = detail = None
+    if status >= 300 and isinstance(body, dict):
+        title, detail = body.get("title"), body.get("detail")
+    return OperationResult(update_id_from_operation(item.get("operation_id")), status, body, title, detail)
+
+
+def iter_results_archive(fileobj):
+    """Yield :class:`OperationResult` for every operation in a results archive.
+
+    Reads every regular file of the tar, whatever its name or folder, skips
+    empty ones, and raises ValueError on a file that is not a JSON array.
+    """
+    with tarfile.open(fileobj=fileobj, mode="r:*") as archive:
+        for entry in archive:
+            if not entry.isfile():
+                continue
+            handle = archive.extractfile(entry)
+            data = handle.read() if handle else b""
+            if not data.strip():
+                continue
+            try:
+                items = json.loads(data)
+            except ValueError as exc:
+                raise ValueError(f"{entry.name} in the batch results is not JSON: {exc}") from None
+            if isinstance(items, dict):
+                items = [items]
+            for item in items:
+                yield parse_result(item)
