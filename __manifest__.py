@@ -9,12 +9,15 @@
     "license": "LGPL-3",
     "development_status": "Alpha",
     "depends": ["mass_mailing"],
+    "uninstall_hook": "uninstall_hook",
     "external_dependencies": {
         "python": ["requests", "mailchimp_marketing"],
     },
     "data": [
         "security/mailchimp_sync_security.xml",
         "security/ir.model.access.csv",
+        "data/mailchimp_data.xml",
+        "data/ir_cron_data.xml",
         "views/mailchimp_account_views.xml",
         "views/mailchimp_audience_views.xml",
         "views/mailchimp_member_views.xml",

@@ -5,6 +5,11 @@ from . import mailchimp_member
 from . import mailchimp_update
 from . import mailchimp_batch
 from . import mailchimp_sync_run
+from . import mailchimp_sync_lock
+from . import mailchimp_list_removal
+from . import mailchimp_sync
+from . import mailing_subscription
+from . import mail_blacklist
 from . import mailing_list
 from . import mailing_contact
 from . import res_partner

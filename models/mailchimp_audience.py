@@ -1,4 +1,12 @@
+import logging
+import time
+
 from odoo import api, fields, models
+from odoo.exceptions import UserError
+
+from ..mailchimp_sync.exceptions import MailchimpError
+
+_logger = logging.getLogger(__name__)
 
 TRUST_OVERRIDE = [
     ("mailchimp", "Trust Mailchimp"),
@@ -83,6 +91,9 @@ class MailchimpAudience(models.Model):
     # Sync state: where the resumable state machine stands.
     sync_stage = fields.Selection(SYNC_STAGES, default="idle", required=True, copy=False)
     sync_progress = fields.Char(copy=False, readonly=True)
+    stage_cursor = fields.Integer(
+        copy=False, readonly=True, help="Where the current stage resumes (last row id done)."
+    )
     fetch_offset = fields.Integer(copy=False, readonly=True)
     fetch_since = fields.Datetime(
         copy=False, readonly=True, help="Lower bound of the fetch in progress (empty: full)."
@@ -129,3 +140,87 @@ class MailchimpAudience(models.Model):
         for audience in self:
             audience.member_count = totals.get(audience, 0)
             audience.failed_count = fails.get(audience, 0)
+
+    # ------------------------------------------------------------------
+    # Actions and scheduled actions
+    # ------------------------------------------------------------------
+
+    def _sync(self, max_time=None, stop_after=None):
+        """Run or resume one sync cycle; see ``mailchimp.sync._run``."""
+        self.ensure_one()
+        if not self.mailing_list_id:
+            raise UserError(self.env._("Choose the subscription list of %s first.", self.name))
+        return self.env["mailchimp.sync"]._run(self, max_time=max_time, stop_after=stop_after)
+
+    def action_sync_now(self):
+        """Sync this audience now, for at most a minute in this request; the
+        scheduled action carries on if more is left."""
+        for audience in self:
+            try:
+                result = audience._sync(max_time=min(audience.max_time or 60, 60))
+            except MailchimpError as exc:
+                raise UserError(self.env._("Mailchimp refused the sync: %s", exc.as_text())) from exc
+            if result != "done":
+                self.env.ref("mailchimp_sync.ir_cron_mailchimp_sync")._trigger()
+        return True
+
+    def action_full_resync(self):
+        """Fetch every member again on the next cycle (not only recent changes)."""
+        self.write({"full_sync_requested": True})
+        return self.action_sync_now()
+
+    def action_abort(self):
+        """Stop the cycle in progress: delete unfinished batches at Mailchimp,
+        cancel their updates and the unsent ones, fail their rows with the
+        reason, and put the audience back to idle."""
+        reason = self.env._("Sync aborted by %s.", self.env.user.name)
+        for audience in self:
+            unfinished = audience.batch_ids.filtered(
+                lambda b: b.result_state != "done" and b.status not in ("finished", "aborted", "expired")
+            )
+            client = audience.account_id._get_client()
+            for batch in unfinished.filtered("mailchimp_batch_id"):
+                try:
+                    client.delete_batch(batch.mailchimp_batch_id)
+                except MailchimpError as exc:
+                    _logger.info("Batch %s could not be deleted: %s", batch.mailchimp_batch_id, exc)
+            unfinished._fail_unsettled(reason)
+            queued = self.env["mailchimp.update"].search([("audience_id", "=", audience.id), ("state", "=", "queued")])
+            queued.member_id.write({"sync_status": "fail", "sync_error": reason})
+            queued.write({"state": "cancelled", "error_detail": reason})
+            if audience.current_run_id:
+                audience.current_run_id.write(
+                    {"state": "failed", "ended_at": fields.Datetime.now(), "message": reason}
+                )
+            audience.write(
+                {"sync_stage": "idle", "stage_cursor": 0, "fetch_offset": 0, "current_run_id": False,
+                 "sync_progress": reason}
+            )
+        return True
+
+    @api.model
+    def _cron_sync(self, max_time=300):
+        """Scheduled action: sync every active audience within ``max_time``
+        seconds in all, resuming unfinished cycles first; re-triggers itself
+        when work is left."""
+        deadline = time.monotonic() + max_time
+        audiences = self.search([("mailing_list_id", "!=", False)], order="sync_stage desc, last_sync_end asc, id")
+        cron = self.env.ref("mailchimp_sync.ir_cron_mailchimp_sync", raise_if_not_found=False)
+        left = False
+        for done, audience in enumerate(audiences):
+            remaining = deadline - time.monotonic()
+            if remaining <= 1:
+                left = True
+                break
+            try:
+                result = audience.with_context(mailchimp_cron=True)._sync(
+                    max_time=min(remaining, audience.max_time or remaining)
+                )
+            except MailchimpError as exc:
+                _logger.warning("Mailchimp sync of %s stopped: %s", audience.name, exc)
+                result = "failed"
+            left = left or result == "partial"
+            self.env["ir.cron"]._notify_progress(done=done + 1, remaining=len(audiences) - done - 1)
+        if left and cron:
+            cron._trigger()
+        return True

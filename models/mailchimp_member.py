@@ -60,6 +60,9 @@ class MailchimpMember(models.Model):
     partner_id = fields.Many2one(
         "res.partner", string="Contact", ondelete="set null", index="btree_not_null"
     )
+    odoo_deleted_at = fields.Datetime(
+        string="Contact Deleted", help="When the Odoo contact of this row was deleted."
+    )
     odoo_subscribed = fields.Boolean(string="Subscribed in Odoo")
     odoo_changed = fields.Datetime(string="Subscription Changed in Odoo")
     odoo_interests = fields.Json(string="Interests in Odoo")

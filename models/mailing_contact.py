@@ -32,3 +32,23 @@ class MailingContact(models.Model):
         action["domain"] = [("contact_id", "=", self.id)]
         action["context"] = {}
         return action
+
+    def init(self):
+        super().init()
+        # A deleted contact must not be re-created from Mailchimp nor left
+        # subscribed there: remember on its cache rows when it went.
+        self.env.cr.execute(
+            """
+            CREATE OR REPLACE FUNCTION mailchimp_sync_contact_deleted() RETURNS trigger AS $$
+            BEGIN
+                UPDATE mailchimp_member
+                   SET odoo_deleted_at = clock_timestamp() AT TIME ZONE 'UTC', sync_status = 'todo'
+                 WHERE contact_id = OLD.id;
+                RETURN OLD;
+            END $$ LANGUAGE plpgsql;
+            DROP TRIGGER IF EXISTS mailchimp_sync_contact_deleted ON mailing_contact;
+            CREATE TRIGGER mailchimp_sync_contact_deleted
+                BEFORE DELETE ON mailing_contact
+                FOR EACH ROW EXECUTE FUNCTION mailchimp_sync_contact_deleted();
+            """
+        )

@@ -135,6 +135,11 @@ env.cr.execute(
     "SELECT count(*) FROM ir_model_data WHERE module = 'mailchimp_sync'"
 )
 xmlids = env.cr.fetchone()[0]
+env.cr.execute(
+    "SELECT (SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'mailchimp%%')"
+    " + (SELECT count(*) FROM pg_proc WHERE proname LIKE 'mailchimp%%')"
+)
+xmlids += env.cr.fetchone()[0]
 print("UNINSTALL-RESULT", state, tables, xmlids)
 """
 
@@ -153,7 +158,7 @@ def check_uninstall(dbname, log_path):
     state, tables, xmlids = result.group(1), int(result.group(2)), int(result.group(3))
     errors = [line for line in proc.stderr.splitlines() if " ERROR " in line or " CRITICAL " in line]
     if state != "uninstalled" or tables or xmlids or errors:
-        return f"state {state}, {tables} tables and {xmlids} xml ids left, errors: {errors[:3]}"
+        return f"state {state}, {tables} tables and {xmlids} xml ids/triggers/functions left, errors: {errors[:3]}"
     print("odoo suite: uninstalled cleanly (no table, no xml id left)")
     return None
 

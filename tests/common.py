@@ -39,3 +39,96 @@ class MailchimpCase(EmulatorMixin, TransactionCase):
     def setUp(self):
         super().setUp()
         self.reset_emulator()
+
+
+class SyncCase(MailchimpCase):
+    """An audience with two mapped interests, seeded in the emulator, and
+    its three mailing lists in Odoo."""
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.newsletter = cls.env["mailing.list"].create({"name": "Newsletter"})
+        cls.events_list = cls.env["mailing.list"].create({"name": "Events"})
+        cls.news_list = cls.env["mailing.list"].create({"name": "News"})
+        cls.Contact = cls.env["mailing.contact"]
+        cls.Member = cls.env["mailchimp.member"]
+
+    def setUp(self):
+        super().setUp()
+        self.emulator.control.reset(settings={"batch_auto_run": False, "webhook_delivery": "off"})
+        self.audience = None
+
+    def seed(self, members=(), generate=0):
+        """Seed the Mailchimp list and configure the audience mapping it."""
+        answer = self.emulator.control.seed(
+            lists=[
+                {
+                    "name": "Newsletter",
+                    "interest_categories": [
+                        {"title": "Topics", "type": "checkboxes",
+                         "interests": [{"name": "Events"}, {"name": "News"}]}
+                    ],
+                    "members": list(members),
+                    "generate_members": generate,
+                }
+            ]
+        )["lists"][0]
+        self.list_id = answer["id"]
+        self.interest_ids = answer["interests"]
+        self.audience = self.env["mailchimp.audience"].create(
+            {
+                "name": "Newsletter",
+                "account_id": self.account.id,
+                "mailchimp_list_id": self.list_id,
+                "mailing_list_id": self.newsletter.id,
+                "interest_ids": [
+                    (0, 0, {"mailchimp_interest_id": self.interest_ids["Events"], "name": "Events",
+                            "category_name": "Topics", "mailing_list_id": self.events_list.id}),
+                    (0, 0, {"mailchimp_interest_id": self.interest_ids["News"], "name": "News",
+                            "category_name": "Topics", "mailing_list_id": self.news_list.id}),
+                ],
+            }
+        )
+        return answer
+
+    def contact(self, email, lists=(), name=None, **vals):
+        return self.Contact.create(
+            {"name": name or email.split("@")[0].title(), "email": email,
+             "list_ids": [(4, lst.id) for lst in lists], **vals}
+        )
+
+    def sync(self, settle=True, **kw):
+        """Run a full cycle to the end; then let Mailchimp run the batches
+        and settle their results as the poller would."""
+        for _attempt in range(50):
+            result = self.audience._sync(max_time=kw.get("max_time", 120))
+            if result == "done":
+                break
+        self.assertEqual(result, "done")
+        run = self.env["mailchimp.sync.run"].search([("audience_id", "=", self.audience.id)], limit=1)
+        if settle:
+            self.settle()
+        return run
+
+    def settle(self):
+        self.emulator.control.run_batches()
+        self.env["mailchimp.batch"]._cron_poll_batches(min_age_minutes=0)
+
+    def mc(self, email):
+        return self.emulator.control.member(self.list_id, email)
+
+    def row(self, email):
+        return self.Member.search([("audience_id", "=", self.audience.id), ("email", "=ilike", email)])
+
+    def subscribed(self, contact, mailing_list=None):
+        mailing_list = mailing_list or self.newsletter
+        sub = contact.subscription_ids.filtered(lambda s: s.list_id == mailing_list)
+        return bool(sub) and not sub.opt_out
+
+    def mailchimp_later(self, seconds=5):
+        """Make the next Mailchimp changes happen clearly after any Odoo one
+        (Mailchimp's times have one-second resolution)."""
+        from datetime import datetime, timedelta, timezone  # noqa: PLC0415
+        future = datetime.now(timezone.utc) + timedelta(seconds=seconds)
+        self.emulator.control.clock(now=future.replace(microsecond=0).isoformat())

@@ -1,0 +1,16 @@
+def uninstall_hook(env):
+    """Drop the triggers and functions the models' init() created: Odoo drops
+    our columns on uninstall but knows nothing of triggers, which would then
+    fail on every write to mailing lists."""
+    env.cr.execute(
+        """
+        DROP TRIGGER IF EXISTS mailchimp_sync_subscription_stamp ON mailing_subscription;
+        DROP TRIGGER IF EXISTS mailchimp_sync_subscription_removed ON mailing_subscription;
+        DROP TRIGGER IF EXISTS mailchimp_sync_blacklist_stamp ON mail_blacklist;
+        DROP TRIGGER IF EXISTS mailchimp_sync_contact_deleted ON mailing_contact;
+        DROP FUNCTION IF EXISTS mailchimp_sync_subscription_stamp();
+        DROP FUNCTION IF EXISTS mailchimp_sync_subscription_removed();
+        DROP FUNCTION IF EXISTS mailchimp_sync_blacklist_stamp();
+        DROP FUNCTION IF EXISTS mailchimp_sync_contact_deleted();
+        """
+    )

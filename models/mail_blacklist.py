@@ -1,0 +1,30 @@
+from odoo import fields, models
+
+
+class MailBlacklist(models.Model):
+    """A blacklisted email counts as not subscribed (by default): stamp when
+    an address enters or leaves the blacklist, whatever path did it."""
+
+    _inherit = "mail.blacklist"
+
+    mailchimp_changed_at = fields.Datetime(string="Blacklist Changed", readonly=True, copy=False)
+
+    def init(self):
+        super().init()
+        self.env.cr.execute(
+            """
+            CREATE OR REPLACE FUNCTION mailchimp_sync_blacklist_stamp() RETURNS trigger AS $$
+            BEGIN
+                IF TG_OP = 'INSERT' OR NEW.active IS DISTINCT FROM OLD.active THEN
+                    NEW.mailchimp_changed_at := clock_timestamp() AT TIME ZONE 'UTC';
+                END IF;
+                RETURN NEW;
+            END $$ LANGUAGE plpgsql;
+            DROP TRIGGER IF EXISTS mailchimp_sync_blacklist_stamp ON mail_blacklist;
+            CREATE TRIGGER mailchimp_sync_blacklist_stamp
+                BEFORE INSERT OR UPDATE OF active ON mail_blacklist
+                FOR EACH ROW EXECUTE FUNCTION mailchimp_sync_blacklist_stamp();
+            UPDATE mail_blacklist SET mailchimp_changed_at = COALESCE(write_date, create_date)
+             WHERE mailchimp_changed_at IS NULL;
+            """
+        )

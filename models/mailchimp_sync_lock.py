@@ -1,0 +1,35 @@
+from psycopg2 import errors
+
+from odoo import fields, models
+
+
+class MailchimpSyncLock(models.Model):
+    """The row a sync worker locks (``FOR UPDATE NOWAIT``) for as long as it
+    works on an audience, on a cursor of its own, so that a second worker
+    cannot run the same audience while the first commits stage by stage."""
+
+    _name = "mailchimp.sync.lock"
+    _description = "Mailchimp Sync Lock"
+    _log_access = False
+
+    audience_id = fields.Many2one("mailchimp.audience", required=True, ondelete="cascade")
+
+    _sql_constraints = [("audience_uniq", "unique(audience_id)", "One lock row per audience.")]
+
+    def _try_lock(self, cr, audience_id):
+        """Lock the audience's row on ``cr``; return False if another worker holds it."""
+        cr.execute(
+            "INSERT INTO mailchimp_sync_lock (audience_id) VALUES (%s) ON CONFLICT DO NOTHING",
+            (audience_id,),
+        )
+        try:
+            cr.execute("SAVEPOINT mailchimp_lock")
+            cr.execute(
+                "SELECT id FROM mailchimp_sync_lock WHERE audience_id = %s FOR UPDATE NOWAIT",
+                (audience_id,),
+            )
+        except errors.LockNotAvailable:
+            cr.execute("ROLLBACK TO SAVEPOINT mailchimp_lock")
+            return False
+        cr.execute("RELEASE SAVEPOINT mailchimp_lock")
+        return True

@@ -1,0 +1,77 @@
+from odoo.tests import tagged
+
+from .common import SyncCase
+
+
+@tagged("post_install", "-at_install")
+class TestSyncEndToEnd(SyncCase):
+    """Emulator + real database: changes on both sides, sync, batches run by
+    the emulator, results settled, and a second sync finds nothing to do."""
+
+    def test_first_sync_then_incremental_both_sides(self):
+        anna = self.contact("anna@example.org", [self.newsletter])
+        fay = self.contact("fay@example.org", [self.newsletter], name="Fay Wray")
+        gus = self.contact("gus@example.org", [self.newsletter, self.events_list])
+        erik = self.contact("erik@example.org")  # known to Odoo, on no list
+        self.seed(
+            [
+                {"email_address": "anna@example.org", "status": "subscribed",
+                 "merge_fields": {"FNAME": "Anna", "LNAME": "Gebhard"}, "interests": {"Events": True}},
+                {"email_address": "bob@example.org", "status": "unsubscribed"},
+                {"email_address": "carl@example.org", "status": "cleaned"},
+                {"email_address": "dora@example.org", "status": "pending",
+                 "merge_fields": {"FNAME": "Dora", "LNAME": "Maar"}},
+                {"email_address": "erik@example.org", "status": "subscribed"},
+            ]
+        )
+        run = self.sync()
+        self.assertEqual(run.state, "done")
+        self.assertEqual(run.fetched, 5, "every member once")
+        self.assertEqual(run.created, 1, "dora (pending) gets a contact; bob and carl do not")
+        self.assertEqual(run.batches_sent, 1)
+        # Mailchimp → Odoo
+        self.assertTrue(self.subscribed(anna, self.events_list), "anna's interest comes from Mailchimp")
+        dora = self.Contact.search([("email", "=", "dora@example.org")])
+        self.assertEqual(dora.name, "Dora Maar")
+        self.assertTrue(self.subscribed(dora))
+        self.assertTrue(self.subscribed(erik), "no Odoo history: Mailchimp decides")
+        self.assertFalse(self.Contact.search([("email", "in", ["bob@example.org", "carl@example.org"])]))
+        # Odoo → Mailchimp, after the batch ran and was settled
+        self.assertEqual(self.mc("fay@example.org")["status"], "subscribed")
+        self.assertEqual(self.mc("fay@example.org")["merge_fields"]["FNAME"], "Fay")
+        gus_mc = self.mc("gus@example.org")
+        self.assertEqual(gus_mc["status"], "subscribed")
+        self.assertEqual(gus_mc["interests"],
+                         {self.interest_ids["Events"]: True, self.interest_ids["News"]: False})
+        self.assertEqual(self.row("fay@example.org").sync_status, "ok")
+        self.assertEqual(self.row("gus@example.org").mc_status, "subscribed")
+        self.assertFalse(self.env["mailchimp.update"].search([("state", "in", ("queued", "sent"))]))
+
+        # Second sync: nothing to do
+        run = self.sync()
+        self.assertEqual((run.updates_queued, run.odoo_changes, run.created, run.batches_sent), (0, 0, 0, 0))
+
+        # Changes on both sides
+        self.newsletter._update_subscription_from_email("anna@example.org", opt_out=True)
+        self.mailchimp_later()
+        self.emulator.control.user_unsubscribe(self.list_id, "erik@example.org")
+        self.emulator.control.admin_update(self.list_id, "dora@example.org",
+                                           merge_fields={"FNAME": "Dorothea"})
+        self.emulator.control.clock(real=True)
+        run = self.sync()
+        self.assertEqual(run.to_remove, 1)
+        self.assertEqual(self.mc("anna@example.org")["status"], "unsubscribed")
+        self.assertFalse(self.subscribed(erik))
+        erik_sub = erik.subscription_ids.filtered(lambda s: s.list_id == self.newsletter)
+        self.assertEqual(erik_sub.opt_out_reason_id,
+                         self.env.ref("mailchimp_sync.optout_reason_mailchimp"))
+        self.assertIn("Mailchimp", erik.message_ids[:1].body)
+        self.assertEqual(dora.first_name, "Dorothea")
+        self.assertEqual(dora.name, "Dorothea Maar")
+
+        # ... and both sides are equal: nothing more to do
+        run = self.sync()
+        self.assertEqual((run.updates_queued, run.odoo_changes, run.batches_sent), (0, 0, 0))
+        for contact in (anna, fay, gus, erik, dora):
+            mc_status = self.mc(contact.email)["status"]
+            self.assertEqual(self.subscribed(contact), mc_status in ("subscribed", "pending"), contact.email)
