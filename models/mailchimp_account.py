@@ -48,6 +48,13 @@ class MailchimpAccount(models.Model):
     batch_webhook_mailchimp_id = fields.Char(copy=False, readonly=True)
     audience_ids = fields.One2many("mailchimp.audience", "account_id", string="Audiences")
     audience_count = fields.Integer(compute="_compute_audience_count")
+    batch_webhook_state = fields.Selection(
+        [("unknown", "Not checked"), ("ok", "Healthy"), ("missing", "Missing"), ("wrong", "Needs repair")],
+        default="unknown",
+        copy=False,
+        readonly=True,
+    )
+    webhook_message = fields.Char(readonly=True, copy=False)
     last_connection_check = fields.Datetime(readonly=True, copy=False)
     last_connection_message = fields.Char(readonly=True, copy=False)
 
@@ -107,3 +114,16 @@ class MailchimpAccount(models.Model):
                 "sticky": False,
             },
         }
+
+    def action_register_webhooks(self):
+        """Register (or repair) the batch webhook of the account and the
+        member webhook of each of its audiences at Mailchimp."""
+        for account in self:
+            self.env["mailchimp.webhook"]._register_all(account)
+        return True
+
+    def action_check_webhooks(self):
+        """Check, without changing anything, that the webhooks are in place."""
+        for account in self:
+            self.env["mailchimp.webhook"]._check_all(account)
+        return True

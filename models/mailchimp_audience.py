@@ -87,6 +87,13 @@ class MailchimpAudience(models.Model):
     batch_ids = fields.One2many("mailchimp.batch", "audience_id", string="Batches")
     run_ids = fields.One2many("mailchimp.sync.run", "audience_id", string="Sync Runs")
     webhook_mailchimp_id = fields.Char(copy=False, readonly=True)
+    webhook_state = fields.Selection(
+        [("unknown", "Not checked"), ("ok", "Healthy"), ("missing", "Missing"), ("wrong", "Needs repair")],
+        default="unknown",
+        copy=False,
+        readonly=True,
+    )
+    webhook_message = fields.Char(readonly=True, copy=False)
 
     # Sync state: where the resumable state machine stands.
     sync_stage = fields.Selection(SYNC_STAGES, default="idle", required=True, copy=False)
@@ -196,6 +203,12 @@ class MailchimpAudience(models.Model):
                 {"sync_stage": "idle", "stage_cursor": 0, "fetch_offset": 0, "current_run_id": False,
                  "sync_progress": reason}
             )
+        return True
+
+    def action_register_webhook(self):
+        """Register (or repair) this audience's member webhook at Mailchimp."""
+        for audience in self:
+            self.env["mailchimp.webhook"]._register_all(audience.account_id, audience)
         return True
 
     @api.model

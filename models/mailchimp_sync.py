@@ -65,6 +65,12 @@ def _dt(value):
     return datetime.fromisoformat(value)
 
 
+class _Tally:
+    """Counters of a run, for work done outside a sync cycle (webhooks)."""
+
+    created = fetched = to_add = to_remove = odoo_changes = failed = updates_queued = batches_sent = 0
+
+
 class BudgetSpent(Exception):
     """The stage stopped because its time budget is spent; it resumes later."""
 
@@ -296,6 +302,11 @@ class MailchimpSync(models.AbstractModel):
         return True
 
     def _stage_match(self, audience, run, deadline):
+        self._match_contacts(audience)
+        return True
+
+    def _match_contacts(self, audience, member_ids=None):
+        """Give rows without a contact their best contact (and partner)."""
         cr = self.env.cr
         # Ranked in one statement: the one owner of the email; else the
         # lowest id already on the list; else the lowest with any history
@@ -313,6 +324,7 @@ class MailchimpSync(models.AbstractModel):
              LEFT JOIN mailchimp_list_removal r ON r.contact_id = c.id AND r.list_id = %(list)s
                  WHERE m.audience_id = %(aud)s AND m.contact_id IS NULL
                    AND (m.odoo_deleted_at IS NULL OR m.mc_status_changed > m.odoo_deleted_at)
+                   AND (%(ids)s::int[] IS NULL OR m.id = ANY(%(ids)s::int[]))
             ), best AS (
                 SELECT DISTINCT ON (member_id) member_id, contact_id
                   FROM cand ORDER BY member_id, on_list DESC, has_history DESC, contact_id
@@ -320,10 +332,9 @@ class MailchimpSync(models.AbstractModel):
             UPDATE mailchimp_member m SET contact_id = best.contact_id, odoo_deleted_at = NULL
               FROM best WHERE m.id = best.member_id
             """,
-            {"aud": audience.id, "list": audience.mailing_list_id.id},
+            {"aud": audience.id, "list": audience.mailing_list_id.id, "ids": member_ids},
         )
         self._match_partners(audience)
-        return True
 
     def _match_partners(self, audience):
         cr = self.env.cr
@@ -352,43 +363,51 @@ class MailchimpSync(models.AbstractModel):
         )
 
     def _stage_create(self, audience, run, deadline):
-        cr = self.env.cr
         while True:
-            cr.execute(
-                """
-                WITH src AS (
-                    SELECT id, email, lower(email) AS email_normalized,
-                           NULLIF(mc_first_name, '') AS first_name, NULLIF(mc_last_name, '') AS last_name
-                      FROM mailchimp_member
-                     WHERE audience_id = %(aud)s AND contact_id IS NULL
-                       AND mc_status IN ('subscribed', 'pending') AND email IS NOT NULL
-                       AND (odoo_deleted_at IS NULL OR mc_status_changed > odoo_deleted_at)
-                  ORDER BY id LIMIT %(limit)s
-                ), ins AS (
-                    INSERT INTO mailing_contact (name, first_name, last_name, email, email_normalized,
-                                                 message_bounce, create_uid, write_uid, create_date, write_date)
-                    SELECT COALESCE(NULLIF(concat_ws(' ', first_name, last_name), ''), email),
-                           first_name, last_name, email, email_normalized, 0,
-                           %(uid)s, %(uid)s, now() AT TIME ZONE 'UTC', now() AT TIME ZONE 'UTC'
-                      FROM src
-                    RETURNING id, email_normalized
-                )
-                UPDATE mailchimp_member m SET contact_id = ins.id, odoo_deleted_at = NULL
-                  FROM ins
-                 WHERE m.audience_id = %(aud)s AND lower(m.email) = ins.email_normalized
-                   AND m.contact_id IS NULL
-                RETURNING m.id
-                """,
-                {"aud": audience.id, "uid": self.env.uid, "limit": CREATE_CHUNK},
-            )
-            created = cr.rowcount
+            created = self._create_contacts(audience)
             run.created += created
-            if audience.create_partners and created:
-                self._create_partners(audience)
             self._commit()
             if created < CREATE_CHUNK:
                 return True
             self._check_budget(deadline)
+
+    def _create_contacts(self, audience, member_ids=None):
+        """Create mailing contacts for members subscribed or pending at
+        Mailchimp that match nobody (a chunk); return how many."""
+        cr = self.env.cr
+        cr.execute(
+            """
+            WITH src AS (
+                SELECT id, email, lower(email) AS email_normalized,
+                       NULLIF(mc_first_name, '') AS first_name, NULLIF(mc_last_name, '') AS last_name
+                  FROM mailchimp_member
+                 WHERE audience_id = %(aud)s AND contact_id IS NULL
+                   AND mc_status IN ('subscribed', 'pending') AND email IS NOT NULL
+                   AND (odoo_deleted_at IS NULL OR mc_status_changed > odoo_deleted_at)
+                   AND (%(ids)s::int[] IS NULL OR id = ANY(%(ids)s::int[]))
+              ORDER BY id LIMIT %(limit)s
+            ), ins AS (
+                INSERT INTO mailing_contact (name, first_name, last_name, email, email_normalized,
+                                             message_bounce, create_uid, write_uid, create_date, write_date)
+                SELECT COALESCE(NULLIF(concat_ws(' ', first_name, last_name), ''), email),
+                       first_name, last_name, email, email_normalized, 0,
+                       %(uid)s, %(uid)s, now() AT TIME ZONE 'UTC', now() AT TIME ZONE 'UTC'
+                  FROM src
+                RETURNING id, email_normalized
+            )
+            UPDATE mailchimp_member m SET contact_id = ins.id, odoo_deleted_at = NULL
+              FROM ins
+             WHERE m.audience_id = %(aud)s AND lower(m.email) = ins.email_normalized
+               AND m.contact_id IS NULL
+            RETURNING m.id
+            """,
+            {"aud": audience.id, "uid": self.env.uid, "limit": CREATE_CHUNK, "ids": member_ids},
+        )
+        created = cr.rowcount
+        if audience.create_partners and created:
+            self._create_partners(audience)
+        self.env["mailing.contact"].invalidate_model()
+        return created
 
     def _create_partners(self, audience):
         cr = self.env.cr
@@ -638,6 +657,19 @@ class MailchimpSync(models.AbstractModel):
             merge_fields=extra_fields.get(row["contact_id"], {}),
             synced_merge_fields=sent.get("merge_fields") or {},
         )
+
+    @api.model
+    def _sync_members(self, audience, member_ids):
+        """Run one or a few cache rows through match, create, Odoo state and
+        reconcile at once, as a webhook does; updates for Mailchimp are
+        queued for the next submit.  Returns the counters."""
+        tally = _Tally()
+        self._match_contacts(audience, member_ids)
+        tally.created = self._create_contacts(audience, member_ids)
+        self._refresh_odoo_state(audience, member_ids)
+        rows = self._load_todo_rows(audience, member_ids=member_ids)
+        self._reconcile_rows(audience, tally, [r for r in rows if r["id"] in set(member_ids)])
+        return tally
 
     def _reconcile_rows(self, audience, run, rows):
         """Decide every row of a chunk, then apply the decisions in bulk."""

@@ -23,7 +23,9 @@ class TestClientThroughAccount(MailchimpCase):
         self.assertEqual(self.account.last_connection_message, "Everything's Chimpy!")
 
     def test_paging_2500_members(self):
-        ids = self.emulator.control.seed(lists=[{"name": "Big", "generate_members": 2500}])
+        ids = self.emulator.control.seed(
+            lists=[{"name": "Big", "generate_members": 2500, "status_mix": {"subscribed": 0.9, "unsubscribed": 0.1}}]
+        )
         list_id = ids["lists"][0]["id"]
         client = self.account._get_client()
         pages = list(client.iter_member_pages(list_id, fields=["id", "email_address", "status"]))
@@ -58,7 +60,7 @@ class TestClientThroughAccount(MailchimpCase):
         client = self.account._get_client()
         for kind, status in (("429_json", 429), ("429_empty", 429), ("403_empty", 403),
                              ("500", 500), ("503", 503)):
-            self.emulator.control.faults(next=[{"kind": kind, "count": 1}])
+            self.emulator.control.faults(rules=[{"kind": kind, "count": 1}])
             with self.assertRaises(MailchimpRetryableError, msg=kind) as caught:
                 client.ping()
             self.assertEqual(caught.exception.status, status, kind)
@@ -67,7 +69,7 @@ class TestClientThroughAccount(MailchimpCase):
     def test_timeout_is_retryable(self):
         self.account.timeout = 1
         client = self.account._get_client()
-        self.emulator.control.faults(next=[{"kind": "timeout", "count": 1, "delay": 3}])
+        self.emulator.control.faults(rules=[{"kind": "timeout", "count": 1, "delay": 3}])
         with self.assertRaises(MailchimpRetryableError) as caught:
             client.ping()
         self.assertIsNone(caught.exception.status)
