@@ -88,6 +88,57 @@ class MailchimpMember(models.Model):
         ),
     ]
 
+    # ------------------------------------------------------------------
+    # Screen actions (Members list and form)
+    # ------------------------------------------------------------------
+
+    def action_include_in_next_sync(self):
+        """Put the rows back in line: the next sync reconciles them again
+        (rows still in flight are left alone until their batch settles)."""
+        self.audience_id._as_sync_operator()
+        rows = self.sudo().filtered(lambda m: m.sync_status != "live")
+        rows.write({"sync_status": "todo"})
+        return self._notify(
+            self.env._("%s row(s) will be reconciled by the next sync.", len(rows)),
+            self.env._("Included in next sync"),
+        )
+
+    def action_retry(self):
+        """Reconcile the rows now, as a webhook would; the updates this
+        decides for Mailchimp are queued and sent with the next sync."""
+        by_audience = {}
+        for member in self.sudo().filtered(lambda m: m.sync_status != "live"):
+            by_audience.setdefault(member.audience_id, []).append(member.id)
+        self.audience_id._as_sync_operator()
+        Sync = self.env["mailchimp.sync"].sudo()
+        failed = 0
+        for audience, member_ids in by_audience.items():
+            rows = self.sudo().browse(member_ids)
+            rows.write({"sync_status": "todo", "sync_error": False})
+            Sync._sync_members(audience, member_ids)
+            rows.invalidate_recordset()
+            failed += len(rows.filtered(lambda m: m.sync_status == "fail"))
+        done = sum(len(ids) for ids in by_audience.values())
+        if failed:
+            message = self.env._("%(done)s row(s) retried, %(failed)s failed again: see why on each row.",
+                                 done=done, failed=failed)
+        else:
+            message = self.env._("%s row(s) retried; their updates go out with the next sync.", done)
+        return self._notify(message, self.env._("Retried"), "warning" if failed else "success")
+
+    def _notify(self, message, title, kind="success"):
+        return {
+            "type": "ir.actions.client",
+            "tag": "display_notification",
+            "params": {
+                "title": title,
+                "message": message,
+                "type": kind,
+                "sticky": False,
+                "next": {"type": "ir.actions.client", "tag": "soft_reload"},
+            },
+        }
+
     @api.depends("update_ids.state")
     def _compute_pending_update_count(self):
         counts = dict(
