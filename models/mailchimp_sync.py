@@ -126,8 +126,7 @@ class MailchimpSync(models.AbstractModel):
             stage = audience.sync_stage
             started = time.monotonic()
             try:
-                with self.env.cr.savepoint():
-                    finished = getattr(self, f"_stage_{stage}")(audience, run, deadline)
+                finished = self._run_stage(stage, audience, run, deadline)
             except BudgetSpent:
                 finished = False
             except Exception as exc:
@@ -150,6 +149,24 @@ class MailchimpSync(models.AbstractModel):
             if time.monotonic() >= deadline and next_stage != "idle":
                 return "partial"
         return "done"
+
+    def _run_stage(self, stage, audience, run, deadline):
+        """Run one stage.  Units of work commit as they finish; a failure
+        rolls back only the unit in progress, and the stage resumes from
+        the last committed unit on the next run.  (Tests never commit, so
+        there a savepoint plays the part of that rollback.)"""
+        method = getattr(self, f"_stage_{stage}")
+        if _testing():
+            with self.env.cr.savepoint():
+                return method(audience, run, deadline)
+        try:
+            return method(audience, run, deadline)
+        except BudgetSpent:
+            raise
+        except Exception:
+            self.env.cr.rollback()
+            self.env.invalidate_all()
+            raise
 
     def _start_cycle(self, audience):
         now = fields.Datetime.now()

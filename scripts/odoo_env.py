@@ -1,0 +1,69 @@
+"""Open an Odoo 18 environment from a plain script (main job, benchmark).
+
+Creates a fresh database with the addon installed (through Odoo's own
+command line, as an administrator would) and yields an environment on a
+real cursor that commits like a cron worker does.
+"""
+
+import contextlib
+import os
+import subprocess
+import sys
+
+
+def odoo_status():
+    """(True, version) if Odoo 18 is importable, else (False, why)."""
+    try:
+        import odoo.release
+    except ImportError as exc:
+        return False, f"Odoo is not importable by {sys.executable} ({exc})"
+    if odoo.release.version_info[0] != 18:
+        return False, f"Odoo {odoo.release.version} is installed; this addon needs 18.0"
+    return True, odoo.release.version
+
+
+def _db_args():
+    args = []
+    for env, opt in (("PGHOST", "--db_host"), ("PGPORT", "--db_port"), ("PGUSER", "--db_user")):
+        if os.environ.get(env):
+            args += [opt, os.environ[env]]
+    return args
+
+
+def create_database(dbname, log_path):
+    """Drop ``dbname`` if it exists, create it and install mailchimp_sync."""
+    subprocess.run(["dropdb", "--if-exists", dbname], check=False)
+    with open(log_path, "w") as log:
+        proc = subprocess.run(
+            [sys.executable, "-m", "odoo", "-d", dbname, *_db_args(), "-i", "mailchimp_sync",
+             "--stop-after-init", "--without-demo", "all", "--no-http", "--max-cron-threads", "0",
+             "--log-level", "warn"],
+            stdout=log, stderr=subprocess.STDOUT, check=False,
+        )
+    if proc.returncode:
+        raise RuntimeError(f"installing mailchimp_sync into {dbname} failed; see {log_path}")
+
+
+def drop_database(dbname):
+    subprocess.run(["dropdb", "--if-exists", dbname], check=False)
+
+
+@contextlib.contextmanager
+def environment(dbname):
+    """Yield a superuser environment on ``dbname``; commit on success."""
+    import odoo
+    from odoo import SUPERUSER_ID, api
+    from odoo.modules.registry import Registry
+
+    argv = ["-d", dbname, *_db_args(), "--log-level", os.environ.get("ODOO_LOG_LEVEL", "warn")]
+    odoo.tools.config.parse_config(argv)
+    registry = Registry(dbname)
+    try:
+        with registry.cursor() as cr:
+            env = api.Environment(cr, SUPERUSER_ID, {})
+            yield env
+            cr.commit()
+    finally:
+        # Close the pool so the database can be dropped afterwards.
+        Registry.delete(dbname)
+        odoo.sql_db.close_db(dbname)
