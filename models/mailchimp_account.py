@@ -115,6 +115,75 @@ class MailchimpAccount(models.Model):
             },
         }
 
+    def action_fetch_audiences(self):
+        """Read the account's audiences, their merge fields, interest
+        categories and interests from Mailchimp, and create or update the
+        matching ``mailchimp.audience`` and ``mailchimp.interest`` rows.
+
+        Idempotent: a second fetch only refreshes names and merge fields;
+        mappings, options and archived audiences are left as they are.
+        Interests Mailchimp no longer has are removed (they could not be
+        synced any more); audiences it no longer has are reported.
+        """
+        self.ensure_one()
+        self.check_access("write")  # configuring audiences is a manager's job
+        client = self._get_client()
+        try:
+            remote_lists = client.get_lists()
+            details = {
+                lst["id"]: (client.get_merge_fields(lst["id"]), client.get_all_interests(lst["id"]))
+                for lst in remote_lists
+            }
+        except MailchimpError as exc:
+            raise UserError(self.env._("Mailchimp did not return the audiences: %s", exc)) from exc
+        # Reading from Mailchimp is done: only now touch the database, so a
+        # failed call leaves nothing half written.
+        Audience = self.env["mailchimp.audience"].with_context(active_test=False)
+        existing = {a.mailchimp_list_id: a for a in Audience.search([("account_id", "=", self.id)])}
+        created = updated = 0
+        for lst in remote_lists:
+            merge_fields, interests = details[lst["id"]]
+            vals = {
+                "name": lst.get("name") or lst["id"],
+                "merge_fields": [
+                    {k: field.get(k) for k in ("tag", "name", "type", "required", "merge_id")}
+                    for field in merge_fields
+                ],
+            }
+            audience = existing.get(lst["id"])
+            if audience:
+                audience.write(vals)
+                updated += 1
+            else:
+                audience = Audience.create(dict(vals, account_id=self.id, mailchimp_list_id=lst["id"]))
+                created += 1
+            audience._update_interests(interests)
+        gone = [a.name for list_id, a in existing.items() if list_id not in details]
+        message = self.env._(
+            "%(created)s audience(s) added, %(updated)s updated.", created=created, updated=updated
+        )
+        if gone:
+            message += " " + self.env._("No longer at Mailchimp: %s.", ", ".join(gone))
+        return {
+            "type": "ir.actions.client",
+            "tag": "display_notification",
+            "params": {
+                "title": self.env._("Audiences fetched"),
+                "message": message,
+                "type": "warning" if gone else "success",
+                "sticky": False,
+                # Show the fetched audiences on the form that asked for them.
+                "next": {"type": "ir.actions.client", "tag": "soft_reload"},
+            },
+        }
+
+    def action_view_audiences(self):
+        self.ensure_one()
+        action = self.env["ir.actions.act_window"]._for_xml_id("mailchimp_sync.mailchimp_audience_action")
+        action["domain"] = [("account_id", "=", self.id)]
+        action["context"] = {"default_account_id": self.id}
+        return action
+
     def action_register_webhooks(self):
         """Register (or repair) the batch webhook of the account and the
         member webhook of each of its audiences at Mailchimp."""

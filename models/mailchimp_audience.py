@@ -120,6 +120,49 @@ class MailchimpAudience(models.Model):
     member_count = fields.Integer(compute="_compute_member_counts")
     failed_count = fields.Integer(compute="_compute_member_counts")
 
+    merge_fields_text = fields.Text(
+        string="Merge Fields at Mailchimp", compute="_compute_merge_fields_text"
+    )
+
+    # Live status for the screens (see _compute_sync_stats: one query per
+    # table for the whole recordset, never one per member).
+    mc_subscribed_count = fields.Integer(
+        string="Subscribed at Mailchimp", compute="_compute_sync_stats",
+        help="Cached members whose Mailchimp status is subscribed or pending.",
+    )
+    odoo_subscribed_count = fields.Integer(
+        string="Subscribed in Odoo", compute="_compute_sync_stats",
+        help="Cached rows whose contact is subscribed to the subscription list.",
+    )
+    to_add_count = fields.Integer(
+        string="To Add", compute="_compute_sync_stats",
+        help="Subscribed in Odoo but not at Mailchimp (failed rows excluded).",
+    )
+    to_remove_count = fields.Integer(
+        string="To Remove", compute="_compute_sync_stats",
+        help="Subscribed at Mailchimp but not in Odoo (failed rows excluded).",
+    )
+    todo_count = fields.Integer(
+        string="To Do", compute="_compute_sync_stats", help="Rows the next sync reconciles."
+    )
+    live_count = fields.Integer(
+        string="In Flight", compute="_compute_sync_stats",
+        help="Rows with updates sent to Mailchimp whose results are not settled yet.",
+    )
+    unsent_count = fields.Integer(
+        string="Unsent Updates", compute="_compute_sync_stats",
+        help="Updates queued for Mailchimp and not yet submitted in a batch.",
+    )
+    open_batch_count = fields.Integer(
+        string="Open Batches", compute="_compute_sync_stats",
+        help="Batches whose results are not settled yet.",
+    )
+    in_sync = fields.Boolean(
+        compute="_compute_sync_stats",
+        help="Synced at least once, no cycle running, and nothing to add, remove, "
+        "reconcile, send or settle. Failed rows are counted apart: they need a look.",
+    )
+
     _sql_constraints = [
         (
             "mailchimp_list_uniq",
@@ -148,6 +191,185 @@ class MailchimpAudience(models.Model):
             audience.member_count = totals.get(audience, 0)
             audience.failed_count = fails.get(audience, 0)
 
+    @api.depends("merge_fields")
+    def _compute_merge_fields_text(self):
+        for audience in self:
+            audience.merge_fields_text = "\n".join(
+                f"*|{field.get('tag')}|*  {field.get('name') or ''} ({field.get('type') or '?'})"
+                + (" *" if field.get("required") else "")
+                for field in audience.merge_fields or []
+                if isinstance(field, dict)
+            )
+
+    def _compute_sync_stats(self):
+        stats = dict.fromkeys(self.ids, (0,) * 6)
+        updates, batches = {}, {}
+        if self.ids:
+            self.env.cr.execute(
+                """
+                SELECT audience_id,
+                       count(*) FILTER (WHERE mc_status IN ('subscribed', 'pending')),
+                       count(*) FILTER (WHERE odoo_subscribed),
+                       count(*) FILTER (WHERE odoo_subscribed AND sync_status != 'fail'
+                                          AND coalesce(mc_status, '') NOT IN ('subscribed', 'pending')),
+                       count(*) FILTER (WHERE NOT coalesce(odoo_subscribed, false) AND sync_status != 'fail'
+                                          AND mc_status IN ('subscribed', 'pending')),
+                       count(*) FILTER (WHERE sync_status IN ('todo', 'redo')),
+                       count(*) FILTER (WHERE sync_status = 'live')
+                  FROM mailchimp_member
+                 WHERE audience_id = ANY(%s)
+              GROUP BY audience_id
+                """,
+                (self.ids,),
+            )
+            stats.update({row[0]: row[1:] for row in self.env.cr.fetchall()})
+            updates = dict(
+                self.env["mailchimp.update"].sudo()._read_group(
+                    [("audience_id", "in", self.ids), ("state", "=", "queued")], ["audience_id"], ["__count"]
+                )
+            )
+            batches = dict(
+                self.env["mailchimp.batch"].sudo()._read_group(
+                    [("audience_id", "in", self.ids), ("result_state", "!=", "done")],
+                    ["audience_id"],
+                    ["__count"],
+                )
+            )
+        for audience in self:
+            mc_sub, odoo_sub, to_add, to_remove, todo, live = stats.get(audience.id, (0,) * 6)
+            unsent = updates.get(audience._origin, 0)
+            open_batches = batches.get(audience._origin, 0)
+            audience.update(
+                {
+                    "mc_subscribed_count": mc_sub,
+                    "odoo_subscribed_count": odoo_sub,
+                    "to_add_count": to_add,
+                    "to_remove_count": to_remove,
+                    "todo_count": todo,
+                    "live_count": live,
+                    "unsent_count": unsent,
+                    "open_batch_count": open_batches,
+                    "in_sync": bool(
+                        audience.last_sync_end
+                        and audience.sync_stage == "idle"
+                        and not (to_add or to_remove or todo or live or unsent or open_batches)
+                    ),
+                }
+            )
+
+    def _update_interests(self, remote_interests):
+        """Create or rename this audience's interests from Mailchimp's list
+        (dicts with id, name, category_id, category_title); remove those
+        Mailchimp no longer has. Mappings are kept."""
+        self.ensure_one()
+        Interest = self.env["mailchimp.interest"]
+        known = {i.mailchimp_interest_id: i for i in self.interest_ids}
+        for remote in remote_interests:
+            vals = {
+                "name": remote.get("name") or remote["id"],
+                "mailchimp_category_id": remote.get("category_id"),
+                "category_name": remote.get("category_title"),
+            }
+            interest = known.pop(remote["id"], None)
+            if interest:
+                if any(interest[k] != v for k, v in vals.items()):
+                    interest.write(vals)
+            else:
+                Interest.create(dict(vals, audience_id=self.id, mailchimp_interest_id=remote["id"]))
+        if known:
+            Interest.browse([i.id for i in known.values()]).unlink()
+
+    # ------------------------------------------------------------------
+    # Screens: what needs attention
+    # ------------------------------------------------------------------
+
+    def _action_members(self, name, domain, context=None):
+        self.ensure_one()
+        action = self.env["ir.actions.act_window"]._for_xml_id("mailchimp_sync.mailchimp_member_action")
+        action.update(
+            name=name,
+            domain=[("audience_id", "=", self.id), *domain],
+            context=dict(context or {}, default_audience_id=self.id),
+        )
+        return action
+
+    def action_view_members(self):
+        return self._action_members(self.env._("Members of %s", self.name), [])
+
+    def action_view_failed(self):
+        return self._action_members(
+            self.env._("Failed rows of %s", self.name), [("sync_status", "=", "fail")]
+        )
+
+    def action_view_todo(self):
+        return self._action_members(
+            self.env._("Rows to reconcile in %s", self.name), [("sync_status", "in", ("todo", "redo"))]
+        )
+
+    def action_view_live(self):
+        return self._action_members(
+            self.env._("Rows in flight in %s", self.name), [("sync_status", "=", "live")]
+        )
+
+    def action_view_to_add(self):
+        return self._action_members(
+            self.env._("To add at Mailchimp in %s", self.name),
+            [("odoo_subscribed", "=", True), ("sync_status", "!=", "fail"),
+             "|", ("mc_status", "=", False), ("mc_status", "not in", ("subscribed", "pending"))],
+        )
+
+    def action_view_to_remove(self):
+        return self._action_members(
+            self.env._("To remove at Mailchimp in %s", self.name),
+            [("odoo_subscribed", "=", False), ("sync_status", "!=", "fail"),
+             ("mc_status", "in", ("subscribed", "pending"))],
+        )
+
+    def action_view_unsent(self):
+        self.ensure_one()
+        action = self.env["ir.actions.act_window"]._for_xml_id("mailchimp_sync.mailchimp_update_action")
+        action.update(
+            name=self.env._("Unsent updates of %s", self.name),
+            domain=[("audience_id", "=", self.id), ("state", "=", "queued")],
+            context={},
+        )
+        return action
+
+    def action_view_batches(self):
+        self.ensure_one()
+        action = self.env["ir.actions.act_window"]._for_xml_id("mailchimp_sync.mailchimp_batch_action")
+        action.update(
+            name=self.env._("Batches of %s", self.name),
+            domain=[("audience_id", "=", self.id)],
+            context={"search_default_open": 1},
+        )
+        return action
+
+    def action_view_attention(self):
+        """The dashboard card's click: open what needs attention first
+        (failed rows, then unsent updates, then rows to do), else the form."""
+        self.ensure_one()
+        if self.failed_count:
+            return self.action_view_failed()
+        if self.unsent_count:
+            return self.action_view_unsent()
+        if self.todo_count:
+            return self.action_view_todo()
+        return {
+            "type": "ir.actions.act_window",
+            "res_model": self._name,
+            "res_id": self.id,
+            "view_mode": "form",
+            "views": [(False, "form")],
+        }
+
+    def _as_sync_operator(self):
+        """Mailchimp users (marketing staff) may map lists and run syncs: the
+        sync then writes its cache, batches and run log with elevated rights,
+        once the user's own right to change the audience is checked."""
+        self.check_access("write")
+        return self.sudo()
+
     # ------------------------------------------------------------------
     # Actions and scheduled actions
     # ------------------------------------------------------------------
@@ -162,7 +384,7 @@ class MailchimpAudience(models.Model):
     def action_sync_now(self):
         """Sync this audience now, for at most a minute in this request; the
         scheduled action carries on if more is left."""
-        for audience in self:
+        for audience in self._as_sync_operator():
             try:
                 result = audience._sync(max_time=min(audience.max_time or 60, 60))
             except MailchimpError as exc:
@@ -173,7 +395,7 @@ class MailchimpAudience(models.Model):
 
     def action_full_resync(self):
         """Fetch every member again on the next cycle (not only recent changes)."""
-        self.write({"full_sync_requested": True})
+        self._as_sync_operator().write({"full_sync_requested": True})
         return self.action_sync_now()
 
     def action_abort(self):
@@ -181,7 +403,7 @@ class MailchimpAudience(models.Model):
         cancel their updates and the unsent ones, fail their rows with the
         reason, and put the audience back to idle."""
         reason = self.env._("Sync aborted by %s.", self.env.user.name)
-        for audience in self:
+        for audience in self._as_sync_operator():
             unfinished = audience.batch_ids.filtered(
                 lambda b: b.result_state != "done" and b.status not in ("finished", "aborted", "expired")
             )
@@ -192,7 +414,9 @@ class MailchimpAudience(models.Model):
                 except MailchimpError as exc:
                     _logger.info("Batch %s could not be deleted: %s", batch.mailchimp_batch_id, exc)
             unfinished._fail_unsettled(reason)
-            queued = self.env["mailchimp.update"].search([("audience_id", "=", audience.id), ("state", "=", "queued")])
+            queued = audience.env["mailchimp.update"].search(
+                [("audience_id", "=", audience.id), ("state", "=", "queued")]
+            )
             queued.member_id.write({"sync_status": "fail", "sync_error": reason})
             queued.write({"state": "cancelled", "error_detail": reason})
             if audience.current_run_id:
@@ -217,7 +441,9 @@ class MailchimpAudience(models.Model):
         seconds in all, resuming unfinished cycles first; re-triggers itself
         when work is left."""
         deadline = time.monotonic() + max_time
-        audiences = self.search([("mailing_list_id", "!=", False)], order="sync_stage desc, last_sync_end asc, id")
+        audiences = self.search(
+            [("mailing_list_id", "!=", False)], order="sync_stage desc, last_sync_end asc, id"
+        )
         cron = self.env.ref("mailchimp_sync.ir_cron_mailchimp_sync", raise_if_not_found=False)
         left = False
         for done, audience in enumerate(audiences):

@@ -115,6 +115,7 @@ class MailchimpMember(models.Model):
         for audience, member_ids in by_audience.items():
             rows = self.sudo().browse(member_ids)
             rows.write({"sync_status": "todo", "sync_error": False})
+            rows.flush_recordset()  # the engine reads the cache with SQL
             Sync._sync_members(audience, member_ids)
             rows.invalidate_recordset()
             failed += len(rows.filtered(lambda m: m.sync_status == "fail"))
