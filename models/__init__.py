@@ -8,6 +8,7 @@ from . import mailchimp_sync_run
 from . import mailchimp_sync_lock
 from . import mailchimp_list_removal
 from . import mailchimp_sync
+from . import mailchimp_webhook
 from . import mailing_subscription
 from . import mail_blacklist
 from . import mailing_list

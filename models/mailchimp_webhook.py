@@ -1,0 +1,373 @@
+"""Webhooks: registration at Mailchimp and what a member event does.
+
+Member events never trust the payload for state: each one re-fetches the
+member (``GET /lists/{id}/members/{hash}``), merges it into the cache as a
+fetch would, and runs that one row through the engine's single-row path
+(match, create, Odoo state, reconcile).  Processing is idempotent: the same
+event twice, or events out of order, end in the state Mailchimp holds now.
+"""
+
+import hmac
+import logging
+
+from odoo import api, fields, models
+from odoo.tools import email_normalize
+
+from ..mailchimp_sync.client import subscriber_hash
+from ..mailchimp_sync.exceptions import MailchimpError, MailchimpNotFoundError
+from ..mailchimp_sync.webhooks import (
+    batch_webhook_url,
+    classify_webhooks,
+    member_webhook_body,
+    member_webhook_problems,
+    member_webhook_url,
+)
+
+_logger = logging.getLogger(__name__)
+
+# mass_mailing counts a contact as bouncing from 1 bounce and blacklists
+# from 5 (BLACKLIST_MAX_BOUNCED_LIMIT): a cleaned address gets the latter.
+CLEANED_BOUNCE_COUNT = 5
+NOT_SUBSCRIBED = ("unsubscribed", "cleaned", "archived", "transactional")
+
+
+class MailchimpWebhook(models.AbstractModel):
+    _name = "mailchimp.webhook"
+    _description = "Mailchimp Webhooks"
+
+    # ------------------------------------------------------------------
+    # URLs and secrets
+    # ------------------------------------------------------------------
+
+    @api.model
+    def _base_url(self):
+        """Where Mailchimp reaches this Odoo: the explicit parameter
+        ``mailchimp_sync.webhook_base_url`` if set (a public URL when Odoo
+        sits behind a proxy), else ``web.base.url``."""
+        params = self.env["ir.config_parameter"].sudo()
+        return (
+            params.get_param("mailchimp_sync.webhook_base_url") or params.get_param("web.base.url") or ""
+        ).rstrip("/")
+
+    @api.model
+    def _urls(self, account):
+        secret = account.sudo().webhook_secret
+        base = self._base_url()
+        return member_webhook_url(base, secret), batch_webhook_url(base, secret)
+
+    @api.model
+    def _account_for_secret(self, secret):
+        """The active account whose webhook secret is ``secret``, compared in
+        constant time against every account (no early exit)."""
+        found = self.env["mailchimp.account"]
+        given = (secret or "").encode("utf-8", "replace")
+        for account in self.env["mailchimp.account"].sudo().search([]):
+            expected = (account.webhook_secret or "").encode("utf-8")
+            if hmac.compare_digest(given, expected) and expected and not found:
+                found = account
+        return found
+
+    # ------------------------------------------------------------------
+    # Registration
+    # ------------------------------------------------------------------
+
+    @api.model
+    def _register_all(self, account, audiences=None):
+        """Create or repair the webhooks at Mailchimp: the member webhook of
+        each audience (of ``audiences`` only, when given) and, for the whole
+        account, the batch webhook.  Records each one's health."""
+        return self._sync_webhooks(account, audiences, repair=True)
+
+    @api.model
+    def _check_all(self, account, audiences=None):
+        """Look at the webhooks at Mailchimp and record their health, changing nothing."""
+        return self._sync_webhooks(account, audiences, repair=False)
+
+    def _sync_webhooks(self, account, audiences, repair):
+        account.ensure_one()
+        client = account._get_client()
+        member_url, batch_url = self._urls(account)
+        states = {}
+        for audience in audiences if audiences is not None else account.audience_ids:
+            try:
+                state, message, webhook_id = self._member_webhook(client, audience, member_url, repair)
+            except MailchimpError as exc:
+                state, message, webhook_id = (
+                    "unknown" if not repair else "missing",
+                    self.env._("Mailchimp refused: %s", exc.as_text()),
+                    audience.webhook_mailchimp_id,
+                )
+                _logger.info("Webhook of audience %s: %s", audience.id, exc.as_text())
+            audience.write(
+                {
+                    "webhook_state": state,
+                    "webhook_message": message,
+                    "webhook_mailchimp_id": webhook_id or False,
+                }
+            )
+            states[audience] = state
+        if audiences is None:
+            try:
+                state, message, webhook_id = self._batch_webhook(client, batch_url, repair)
+            except MailchimpError as exc:
+                state, message, webhook_id = (
+                    "unknown" if not repair else "missing",
+                    self.env._("Mailchimp refused: %s", exc.as_text()),
+                    account.batch_webhook_mailchimp_id,
+                )
+                _logger.info("Batch webhook of account %s: %s", account.id, exc.as_text())
+            account.write(
+                {
+                    "batch_webhook_state": state,
+                    "webhook_message": message,
+                    "batch_webhook_mailchimp_id": webhook_id or False,
+                }
+            )
+            states[account] = state
+        return states
+
+    def _member_webhook(self, client, audience, url, repair):
+        """Return (state, message, webhook id) of one audience's member webhook."""
+        list_id = audience.mailchimp_list_id
+        exact, stale = classify_webhooks(client.list_webhooks(list_id), url)
+        body = member_webhook_body(url)
+        if not repair:
+            if exact:
+                problems = member_webhook_problems(exact)
+                if problems:
+                    return "wrong", "; ".join(problems), exact.get("id")
+                return "ok", self.env._("Registered and healthy."), exact.get("id")
+            if stale:
+                return "wrong", self.env._("Registered with an old secret."), stale[0].get("id")
+            return "missing", self.env._("Not registered at Mailchimp."), False
+        done = []
+        if exact:
+            if member_webhook_problems(exact):
+                client.update_webhook(
+                    list_id, exact["id"], {"events": body["events"], "sources": body["sources"]}
+                )
+                done.append(self.env._("events and sources repaired"))
+            webhook_id = exact["id"]
+        elif stale:
+            # Keep the first one, pointed at the current secret.
+            client.update_webhook(list_id, stale[0]["id"], body)
+            webhook_id = stale.pop(0)["id"]
+            done.append(self.env._("moved to the current secret"))
+        else:
+            webhook_id = client.create_webhook(list_id, body).get("id")
+            done.append(self.env._("created"))
+        for old in stale:
+            # Addon webhooks with a secret that no longer opens anything.
+            client.delete_webhook(list_id, old["id"])
+            done.append(self.env._("an outdated duplicate removed"))
+        message = self.env._("Registered and healthy.")
+        if done:
+            message = f"{message} ({', '.join(done)})"
+        return "ok", message, webhook_id
+
+    def _batch_webhook(self, client, url, repair):
+        exact, stale = classify_webhooks(client.list_batch_webhooks(), url)
+        if not repair:
+            if exact:
+                if not exact.get("enabled", True):
+                    return "wrong", self.env._("Registered but disabled."), exact.get("id")
+                return "ok", self.env._("Registered and healthy."), exact.get("id")
+            if stale:
+                return "wrong", self.env._("Registered with an old secret."), stale[0].get("id")
+            return "missing", self.env._("Not registered at Mailchimp."), False
+        done = []
+        if exact:
+            if not exact.get("enabled", True):
+                client.update_batch_webhook(exact["id"], {"enabled": True})
+                done.append(self.env._("enabled again"))
+            webhook_id = exact["id"]
+        elif stale:
+            client.update_batch_webhook(stale[0]["id"], {"url": url, "enabled": True})
+            webhook_id = stale.pop(0)["id"]
+            done.append(self.env._("moved to the current secret"))
+        else:
+            webhook_id = client.create_batch_webhook(url).get("id")
+            done.append(self.env._("created"))
+        for old in stale:
+            client.delete_batch_webhook(old["id"])
+            done.append(self.env._("an outdated duplicate removed"))
+        message = self.env._("Registered and healthy.")
+        if done:
+            message = f"{message} ({', '.join(done)})"
+        return "ok", message, webhook_id
+
+    # ------------------------------------------------------------------
+    # Member events
+    # ------------------------------------------------------------------
+
+    @api.model
+    def _handle_member_event(self, account, event):
+        """Apply one member webhook; return a short outcome for the log.
+
+        Raises MailchimpError when the member cannot be re-fetched (the
+        caller answers so that Mailchimp retries)."""
+        if event.is_campaign:
+            return "campaign event ignored"
+        audience = self.env["mailchimp.audience"].search(
+            [("account_id", "=", account.id), ("mailchimp_list_id", "=", event.list_id)], limit=1
+        )
+        if not audience:
+            return "unknown list"
+        if not audience.mailing_list_id:
+            return "audience without a subscription list"
+        client = account._get_client()
+        # Fetch first: a Mailchimp error then changes nothing.
+        try:
+            member = client.get_member(audience.mailchimp_list_id, event.email)
+        except MailchimpNotFoundError:
+            member = None
+        if event.type == "upemail":
+            self._move_email(audience, event.old_email, event.email)
+        row = self._apply_fetched(audience, event.email, member)
+        if not row:
+            return "member unknown on both sides"
+        self.env.flush_all()
+        if row.mc_status in NOT_SUBSCRIBED:
+            self._cancel_unsent(row, self.env._("Cancelled: the member is %s at Mailchimp.", row.mc_status))
+        self.env["mailchimp.sync"]._sync_members(audience, row.ids)
+        self.env.invalidate_all()
+        if row.mc_status == "cleaned":
+            self._mark_cleaned(audience, row)
+        return f"{event.type} applied"
+
+    def _row(self, audience, email):
+        return self.env["mailchimp.member"].search(
+            [("audience_id", "=", audience.id), ("subscriber_hash", "=", subscriber_hash(email))], limit=1
+        )
+
+    def _apply_fetched(self, audience, email, member):
+        """Merge the re-fetched member into the cache; a member Mailchimp no
+        longer has (404: deleted) counts as archived from now on."""
+        Member = self.env["mailchimp.member"]
+        self.env.flush_all()  # the engine reads and writes the cache in SQL
+        if member:
+            self.env["mailchimp.sync"]._merge_fetched(audience, [member])
+            Member.invalidate_model()
+            return self._row(audience, member.get("email_address") or email)
+        row = self._row(audience, email)
+        if row and row.mc_status and row.mc_status != "archived":
+            now = fields.Datetime.now()
+            row.write(
+                {
+                    "mc_status": "archived",
+                    "mc_status_changed": now,
+                    "mc_last_changed": now,
+                    "sync_status": "todo",
+                }
+            )
+            row.flush_recordset()
+        return row if row and row.mc_status else Member
+
+    def _cancel_unsent(self, row, reason):
+        """Cancel the row's updates not yet sent to Mailchimp (a queued
+        subscribe must not undo the member's unsubscribe)."""
+        self.env.flush_all()
+        self.env.cr.execute(
+            """UPDATE mailchimp_update SET state = 'cancelled', error_detail = %s
+                WHERE member_id = %s AND state = 'queued'""",
+            (reason, row.id),
+        )
+        self.env["mailchimp.update"].invalidate_model()
+        return self.env.cr.rowcount
+
+    def _mark_cleaned(self, audience, row):
+        """Mailchimp cleaned the address (hard bounce or abuse): mark it as
+        bouncing or blacklist it, as the audience says, and give the
+        opt-out the 'cleaned' reason."""
+        email = email_normalize(row.email or "") or (row.contact_id.email_normalized or "")
+        if not email:
+            return
+        already = self.env["mail.blacklist"].sudo().search([("email", "=", email)])
+        if audience.cleaned_action == "blacklist" and not already:
+            self.env["mail.blacklist"].sudo()._add(
+                email, message=self.env._("Cleaned at Mailchimp (audience %s).", audience.name)
+            )
+        else:
+            contacts = (
+                self.env["mailing.contact"]
+                .sudo()
+                .search([("email_normalized", "=", email), ("message_bounce", "<", CLEANED_BOUNCE_COUNT)])
+            )
+            contacts.write({"message_bounce": CLEANED_BOUNCE_COUNT})
+        cleaned = self.env.ref("mailchimp_sync.optout_reason_mailchimp_cleaned", raise_if_not_found=False)
+        generic = self.env.ref("mailchimp_sync.optout_reason_mailchimp", raise_if_not_found=False)
+        if cleaned and row.contact_id:
+            subscriptions = (
+                self.env["mailing.subscription"]
+                .sudo()
+                .search(
+                    [
+                        ("contact_id", "=", row.contact_id.id),
+                        ("list_id", "=", audience.mailing_list_id.id),
+                        ("opt_out", "=", True),
+                        ("opt_out_reason_id", "in", [False, generic.id if generic else False]),
+                    ]
+                )
+            )
+            subscriptions.write({"opt_out_reason_id": cleaned.id})
+        # Our own marks are not Odoo-side changes to send back.
+        self.env.flush_all()
+        self.env["mailchimp.sync"]._refresh_odoo_state(audience, row.ids, mark_todo=False)
+
+    def _move_email(self, audience, old_email, new_email):
+        """``upemail``: the member's address changed at Mailchimp.
+
+        The cache row moves to the new address (its unsent updates follow
+        it).  If a row for the new address exists already (an event or a
+        fetch saw it first), that row takes the old row's contact and the
+        old row is emptied (the next sync drops it).
+
+        The contact rule: a mailing contact holds one address, the one the
+        list mails, so it takes the new address when it had the old one;
+        the old address stays in its chatter.  A linked partner keeps its
+        email (Odoo uses it beyond mailings) and gets a note.
+        """
+        old_row = self._row(audience, old_email)
+        if not old_row or subscriber_hash(old_email) == subscriber_hash(new_email):
+            return
+        new_row = self._row(audience, new_email)
+        contact = old_row.contact_id
+        partner = old_row.partner_id
+        if new_row:
+            self._cancel_unsent(old_row, self.env._("Cancelled: the address changed at Mailchimp."))
+            moved = {
+                "contact_id": False,
+                "partner_id": False,
+                "mc_status": False,
+                "sync_status": "ok",
+                "sync_error": self.env._("The address changed at Mailchimp to %s.", new_email),
+            }
+            old_row.write(moved)
+            if contact and not new_row.contact_id:
+                new_row.write({"contact_id": contact.id, "partner_id": partner.id or False})
+        else:
+            self.env.cr.execute(
+                """UPDATE mailchimp_update
+                      SET payload = jsonb_set(payload, '{email_address}', to_jsonb(%s::text))
+                    WHERE member_id = %s AND state = 'queued' AND payload ? 'email_address'""",
+                (new_email, old_row.id),
+            )
+            old_row.write({"email": new_email, "subscriber_hash": subscriber_hash(new_email)})
+            self.env["mailchimp.update"].invalidate_model()
+        self.env.flush_all()
+        if contact and contact.email_normalized == email_normalize(old_email):
+            contact.write({"email": new_email})
+            contact._message_log(
+                body=self.env._(
+                    "Email changed at Mailchimp from %(old)s to %(new)s.", old=old_email, new=new_email
+                )
+            )
+        if partner and partner.email_normalized == email_normalize(old_email):
+            partner._message_log(
+                body=self.env._(
+                    "Mailchimp now mails this person at %(new)s instead of %(old)s; this contact's "
+                    "email was left unchanged.",
+                    old=old_email,
+                    new=new_email,
+                )
+            )
