@@ -85,6 +85,9 @@ class MailchimpWebhook(models.AbstractModel):
 
     def _sync_webhooks(self, account, audiences, repair):
         account.ensure_one()
+        # Mailchimp validates a new URL with a GET to this server, which
+        # must find the secret: have it written before calling out.
+        self.env.flush_all()
         client = account._get_client()
         member_url, batch_url = self._urls(account)
         states = {}

@@ -23,6 +23,9 @@ class WebhookCase(SyncCase, HttpCase):
         cls.env["ir.config_parameter"].set_param("mailchimp_sync.webhook_base_url", cls.base_url())
         cls.secret = cls.account.sudo().webhook_secret
 
+    def client(self):
+        return self.account._get_client()
+
     def member_url(self, secret=None):
         return f"{self.base_url()}/mailchimp/webhook/{secret or self.secret}"
 
