@@ -4,6 +4,7 @@ import tempfile
 import threading
 from datetime import datetime, timedelta
 
+from psycopg2 import errors
 from psycopg2.extras import execute_values
 
 from odoo import api, fields, models
@@ -76,6 +77,11 @@ class MailchimpBatch(models.Model):
         settled = 0
         for batch in self:
             if not batch.mailchimp_batch_id or batch.result_state == "done":
+                continue
+            # Lock before asking Mailchimp: when the webhook and the poller
+            # (or two deliveries of the webhook) meet, the second skips the
+            # batch at once instead of downloading the results again.
+            if not batch._lock_for_settling():
                 continue
             client = batch.account_id._get_client()
             try:
@@ -268,9 +274,15 @@ class MailchimpBatch(models.Model):
         )
         for batch in batches:
             try:
-                batch._refresh_and_settle()
+                with self.env.cr.savepoint():
+                    batch._refresh_and_settle()
             except MailchimpError as exc:
                 _logger.warning("Could not settle Mailchimp batch %s: %s", batch.mailchimp_batch_id, exc)
+                continue
+            except (errors.SerializationFailure, errors.LockNotAvailable):
+                # A webhook settled it meanwhile (concurrent update of the row).
+                _logger.info("Mailchimp batch %s is being settled elsewhere", batch.mailchimp_batch_id)
+                self.env.invalidate_all()
                 continue
             if not getattr(threading.current_thread(), "testing", False):
                 self.env.cr.commit()
