@@ -10,7 +10,7 @@ event twice, or events out of order, end in the state Mailchimp holds now.
 import hmac
 import logging
 
-from odoo import api, fields, models
+from odoo import api, models
 from odoo.tools import email_normalize
 
 from ..mailchimp_sync.client import subscriber_hash
@@ -254,16 +254,18 @@ class MailchimpWebhook(models.AbstractModel):
             return self._row(audience, member.get("email_address") or email)
         row = self._row(audience, email)
         if row and row.mc_status and row.mc_status != "archived":
-            now = fields.Datetime.now()
-            row.write(
-                {
-                    "mc_status": "archived",
-                    "mc_status_changed": now,
-                    "mc_last_changed": now,
-                    "sync_status": "todo",
-                }
+            # Mailchimp's own time of the deletion is unknown: it is now
+            # (to the microsecond, so an Odoo change of this very second
+            # does not win).
+            self.env.cr.execute(
+                """UPDATE mailchimp_member
+                      SET mc_status = 'archived', sync_status = 'todo',
+                          mc_status_changed = clock_timestamp() AT TIME ZONE 'UTC',
+                          mc_last_changed = clock_timestamp() AT TIME ZONE 'UTC'
+                    WHERE id = %s""",
+                (row.id,),
             )
-            row.flush_recordset()
+            row.invalidate_recordset()
         return row if row and row.mc_status else Member
 
     def _cancel_unsent(self, row, reason):

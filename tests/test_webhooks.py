@@ -2,6 +2,8 @@
 to the running Odoo test server ("sync" delivery: a control event returns
 once Odoo answered), and batches settle by webhook or by the poller."""
 
+import logging
+import time
 from datetime import timedelta
 
 from odoo import fields
@@ -14,6 +16,8 @@ from odoo.addons.mailchimp_sync.mailchimp_sync.webhooks import (
 )
 
 from .test_webhook_routes import WebhookCase
+
+_logger = logging.getLogger(__name__)
 
 
 @tagged("post_install", "-at_install")
@@ -200,3 +204,54 @@ class TestWebhooksEndToEnd(WebhookCase):
         self.assertEqual(self.emulator.control.run_batches()["finished"], [], "deleted at Mailchimp")
         with self.assertRaises(MailchimpNotFoundError):
             self.client().get_member(self.list_id, "kim@example.org")
+
+    def test_deleted_member_is_gone(self):
+        """A member deleted for good at Mailchimp: the re-fetch answers 404,
+        which counts as archived from now on, so Odoo opts the contact out."""
+        lea = self.synced(
+            [{"email_address": "lea@example.org", "status": "subscribed"}],
+            {"lea@example.org": [self.newsletter]},
+        )["lea@example.org"]
+        self.register()
+        self.emulator.control.settings(webhook_delivery="off")
+        self.emulator.control.deliveries(clear=True)
+        self.client()._sdk.lists.delete_list_member_permanent(
+            self.list_id, self.row("lea@example.org").subscriber_hash
+        )
+        body = (
+            "type=unsubscribe&data[action]=delete&data[reason]=manual&data[email]=lea%40example.org"
+            f"&data[list_id]={self.list_id}"
+        )
+        self.assertEqual(self.post(self.member_url(), body).status_code, 200)
+        self.assertFalse(self.subscribed(lea))
+        self.assertEqual(self.row("lea@example.org").mc_status, "archived")
+
+    def test_large_batch_settled_by_webhook_in_time(self):
+        """1,000 operations settled inside the webhook request, well within
+        Mailchimp's 10 s."""
+        self.seed()
+        self.Contact.create(
+            [
+                {"name": f"P{i}", "email": f"p{i:04d}@example.org", "list_ids": [(4, self.newsletter.id)]}
+                for i in range(1000)
+            ]
+        )
+        self.register()
+        self.sync(settle=False)
+        batches = self.env["mailchimp.batch"].search([("audience_id", "=", self.audience.id)])
+        self.assertEqual(len(batches), 1)
+        started = time.monotonic()
+        self.control("run_batches")
+        total = time.monotonic() - started
+        delivery = [d for d in self.emulator.control.deliveries() if d["kind"] == "batch"][0]
+        elapsed = delivery["attempts"][0]["elapsed"]
+        _logger.info(
+            "batch webhook settling 1000 operations answered in %.2f s (run_batches %.2f s)", elapsed, total
+        )
+        self.assertEqual(delivery["response_status"], 200)
+        self.assertLess(elapsed, 10)
+        self.assertEqual(batches.result_state, "done")
+        self.assertEqual(
+            self.Member.search_count([("audience_id", "=", self.audience.id), ("sync_status", "=", "ok")]),
+            1000,
+        )
