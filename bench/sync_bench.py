@@ -1,0 +1,254 @@
+#!/usr/bin/env python3
+"""Benchmark of the sync against the emulator (issue 4); prints figures.
+
+100,000 Mailchimp members and 100,000 Odoo contacts (half of them shared,
+mixed statuses, two interests).  Prints: the initial full sync's wall time
+up to all batches submitted; an incremental sync after 1,000 changes on
+each side; SQL statements per member; Mailchimp requests; peak memory; and
+a floor measured in the same run (paging every member from the emulator
+plus one bulk insert of them into PostgreSQL), with the sync's time as a
+ratio of it.  Not a timed test: it measures and prints.
+
+    python3 bench/sync_bench.py [--members 100000] [--odoo 100000] [--shared 50000]
+"""
+
+import argparse
+import json
+import os
+import resource
+import socket
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, os.path.join(ROOT, "scripts"))
+sys.path.insert(0, ROOT)
+
+from odoo_env import create_database, drop_database, environment, odoo_status  # noqa: E402
+
+from mailchimp_sync.batches import MAX_OPERATIONS  # noqa: E402
+from mailchimp_sync.client import MailchimpClient, subscriber_hash  # noqa: E402
+from mailchimp_sync.emulator import EmulatorControl  # noqa: E402
+from mailchimp_sync.members import FETCH_FIELDS  # noqa: E402
+
+
+def rss_mb():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_emulator():
+    port = free_port()
+    settings = json.dumps({"batch_auto_run": False, "webhook_delivery": "off"})
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mailchimp_sync.emulator", "--port", str(port), "--settings", settings],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    ctl = EmulatorControl(url)
+    for _ in range(100):
+        try:
+            ctl.stats()
+            break
+        except Exception:  # noqa: BLE001 - not up yet
+            time.sleep(0.1)
+    key = None
+    for line in proc.stdout:
+        if "-us" in line and ("key" in line.lower()):
+            key = line.split()[-1]
+            break
+    return proc, url, ctl, key
+
+
+def seed_mailchimp(ctl, members):
+    answer = ctl.seed(lists=[{
+        "name": "Bench",
+        "interest_categories": [{"title": "Topics", "type": "checkboxes",
+                                 "interests": [{"name": "Events"}, {"name": "News"}]}],
+        "generate_members": members,
+        "status_mix": {"subscribed": 0.8, "unsubscribed": 0.1, "cleaned": 0.03, "pending": 0.04, "archived": 0.03},
+    }])
+    return answer["lists"][0]
+
+
+def seed_odoo(env, lists, n_odoo, n_shared):
+    """Contacts in bulk SQL (setting up is not what we measure): the first
+    ``n_shared`` use the emulator's generated addresses, the rest are
+    Odoo-only; 90% subscribed, a third on each interest list."""
+    cr = env.cr
+    cr.execute(
+        """
+        INSERT INTO mailing_contact (name, email, email_normalized, message_bounce, create_date, write_date)
+        SELECT 'Contact ' || i,
+               CASE WHEN i < %(shared)s THEN 'member' || lpad(i::text, 6, '0') || '@example.net'
+                    ELSE 'odoo' || i || '@example.org' END,
+               CASE WHEN i < %(shared)s THEN 'member' || lpad(i::text, 6, '0') || '@example.net'
+                    ELSE 'odoo' || i || '@example.org' END,
+               0, now() AT TIME ZONE 'UTC', now() AT TIME ZONE 'UTC'
+          FROM generate_series(0, %(n)s - 1) AS i
+        """,
+        {"n": n_odoo, "shared": n_shared},
+    )
+    cr.execute(
+        """
+        INSERT INTO mailing_subscription (contact_id, list_id, opt_out, create_date)
+        SELECT id, %(news)s, id %% 10 = 0, now() AT TIME ZONE 'UTC' FROM mailing_contact;
+        INSERT INTO mailing_subscription (contact_id, list_id, opt_out)
+        SELECT id, %(events)s, FALSE FROM mailing_contact WHERE id %% 3 = 0;
+        INSERT INTO mailing_subscription (contact_id, list_id, opt_out)
+        SELECT id, %(topics)s, FALSE FROM mailing_contact WHERE id %% 3 = 1;
+        """,
+        {"news": lists["Newsletter"].id, "events": lists["Events"].id, "topics": lists["News"].id},
+    )
+
+
+def timed_cycle(env, audience, ctl):
+    from odoo import sql_db
+
+    requests0 = ctl.stats()["requests"]
+    sql0 = sql_db.sql_counter
+    started = time.monotonic()
+    while audience._sync(max_time=3600) != "done":
+        pass
+    env.cr.commit()
+    seconds = time.monotonic() - started
+    run = env["mailchimp.sync.run"].search([("audience_id", "=", audience.id)], limit=1)
+    return run, seconds, sql_db.sql_counter - sql0, ctl.stats()["requests"] - requests0
+
+
+def settle(env, ctl):
+    started = time.monotonic()
+    ctl.run_batches()
+    env["mailchimp.batch"]._cron_poll_batches(min_age_minutes=0)
+    env.cr.commit()
+    return time.monotonic() - started
+
+
+def mailchimp_changes(client, list_id, n):
+    """n changes at Mailchimp: unsubscribe some, rename others (one batch)."""
+    ops = []
+    for i in range(n):
+        email = f"member{50000 + i:06d}@example.net" if i % 2 else f"member{i:06d}@example.net"
+        body = {"status": "unsubscribed"} if i % 2 else {"merge_fields": {"FNAME": f"Renamed{i}"}}
+        ops.append({"method": "PATCH", "path": f"/lists/{list_id}/members/{subscriber_hash(email)}",
+                    "body": json.dumps(body)})
+    client.start_batch(ops)
+
+
+def odoo_changes(env, lists, n):
+    """n changes in Odoo: opt out half, add the other half to the list."""
+    cr = env.cr
+    cr.execute(
+        """UPDATE mailing_subscription SET opt_out = TRUE
+            WHERE id IN (SELECT id FROM mailing_subscription WHERE list_id = %s AND NOT opt_out
+                          ORDER BY id LIMIT %s)""",
+        (lists["Newsletter"].id, n // 2),
+    )
+    env["mailing.contact"].create([
+        {"name": f"New {i}", "email": f"new{i}@example.org", "list_ids": [(4, lists["Newsletter"].id)]}
+        for i in range(n - n // 2)
+    ])
+    env.flush_all()
+    cr.commit()
+
+
+def floor(env, client, list_id):
+    """Page every member with the sync's fields and insert them all in one
+    statement: what any sync must at least do."""
+    started = time.monotonic()
+    rows = []
+    for page in client.iter_member_pages(list_id, fields=FETCH_FIELDS):
+        rows.extend(page.members)
+    paged = time.monotonic() - started
+    env.cr.execute("CREATE TEMP TABLE floor_members (id varchar, email varchar, status varchar, data jsonb)")
+    env.cr.execute(
+        """INSERT INTO floor_members SELECT x->>'id', x->>'email_address', x->>'status', x
+             FROM jsonb_array_elements(%s::jsonb) AS x""",
+        (json.dumps(rows),),
+    )
+    env.cr.execute("DROP TABLE floor_members")
+    return time.monotonic() - started, paged, len(rows)
+
+
+def report(label, run, seconds, sql, requests, members):
+    print(f"{label}: {seconds:.1f} s | fetched {run.fetched}, created {run.created}, to add {run.to_add}, "
+          f"to remove {run.to_remove}, Odoo changes {run.odoo_changes}, updates queued {run.updates_queued}, "
+          f"batches {run.batches_sent} | {sql} SQL statements ({sql / max(members, 1):.4f}/member) | "
+          f"{requests} Mailchimp requests")
+    print("   stages: " + ", ".join(f"{k} {v:.1f}s" for k, v in sorted(
+        (run.stage_timings or {}).items(), key=lambda kv: -kv[1])))
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--members", type=int, default=100000)
+    parser.add_argument("--odoo", type=int, default=100000)
+    parser.add_argument("--shared", type=int, default=50000)
+    parser.add_argument("--changes", type=int, default=1000)
+    parser.add_argument("--db", default="mailchimp_sync_bench")
+    args = parser.parse_args()
+    ok, info = odoo_status()
+    if not ok:
+        print(f"benchmark SKIPPED: {info}")
+        return 0
+    proc, url, ctl, key = start_emulator()
+    try:
+        t0 = time.monotonic()
+        mc_list = seed_mailchimp(ctl, args.members)
+        print(f"emulator: {args.members} members seeded in {time.monotonic() - t0:.1f} s")
+        create_database(args.db, os.path.join(ROOT, ".cache", "bench_install.log"))
+        with environment(args.db) as env:
+            client = MailchimpClient(key, base_url=f"{url}/3.0", timeout=60)
+            lists = {n: env["mailing.list"].create({"name": n}) for n in ("Newsletter", "Events", "News")}
+            seed_odoo(env, lists, args.odoo, args.shared)
+            account = env["mailchimp.account"].create({"name": "bench", "api_key": key, "api_base_url": f"{url}/3.0"})
+            audience = env["mailchimp.audience"].create({
+                "name": "Bench", "account_id": account.id, "mailchimp_list_id": mc_list["id"],
+                "mailing_list_id": lists["Newsletter"].id, "max_time": 3600,
+                "interest_ids": [(0, 0, {"name": n, "mailchimp_interest_id": mc_list["interests"][n],
+                                         "mailing_list_id": lists[n].id}) for n in ("Events", "News")],
+            })
+            env.cr.commit()
+            print(f"odoo: {args.odoo} contacts ({args.shared} shared) in database {args.db}")
+            base_rss = rss_mb()
+
+            floor_s, paged_s, n = floor(env, client, mc_list["id"])
+            env.cr.commit()
+            print(f"floor: paging {n} members {paged_s:.1f} s + one bulk insert = {floor_s:.1f} s")
+
+            run, seconds, sql, requests = timed_cycle(env, audience, ctl)
+            env.cr.execute("SELECT count(*) FROM mailchimp_member")
+            rows = env.cr.fetchone()[0]
+            report("initial full sync (to all batches submitted)", run, seconds, sql, requests, rows)
+            pages = -(-n // 1000)
+            print(f"   requests = {pages} member pages + {run.batches_sent} batches + "
+                  f"{requests - pages - run.batches_sent} other | ratio to floor {seconds / floor_s:.1f}")
+            print(f"   peak RSS {rss_mb():.0f} MB (after loading Odoo: {base_rss:.0f} MB), "
+                  f"{rows} cache rows")
+            print(f"settling {run.batches_sent} batches (emulator runs them, then results are read): "
+                  f"{settle(env, ctl):.1f} s")
+
+            mailchimp_changes(client, mc_list["id"], args.changes)
+            ctl.run_batches()
+            odoo_changes(env, lists, args.changes)
+            run, seconds, sql, requests = timed_cycle(env, audience, ctl)
+            report(f"incremental sync after {args.changes} changes on each side", run, seconds, sql, requests,
+                   2 * args.changes)
+            print(f"   peak RSS {rss_mb():.0f} MB")
+        if not os.environ.get("BENCH_KEEP_DB"):
+            drop_database(args.db)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
