@@ -29,4 +29,9 @@
         "views/res_partner_views.xml",
         "views/mailchimp_menus.xml",
     ],
+    "assets": {
+        "web.assets_tests": [
+            "mailchimp_sync/static/src/tests/tours/**/*",
+        ],
+    },
 }

@@ -172,8 +172,8 @@ class MailchimpAccount(models.Model):
                 "message": message,
                 "type": "warning" if gone else "success",
                 "sticky": False,
-                # Show the fetched audiences on the form that asked for them.
-                "next": {"type": "ir.actions.client", "tag": "soft_reload"},
+                # Closing (no dialog here) makes the form reload: it shows the new audiences.
+                "next": {"type": "ir.actions.act_window_close"},
             },
         }
 

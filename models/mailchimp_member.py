@@ -136,7 +136,7 @@ class MailchimpMember(models.Model):
                 "message": message,
                 "type": kind,
                 "sticky": False,
-                "next": {"type": "ir.actions.client", "tag": "soft_reload"},
+                "next": {"type": "ir.actions.act_window_close"},
             },
         }
 
