@@ -53,7 +53,11 @@ CHUNK = 2000
 CREATE_CHUNK = 5000
 
 
-def _testing():
+def _testing(env=None):
+    """True inside Odoo's tests, where one transaction must stay open (also
+    in the test server's request threads, where the registry is in test mode)."""
+    if env is not None and env.registry.in_test_mode():
+        return True
     return getattr(threading.current_thread(), "testing", False)
 
 
@@ -99,9 +103,11 @@ class MailchimpSync(models.AbstractModel):
     # ------------------------------------------------------------------
 
     def _commit(self):
-        """Commit between units of work (not inside tests, whose transaction
-        must stay open; there the work simply goes on in the same one)."""
-        if not _testing():
+        """Commit between units of work.  Tests must keep their transaction
+        open: there the work is only flushed and goes on in the same one."""
+        if _testing(self.env):
+            self.env.flush_all()
+        else:
             self.env.cr.commit()
 
     @api.model
@@ -117,7 +123,9 @@ class MailchimpSync(models.AbstractModel):
         deadline = time.monotonic() + max(budget, 0.001)
         lock_cr = self._lock_cursor()
         try:
-            if not self.env["mailchimp.sync.lock"]._try_lock(lock_cr, audience.id):
+            if not self.env["mailchimp.sync.lock"]._try_lock(
+                lock_cr, audience.id, commit_insert=lock_cr is not self.env.cr
+            ):
                 _logger.info("Audience %s is being synced by another worker", audience.id)
                 return "busy"
             return self._run_locked(audience, deadline, stop_after)
@@ -127,7 +135,7 @@ class MailchimpSync(models.AbstractModel):
                 lock_cr.close()
 
     def _lock_cursor(self):
-        if _testing():
+        if _testing(self.env):
             # Tests run in one transaction: the lock is taken in it.
             return self.env.cr
         return Registry(self.env.cr.dbname).cursor()
@@ -142,8 +150,6 @@ class MailchimpSync(models.AbstractModel):
             started = time.monotonic()
             try:
                 finished = self._run_stage(stage, audience, run, deadline)
-            except BudgetSpent:
-                finished = False
             except Exception as exc:
                 self._record_failure(audience, run, stage, exc)
                 raise
@@ -171,17 +177,23 @@ class MailchimpSync(models.AbstractModel):
         the last committed unit on the next run.  (Tests never commit, so
         there a savepoint plays the part of that rollback.)"""
         method = getattr(self, f"_stage_{stage}")
-        if _testing():
+        if _testing(self.env):
             with self.env.cr.savepoint():
-                return method(audience, run, deadline)
+                return self._call_stage(method, audience, run, deadline)
         try:
-            return method(audience, run, deadline)
-        except BudgetSpent:
-            raise
+            return self._call_stage(method, audience, run, deadline)
         except Exception:
             self.env.cr.rollback()
             self.env.invalidate_all()
             raise
+
+    @staticmethod
+    def _call_stage(method, audience, run, deadline):
+        """A spent budget ends the stage normally: what it did is kept."""
+        try:
+            return method(audience, run, deadline)
+        except BudgetSpent:
+            return False
 
     def _start_cycle(self, audience):
         now = fields.Datetime.now()
@@ -790,6 +802,9 @@ class MailchimpSync(models.AbstractModel):
         if subscribe or unsubscribe:
             # Our own writes are not Odoo-side changes to reconcile again.
             self._refresh_odoo_state(audience, [r["id"] for r in rows], mark_todo=False)
+        # The rows and their updates were written in SQL.
+        self.env["mailchimp.member"].invalidate_model()
+        self.env["mailchimp.update"].invalidate_model()
 
     def _final_contact_name(self, row, decision):
         if decision.odoo_names:

@@ -1,6 +1,7 @@
 from psycopg2 import errors
 
 from odoo import fields, models
+from odoo.tools import mute_logger
 
 
 class MailchimpSyncLock(models.Model):
@@ -16,18 +17,29 @@ class MailchimpSyncLock(models.Model):
 
     _sql_constraints = [("audience_uniq", "unique(audience_id)", "One lock row per audience.")]
 
-    def _try_lock(self, cr, audience_id):
-        """Lock the audience's row on ``cr``; return False if another worker holds it."""
-        cr.execute(
-            "INSERT INTO mailchimp_sync_lock (audience_id) VALUES (%s) ON CONFLICT DO NOTHING",
-            (audience_id,),
-        )
-        try:
-            cr.execute("SAVEPOINT mailchimp_lock")
+    def _try_lock(self, cr, audience_id, commit_insert=True):
+        """Lock the audience's row on ``cr``; return False if another worker holds it.
+
+        The row is created (and committed) first if missing: a second
+        worker inserting the same key would otherwise wait on the first
+        worker's uncommitted insert instead of being refused at once.
+        """
+        cr.execute("SELECT 1 FROM mailchimp_sync_lock WHERE audience_id = %s", (audience_id,))
+        if not cr.fetchone():
             cr.execute(
-                "SELECT id FROM mailchimp_sync_lock WHERE audience_id = %s FOR UPDATE NOWAIT",
+                "INSERT INTO mailchimp_sync_lock (audience_id) VALUES (%s) ON CONFLICT DO NOTHING",
                 (audience_id,),
             )
+            if commit_insert:
+                cr.commit()
+        try:
+            cr.execute("SAVEPOINT mailchimp_lock")
+            # A busy audience is normal, not an SQL error worth logging.
+            with mute_logger("odoo.sql_db"):
+                cr.execute(
+                    "SELECT id FROM mailchimp_sync_lock WHERE audience_id = %s FOR UPDATE NOWAIT",
+                    (audience_id,),
+                )
         except errors.LockNotAvailable:
             cr.execute("ROLLBACK TO SAVEPOINT mailchimp_lock")
             return False

@@ -6,3 +6,5 @@ from . import test_webhooks
 from . import test_webhook_routes
 from . import test_views
 from . import test_tour
+from . import test_sync_history
+from . import test_sync_rules

@@ -109,10 +109,7 @@ class TestMailchimpTour(HttpCase):
             "odoo.startTour('mailchimp_sync_tour', {stepDelay: 0, keepWatchBrowser: false, "
             "debug: false, startUrl: '/odoo'})"
         )
-        # Requests of an HttpCase run on test cursors inside the test's own
-        # transaction: the engine must then lock and "commit" as in its test
-        # mode (same cursor, no commits), not open a second cursor.
-        patches = [patch("odoo.addons.mailchimp_sync.models.mailchimp_sync._testing", return_value=True)]
+        patches = []
         if os.environ.get("MAILCHIMP_SCREENSHOTS"):
             handler = _screenshot_console(ChromeBrowser._handle_console)
             patches.append(patch.object(ChromeBrowser, "_handle_console", handler))

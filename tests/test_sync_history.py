@@ -1,0 +1,160 @@
+from datetime import datetime, timedelta
+
+from odoo.tests import TransactionCase, tagged
+
+
+@tagged("post_install", "-at_install")
+class TestOdooHistory(TransactionCase):
+    """Every way Odoo changes a membership of a mapped list leaves the time
+    it happened, raw SQL paths included; the sync reads it back."""
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.newsletter = cls.env["mailing.list"].create({"name": "Newsletter"})
+        cls.other = cls.env["mailing.list"].create({"name": "Other"})
+        account = cls.env["mailchimp.account"].create({"name": "A", "api_key": "0" * 32 + "-us1"})
+        cls.audience = cls.env["mailchimp.audience"].create(
+            {"name": "A", "account_id": account.id, "mailchimp_list_id": "a1b2c3d4e5",
+             "mailing_list_id": cls.newsletter.id}
+        )
+        cls.Sync = cls.env["mailchimp.sync"]
+
+    def setUp(self):
+        super().setUp()
+        self.before = datetime.utcnow() - timedelta(seconds=1)
+
+    def contact(self, email="anna@example.org", lists=()):
+        return self.env["mailing.contact"].create(
+            {"name": "Anna", "email": email, "list_ids": [(4, lst.id) for lst in lists]}
+        )
+
+    def sub(self, contact, mailing_list=None):
+        mailing_list = mailing_list or self.newsletter
+        self.env.flush_all()
+        return self.env["mailing.subscription"].search(
+            [("contact_id", "=", contact.id), ("list_id", "=", mailing_list.id)]
+        )
+
+    def odoo_state(self, contact):
+        """(subscribed, changed) as the sync computes it for the contact's row."""
+        member = self.env["mailchimp.member"].search([("contact_id", "=", contact.id)])
+        if not member:
+            member = self.env["mailchimp.member"].create(
+                {"audience_id": self.audience.id, "email": contact.email, "contact_id": contact.id}
+            )
+        self.env.flush_all()
+        self.Sync._refresh_odoo_state(self.audience, [member.id])
+        member.invalidate_recordset()
+        return member.odoo_subscribed, member.odoo_changed
+
+    def assertChangedNow(self, changed):
+        self.assertTrue(changed, "a change time is recorded")
+        self.assertGreaterEqual(changed, self.before)
+
+    def test_contact_form(self):
+        contact = self.contact(lists=[self.newsletter])
+        self.assertChangedNow(self.sub(contact).mailchimp_changed_at)
+        subscribed, changed = self.odoo_state(contact)
+        self.assertTrue(subscribed)
+        self.assertChangedNow(changed)
+
+    def test_opt_out_and_back_on_the_subscription(self):
+        contact = self.contact(lists=[self.newsletter])
+        sub = self.sub(contact)
+        self.env.cr.execute("UPDATE mailing_subscription SET mailchimp_changed_at = '2020-01-01' WHERE id = %s",
+                            (sub.id,))
+        sub.invalidate_recordset()
+        sub.write({"opt_out": True})
+        self.env.flush_all()
+        sub.invalidate_recordset()
+        self.assertChangedNow(sub.mailchimp_changed_at)
+        self.assertFalse(self.odoo_state(contact)[0])
+        # Writing something else does not move the time
+        self.env.cr.execute("UPDATE mailing_subscription SET mailchimp_changed_at = '2020-01-01' WHERE id = %s",
+                            (sub.id,))
+        sub.invalidate_recordset()
+        sub.write({"opt_out_reason_id": False, "opt_out": True})
+        self.env.flush_all()
+        sub.invalidate_recordset()
+        self.assertEqual(sub.mailchimp_changed_at, datetime(2020, 1, 1))
+
+    def test_add_to_list_wizard(self):
+        contact = self.contact()
+        self.env["mailing.contact.to.list"].create(
+            {"contact_ids": [(6, 0, contact.ids)], "mailing_list_id": self.newsletter.id}
+        ).action_add_contacts()
+        subscribed, changed = self.odoo_state(contact)
+        self.assertTrue(subscribed)
+        self.assertChangedNow(changed)
+
+    def test_import_wizard(self):
+        self.env["mailing.contact.import"].create(
+            {"mailing_list_ids": [(6, 0, self.newsletter.ids)], "contact_list": "Bea <bea@example.org>"}
+        ).action_import()
+        contact = self.env["mailing.contact"].search([("email", "=", "bea@example.org")])
+        subscribed, changed = self.odoo_state(contact)
+        self.assertTrue(subscribed)
+        self.assertChangedNow(changed)
+
+    def test_list_merge_raw_sql(self):
+        contact = self.contact(lists=[self.other])
+        self.env["mailing.list.merge"].create(
+            {"src_list_ids": [(6, 0, (self.other | self.newsletter).ids)], "dest_list_id": self.newsletter.id,
+             "merge_options": "existing", "archive_src_lists": False}
+        ).action_mailing_lists_merge()
+        sub = self.sub(contact)
+        self.assertTrue(sub, "merged in by raw SQL")
+        self.assertChangedNow(sub.mailchimp_changed_at)
+        self.assertTrue(self.odoo_state(contact)[0])
+
+    def test_unsubscribe_page_path(self):
+        contact = self.contact(lists=[self.newsletter])
+        # The unsubscribe page runs in a request of its own: nothing cached.
+        self.env.invalidate_all()
+        self.newsletter._update_subscription_from_email("anna@example.org", opt_out=True)
+        subscribed, changed = self.odoo_state(contact)
+        self.assertFalse(subscribed)
+        self.assertChangedNow(changed)
+        self.newsletter._update_subscription_from_email("anna@example.org", opt_out=False)
+        self.assertTrue(self.odoo_state(contact)[0])
+
+    def test_blacklist_add_and_remove(self):
+        contact = self.contact(lists=[self.newsletter])
+        self.env.cr.execute("UPDATE mailing_subscription SET mailchimp_changed_at = '2020-01-01'")
+        self.env["mail.blacklist"]._add("anna@example.org")
+        subscribed, changed = self.odoo_state(contact)
+        self.assertFalse(subscribed, "blacklisted counts as not subscribed")
+        self.assertChangedNow(changed)
+        self.env["mail.blacklist"]._remove("anna@example.org")
+        subscribed, changed = self.odoo_state(contact)
+        self.assertTrue(subscribed)
+        self.assertChangedNow(changed)
+        # The audience may choose to ignore the blacklist
+        self.audience.blacklist_unsubscribes = False
+        self.env["mail.blacklist"]._add("anna@example.org")
+        self.assertTrue(self.odoo_state(contact)[0])
+
+    def test_remove_from_list_and_delete_contact(self):
+        contact = self.contact(lists=[self.newsletter])
+        member = self.env["mailchimp.member"].create(
+            {"audience_id": self.audience.id, "email": contact.email, "contact_id": contact.id,
+             "mc_status": "subscribed", "sync_status": "ok"}
+        )
+        self.sub(contact).unlink()
+        subscribed, changed = self.odoo_state(contact)
+        self.assertFalse(subscribed)
+        self.assertChangedNow(changed)
+        removal = self.env["mailchimp.list.removal"].search([("contact_id", "=", contact.id)])
+        self.assertEqual(removal.list_id, self.newsletter.id)
+        contact.unlink()
+        self.env.flush_all()
+        member.invalidate_recordset()
+        self.assertFalse(member.contact_id)
+        self.assertChangedNow(member.odoo_deleted_at)
+        self.assertEqual(member.sync_status, "todo", "a deleted contact is work for the next sync")
+
+    def test_unmapped_lists_keep_no_removals(self):
+        contact = self.contact(lists=[self.other])
+        self.sub(contact, self.other).unlink()
+        self.assertFalse(self.env["mailchimp.list.removal"].search([("contact_id", "=", contact.id)]))
