@@ -28,13 +28,29 @@ sys.path.insert(0, ROOT)
 
 from odoo_env import create_database, drop_database, environment, odoo_status  # noqa: E402
 
-from mailchimp_sync.batches import MAX_OPERATIONS  # noqa: E402
 from mailchimp_sync.client import MailchimpClient, subscriber_hash  # noqa: E402
 from mailchimp_sync.emulator import EmulatorControl  # noqa: E402
 from mailchimp_sync.members import FETCH_FIELDS  # noqa: E402
 
 
-def rss_mb():
+def reset_peak_rss():
+    """Restart the kernel's high-water mark of this process (Linux), so the
+    peak we print belongs to the sync, not to loading or seeding."""
+    try:
+        with open("/proc/self/clear_refs", "w") as handle:
+            handle.write("5")
+    except OSError:
+        pass
+
+
+def rss_mb(field="VmHWM"):
+    try:
+        with open("/proc/self/status") as handle:
+            for line in handle:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
@@ -124,11 +140,15 @@ def timed_cycle(env, audience, ctl):
 
 
 def settle(env, ctl):
+    """(seconds the emulator took to run the batches, seconds we took to read
+    and settle their results)."""
     started = time.monotonic()
     ctl.run_batches()
+    ran = time.monotonic() - started
+    started = time.monotonic()
     env["mailchimp.batch"]._cron_poll_batches(min_age_minutes=0)
     env.cr.commit()
-    return time.monotonic() - started
+    return ran, time.monotonic() - started
 
 
 def mailchimp_changes(client, list_id, n):
@@ -217,11 +237,12 @@ def main():
             })
             env.cr.commit()
             print(f"odoo: {args.odoo} contacts ({args.shared} shared) in database {args.db}")
-            base_rss = rss_mb()
 
             floor_s, paged_s, n = floor(env, client, mc_list["id"])
             env.cr.commit()
             print(f"floor: paging {n} members {paged_s:.1f} s + one bulk insert = {floor_s:.1f} s")
+            base_rss = rss_mb("VmRSS")
+            reset_peak_rss()
 
             run, seconds, sql, requests = timed_cycle(env, audience, ctl)
             env.cr.execute("SELECT count(*) FROM mailchimp_member")
@@ -230,10 +251,12 @@ def main():
             pages = -(-n // 1000)
             print(f"   requests = {pages} member pages + {run.batches_sent} batches + "
                   f"{requests - pages - run.batches_sent} other | ratio to floor {seconds / floor_s:.1f}")
-            print(f"   peak RSS {rss_mb():.0f} MB (after loading Odoo: {base_rss:.0f} MB), "
+            print(f"   peak RSS during the sync {rss_mb():.0f} MB (before it: {base_rss:.0f} MB), "
                   f"{rows} cache rows")
-            print(f"settling {run.batches_sent} batches (emulator runs them, then results are read): "
-                  f"{settle(env, ctl):.1f} s")
+            ran, settled = settle(env, ctl)
+            print(f"batches: the emulator ran {run.batches_sent} batches in {ran:.1f} s; "
+                  f"reading and settling their results took {settled:.1f} s")
+            reset_peak_rss()
 
             mailchimp_changes(client, mc_list["id"], args.changes)
             ctl.run_batches()
@@ -241,7 +264,7 @@ def main():
             run, seconds, sql, requests = timed_cycle(env, audience, ctl)
             report(f"incremental sync after {args.changes} changes on each side", run, seconds, sql, requests,
                    2 * args.changes)
-            print(f"   peak RSS {rss_mb():.0f} MB")
+            print(f"   peak RSS during the incremental sync {rss_mb():.0f} MB")
         if not os.environ.get("BENCH_KEEP_DB"):
             drop_database(args.db)
     finally:

@@ -159,34 +159,33 @@ def reconcile_row(row, rules):
                 return _fail("Subscribed at Mailchimp but no Odoo contact could be matched or created.")
             decision.odoo_subscribe = True
         decision.final_subscribed = mc_subscribed
-    else:
-        if row.odoo_subscribed:
-            if not mc_known:
-                if not row.email:
-                    return _fail("Subscribed in Odoo but the contact has no usable email address.")
-                body = {
-                    "email_address": row.email,
-                    "status": "pending" if rules.double_optin else "subscribed",
-                }
-            elif row.mc_status in RESUBSCRIBABLE_STATUSES:
-                if row.blacklisted or row.bouncing:
-                    why = "blacklisted" if row.blacklisted else "bouncing"
-                    return _fail(
-                        f"Subscribed in Odoo but {row.mc_status} at Mailchimp, and the email is "
-                        f"{why} in Odoo: not resubscribed."
-                    )
-                pending = row.pending_cancelled or rules.double_optin
-                body = {"status": "pending" if pending else "subscribed"}
-            elif row.mc_status == "cleaned":
+    elif row.odoo_subscribed:
+        if not mc_known:
+            if not row.email:
+                return _fail("Subscribed in Odoo but the contact has no usable email address.")
+            body = {
+                "email_address": row.email,
+                "status": "pending" if rules.double_optin else "subscribed",
+            }
+        elif row.mc_status in RESUBSCRIBABLE_STATUSES:
+            if row.blacklisted or row.bouncing:
+                why = "blacklisted" if row.blacklisted else "bouncing"
                 return _fail(
-                    "Subscribed in Odoo but cleaned at Mailchimp (bounced or reported abuse): "
-                    "Mailchimp cannot resubscribe a cleaned address."
+                    f"Subscribed in Odoo but {row.mc_status} at Mailchimp, and the email is "
+                    f"{why} in Odoo: not resubscribed."
                 )
-            decision.final_subscribed = True
-        else:
-            if mc_subscribed:
-                body = {"status": "unsubscribed"}
-            decision.final_subscribed = False
+            pending = row.pending_cancelled or rules.double_optin
+            body = {"status": "pending" if pending else "subscribed"}
+        elif row.mc_status == "cleaned":
+            return _fail(
+                "Subscribed in Odoo but cleaned at Mailchimp (bounced or reported abuse): "
+                "Mailchimp cannot resubscribe a cleaned address."
+            )
+        decision.final_subscribed = True
+    else:
+        if mc_subscribed:
+            body = {"status": "unsubscribed"}
+        decision.final_subscribed = False
 
     if decision.final_subscribed:
         _reconcile_interests(row, decision, body, mc_known and "email_address" not in body)

@@ -142,7 +142,7 @@ class MailchimpBatch(models.Model):
             (self.id,),
         )
         done, failed, requeue, member_vals, fail_rows = [], [], [], [], []
-        for (update_id, member_id, kind, payload, member_hash, *cached_values) in cr.fetchall():
+        for (update_id, member_id, kind, payload, _member_hash, *cached_values) in cr.fetchall():
             result = results.get(update_id)
             if result is None:
                 failed.append((update_id, None, "No result", "Mailchimp returned no result for this operation."))

@@ -303,17 +303,24 @@ class MailchimpSync(models.AbstractModel):
         cr = self.env.cr
         cr.execute(
             """SELECT subscriber_hash, mc_status, mc_status_changed, mc_first_name, mc_last_name,
-                      mc_name_changed, mc_interests, mc_interests_changed
+                      mc_name_changed, mc_interests, mc_interests_changed, mc_last_changed, email
                  FROM mailchimp_member WHERE audience_id = %s AND subscriber_hash = ANY(%s)""",
             (audience.id, list(by_hash)),
         )
         cached = {row[0]: dict(zip(
             ("subscriber_hash", "mc_status", "mc_status_changed", "mc_first_name", "mc_last_name",
-             "mc_name_changed", "mc_interests", "mc_interests_changed"), row, strict=True))
+             "mc_name_changed", "mc_interests", "mc_interests_changed", "mc_last_changed", "email"),
+            row, strict=True))
             for row in cr.fetchall()}
         records = []
         for member_hash, member in by_hash.items():
-            values = merge_member(cached.get(member_hash), member)
+            old = cached.get(member_hash)
+            values = merge_member(old, member)
+            if old and all(old[k] == values[k] for k in
+                           ("mc_last_changed", "mc_status", "email", "mc_first_name", "mc_last_name",
+                            "mc_interests")):
+                # Unchanged (typically the echo of our own update): no write.
+                continue
             for key in ("mc_last_changed", "mc_status_changed", "mc_name_changed"):
                 values[key] = values[key].isoformat() if values[key] else None
             records.append(values)
@@ -522,15 +529,16 @@ class MailchimpSync(models.AbstractModel):
 
     def _stage_duplicates(self, audience, run, deadline):
         # A contact added in Odoo whose email then appeared at Mailchimp
-        # independently: keep the row Mailchimp knows.
+        # independently: keep the row Mailchimp knows.  (Joined rather than
+        # correlated: the candidates are few, the audience is large.)
         self.env.cr.execute(
             """
             DELETE FROM mailchimp_member d
+             USING mailchimp_member o
              WHERE d.audience_id = %(aud)s AND d.mc_status IS NULL AND d.contact_id IS NOT NULL
+               AND o.audience_id = %(aud)s AND o.contact_id = d.contact_id
+               AND o.id <> d.id AND o.mc_status IS NOT NULL
                AND NOT EXISTS (SELECT 1 FROM mailchimp_update u WHERE u.member_id = d.id AND u.state = 'sent')
-               AND EXISTS (SELECT 1 FROM mailchimp_member o
-                            WHERE o.audience_id = d.audience_id AND o.contact_id = d.contact_id
-                              AND o.id <> d.id AND o.mc_status IS NOT NULL)
             """,
             {"aud": audience.id},
         )
@@ -777,7 +785,8 @@ class MailchimpSync(models.AbstractModel):
                 tags = []
             if body:
                 updates.append((row["id"], "member", body))
-                if body.get("status") in ("subscribed", "pending") and row["mc_status"] not in ("subscribed", "pending"):
+                subscribing = body.get("status") in ("subscribed", "pending")
+                if subscribing and row["mc_status"] not in ("subscribed", "pending"):
                     run.to_add += 1
                 elif body.get("status") == "unsubscribed":
                     run.to_remove += 1
@@ -828,15 +837,16 @@ class MailchimpSync(models.AbstractModel):
         if not updates:
             return 0
         cancel, values = [], []
-        for member_id, kind, payload in updates:
+        for member_id, kind, new_payload in updates:
+            payload = new_payload
             olds = [u for u in queued.get(member_id, []) if u["kind"] == kind]
             if olds:
                 cancel.extend(u["id"] for u in olds)
                 if kind == "member":
-                    payload = merge_superseded(payload, [u["payload"] for u in olds])
+                    payload = merge_superseded(new_payload, [u["payload"] for u in olds])
                 else:
                     merged = {t["name"]: t for u in olds for t in u["payload"].get("tags", [])}
-                    merged.update({t["name"]: t for t in payload["tags"]})
+                    merged.update({t["name"]: t for t in new_payload["tags"]})
                     payload = {"tags": list(merged.values())}
             values.append((member_id, audience.id, kind, json.dumps(payload), self.env.uid))
         cr = self.env.cr
@@ -912,7 +922,8 @@ class MailchimpSync(models.AbstractModel):
         users see why the membership changed (as Odoo's own unsubscribe
         page leaves a note)."""
         list_names = {
-            ml.id: ml.name for ml in self.env["mailing.list"].browse({l for _c, l in subscribe + unsubscribe})
+            ml.id: ml.name
+            for ml in self.env["mailing.list"].browse({list_id for _c, list_id in subscribe + unsubscribe})
         }
         per_contact = {}
         for contact_id, list_id in subscribe:

@@ -17,6 +17,11 @@ mkdir -p .cache
 core_rc=$?
 
 echo "== Odoo suite"
+if "$PY" -c "import odoo" >/dev/null 2>&1; then
+  # The browser tour needs Chromium and websocket-client; only worth
+  # installing where the Odoo suite can run at all.
+  sh scripts/install_browser.sh
+fi
 "$PY" scripts/run_odoo_suite.py
 odoo_rc=$?
 
