@@ -3,7 +3,7 @@
 Every behaviour that API-BEHAVIOUR.md tags [U] (unverified) is a setting
 here, so a test can flip it and check the addon copes with either reading.
 The defaults are what the document recommends.  ``SETTING_DOCS`` maps each
-setting to the document item it covers; ``readme/EMULATOR.rst`` lists them.
+setting to the document item it covers; README.rst ("Mailchimp emulator") lists them.
 """
 
 import copy
