@@ -125,6 +125,7 @@ class MailchimpBatch(models.Model):
         self.ensure_one()
         if not self._lock_for_settling():
             return 0
+        self.env["mailchimp.sync"]._ensure_statistics()
         results = {}
         if url:
             with tempfile.SpooledTemporaryFile(max_size=16 << 20) as tmp:
@@ -228,10 +229,12 @@ class MailchimpBatch(models.Model):
                 fail_rows,
             )
         # Rows with nothing left in flight or queued are in sync.
+        # Driven from this batch's own updates (at most 1,000), so the plan
+        # stays small however many rows are live across the audience.
         cr.execute(
             """UPDATE mailchimp_member m SET sync_status = 'ok', sync_error = NULL
-                WHERE m.id IN (SELECT member_id FROM mailchimp_update WHERE batch_id = %s)
-                  AND m.sync_status = 'live'
+                 FROM (SELECT DISTINCT member_id FROM mailchimp_update WHERE batch_id = %s) b
+                WHERE m.id = b.member_id AND m.sync_status = 'live'
                   AND NOT EXISTS (SELECT 1 FROM mailchimp_update u
                                    WHERE u.member_id = m.id AND u.state IN ('queued', 'sent'))""",
             (self.id,),

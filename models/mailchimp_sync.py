@@ -49,7 +49,7 @@ STAGES = [
 # documented as inclusive: every incremental fetch re-reads a window.
 FETCH_OVERLAP = timedelta(minutes=15)
 PAGE_OVERLAP = 10
-CHUNK = 2000
+CHUNK = 5000
 CREATE_CHUNK = 5000
 
 
@@ -95,6 +95,9 @@ class MailchimpSync(models.AbstractModel):
                 ON mailchimp_member (audience_id, sync_status, id);
             CREATE INDEX IF NOT EXISTS mailchimp_member_audience_email_idx
                 ON mailchimp_member (audience_id, lower(email));
+            -- submit claims queued updates in id order, a batch at a time
+            CREATE INDEX IF NOT EXISTS mailchimp_update_queued_idx
+                ON mailchimp_update (audience_id, id) WHERE state = 'queued';
             """
         )
 
@@ -762,6 +765,9 @@ class MailchimpSync(models.AbstractModel):
         extra = self._mailchimp_extra_merge_fields(audience, [r["contact_id"] for r in rows if r["contact_id"]])
         queued = self._queued_updates([r["id"] for r in rows])
         subscribe, unsubscribe, names, updates, row_vals = [], [], [], [], []
+        # Counted here and written once: an ORM write per row would cost
+        # more than the decision itself.
+        to_add = to_remove = failed = 0
         for row in rows:
             state = self._row_state(audience, row, interests, extra)
             state.pending_cancelled = any(
@@ -787,13 +793,13 @@ class MailchimpSync(models.AbstractModel):
                 updates.append((row["id"], "member", body))
                 subscribing = body.get("status") in ("subscribed", "pending")
                 if subscribing and row["mc_status"] not in ("subscribed", "pending"):
-                    run.to_add += 1
+                    to_add += 1
                 elif body.get("status") == "unsubscribed":
-                    run.to_remove += 1
+                    to_remove += 1
             if tags:
                 updates.append((row["id"], "tags", {"tags": tags}))
             if decision.status == "fail":
-                run.failed += 1
+                failed += 1
             sent = dict(row["sent_data"] or {})
             if decision.status != "fail" and decision.final_subscribed:
                 sent.update(
@@ -803,10 +809,14 @@ class MailchimpSync(models.AbstractModel):
                     odoo_name=self._final_contact_name(row, decision),
                 )
             row_vals.append((row["id"], decision.status, decision.reason, json.dumps(sent)))
-        run.odoo_changes += len(subscribe) + len(unsubscribe)
         self._apply_odoo_subscriptions(audience, subscribe, unsubscribe)
         self._apply_odoo_names(names)
-        run.updates_queued += self._queue_updates(audience, updates, queued)
+        queued_count = self._queue_updates(audience, updates, queued)
+        run.to_add += to_add
+        run.to_remove += to_remove
+        run.failed += failed
+        run.odoo_changes += len(subscribe) + len(unsubscribe)
+        run.updates_queued += queued_count
         self._write_rows(row_vals)
         if subscribe or unsubscribe:
             # Our own writes are not Odoo-side changes to reconcile again.

@@ -92,42 +92,30 @@ class MailchimpWebhook(models.AbstractModel):
         member_url, batch_url = self._urls(account)
         states = {}
         for audience in audiences if audiences is not None else account.audience_ids:
-            try:
-                state, message, webhook_id = self._member_webhook(client, audience, member_url, repair)
-            except MailchimpError as exc:
-                state, message, webhook_id = (
-                    "unknown" if not repair else "missing",
-                    self.env._("Mailchimp refused: %s", exc.as_text()),
-                    audience.webhook_mailchimp_id,
-                )
-                _logger.info("Webhook of audience %s: %s", audience.id, exc.as_text())
-            audience.write(
-                {
-                    "webhook_state": state,
-                    "webhook_message": message,
-                    "webhook_mailchimp_id": webhook_id or False,
-                }
+            states[audience] = self._record_webhook(
+                audience, ("webhook_state", "webhook_message", "webhook_mailchimp_id"), repair,
+                lambda a=audience: self._member_webhook(client, a, member_url, repair),
             )
-            states[audience] = state
         if audiences is None:
-            try:
-                state, message, webhook_id = self._batch_webhook(client, batch_url, repair)
-            except MailchimpError as exc:
-                state, message, webhook_id = (
-                    "unknown" if not repair else "missing",
-                    self.env._("Mailchimp refused: %s", exc.as_text()),
-                    account.batch_webhook_mailchimp_id,
-                )
-                _logger.info("Batch webhook of account %s: %s", account.id, exc.as_text())
-            account.write(
-                {
-                    "batch_webhook_state": state,
-                    "webhook_message": message,
-                    "batch_webhook_mailchimp_id": webhook_id or False,
-                }
+            states[account] = self._record_webhook(
+                account, ("batch_webhook_state", "webhook_message", "batch_webhook_mailchimp_id"), repair,
+                lambda: self._batch_webhook(client, batch_url, repair),
             )
-            states[account] = state
         return states
+
+    def _record_webhook(self, record, field_names, repair, check):
+        """Run ``check`` (which returns state, message, Mailchimp id) and store
+        its outcome on ``record``; a refusal by Mailchimp is stored too."""
+        state_field, message_field, id_field = field_names
+        try:
+            state, message, webhook_id = check()
+        except MailchimpError as exc:
+            state = "missing" if repair else "unknown"
+            message = self.env._("Mailchimp refused: %s", exc.as_text())
+            webhook_id = record[id_field]
+            _logger.info("Webhook of %s %s: %s", record._name, record.id, exc.as_text())
+        record.write({state_field: state, message_field: message, id_field: webhook_id or False})
+        return state
 
     def _member_webhook(self, client, audience, url, repair):
         """Return (state, message, webhook id) of one audience's member webhook."""

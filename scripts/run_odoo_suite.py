@@ -18,6 +18,9 @@ import subprocess
 import sys
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from odoo_env import odoo_status  # noqa: E402
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 SUMMARY_RE = re.compile(r"(\d+) failed, (\d+) error\(s\) of (\d+) tests when loading database")
@@ -32,17 +35,6 @@ BENIGN_WARNINGS = (
     "You need Wkhtmltopdf",
     "Some modules are not loaded",
 )
-
-
-def odoo_status():
-    """Return (True, version) if Odoo 18 is importable, else (False, why)."""
-    try:
-        import odoo.release  # noqa: PLC0415
-    except ImportError as exc:
-        return False, f"Odoo is not importable by {sys.executable} ({exc})"
-    if odoo.release.version_info[0] != 18:
-        return False, f"Odoo {odoo.release.version} is installed, this addon needs 18.0"
-    return True, odoo.release.version
 
 
 def free_port():
