@@ -151,10 +151,11 @@ def settle(env, ctl):
     return ran, time.monotonic() - started
 
 
-def mailchimp_changes(client, list_id, n):
+def mailchimp_changes(client, list_id, n, offset=0):
     """n changes at Mailchimp: unsubscribe some, rename others (one batch)."""
     ops = []
-    for i in range(n):
+    for j in range(n):
+        i = j + offset
         email = f"member{50000 + i:06d}@example.net" if i % 2 else f"member{i:06d}@example.net"
         body = {"status": "unsubscribed"} if i % 2 else {"merge_fields": {"FNAME": f"Renamed{i}"}}
         ops.append({"method": "PATCH", "path": f"/lists/{list_id}/members/{subscriber_hash(email)}",
@@ -162,7 +163,7 @@ def mailchimp_changes(client, list_id, n):
     client.start_batch(ops)
 
 
-def odoo_changes(env, lists, n):
+def odoo_changes(env, lists, n, tag="new"):
     """n changes in Odoo: opt out half, add the other half to the list."""
     cr = env.cr
     cr.execute(
@@ -172,7 +173,7 @@ def odoo_changes(env, lists, n):
         (lists["Newsletter"].id, n // 2),
     )
     env["mailing.contact"].create([
-        {"name": f"New {i}", "email": f"new{i}@example.org", "list_ids": [(4, lists["Newsletter"].id)]}
+        {"name": f"New {i}", "email": f"{tag}{i}@example.org", "list_ids": [(4, lists["Newsletter"].id)]}
         for i in range(n - n // 2)
     ])
     env.flush_all()
@@ -198,7 +199,8 @@ def floor(env, client, list_id):
 
 
 def report(label, run, seconds, sql, requests, members):
-    print(f"{label}: {seconds:.1f} s | fetched {run.fetched}, created {run.created}, to add {run.to_add}, "
+    print(f"{label}: {seconds:.1f} s | fetched {run.fetched}, reconciled {run.reconciled}, "
+          f"created {run.created}, to add {run.to_add}, "
           f"to remove {run.to_remove}, Odoo changes {run.odoo_changes}, updates queued {run.updates_queued}, "
           f"batches {run.batches_sent} | {sql} SQL statements ({sql / max(members, 1):.4f}/member) | "
           f"{requests} Mailchimp requests")
@@ -256,12 +258,23 @@ def main():
                   f"reading and settling their results took {settled:.1f} s")
             reset_peak_rss()
 
+            # The first incremental pages the echo of everything the initial
+            # sync pushed (Mailchimp's last_changed moved on every member we
+            # wrote): measured, then the steady state after new changes.
             mailchimp_changes(client, mc_list["id"], args.changes)
             ctl.run_batches()
             odoo_changes(env, lists, args.changes)
             run, seconds, sql, requests = timed_cycle(env, audience, ctl)
-            report(f"incremental sync after {args.changes} changes on each side", run, seconds, sql, requests,
-                   2 * args.changes)
+            report(f"first incremental sync (after the initial push) with {args.changes} changes on each side",
+                   run, seconds, sql, requests, 2 * args.changes)
+            settle(env, ctl)
+            mailchimp_changes(client, mc_list["id"], args.changes, offset=2 * args.changes)
+            ctl.run_batches()
+            odoo_changes(env, lists, args.changes, tag="later")
+            reset_peak_rss()
+            run, seconds, sql, requests = timed_cycle(env, audience, ctl)
+            report(f"steady-state incremental sync after {args.changes} changes on each side", run, seconds, sql,
+                   requests, 2 * args.changes)
             print(f"   peak RSS during the incremental sync {rss_mb():.0f} MB")
 
             # Measured last, so that its list of every member cannot inflate

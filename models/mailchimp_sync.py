@@ -72,7 +72,8 @@ def _dt(value):
 class _Tally:
     """Counters of a run, for work done outside a sync cycle (webhooks)."""
 
-    created = fetched = to_add = to_remove = odoo_changes = failed = updates_queued = batches_sent = 0
+    created = fetched = reconciled = to_add = to_remove = odoo_changes = failed = updates_queued = 0
+    batches_sent = 0
 
 
 class BudgetSpent(Exception):
@@ -812,6 +813,7 @@ class MailchimpSync(models.AbstractModel):
         self._apply_odoo_subscriptions(audience, subscribe, unsubscribe)
         self._apply_odoo_names(names)
         queued_count = self._queue_updates(audience, updates, queued)
+        run.reconciled += len(rows)
         run.to_add += to_add
         run.to_remove += to_remove
         run.failed += failed
