@@ -20,6 +20,7 @@ import socket
 import subprocess
 import sys
 import time
+from datetime import datetime, timedelta, timezone
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -242,6 +243,11 @@ def main():
 
             base_rss = rss_mb("VmRSS")
             reset_peak_rss()
+            # The initial push happens "3 hours ago" at Mailchimp (the
+            # emulator's clock runs behind for it), so that the incremental
+            # sync below sees what an hourly sync sees: new changes, not the
+            # echo of the push still inside the fetch overlap.
+            ctl.clock(now=(datetime.now(timezone.utc) - timedelta(hours=3)).replace(microsecond=0).isoformat())
 
             run, seconds, sql, requests = timed_cycle(env, audience, ctl)
             env.cr.execute("SELECT count(*) FROM mailchimp_member")
@@ -258,22 +264,13 @@ def main():
                   f"reading and settling their results took {settled:.1f} s")
             reset_peak_rss()
 
-            # The first incremental pages the echo of everything the initial
-            # sync pushed (Mailchimp's last_changed moved on every member we
-            # wrote): measured, then the steady state after new changes.
+            ctl.clock(real=True)
             mailchimp_changes(client, mc_list["id"], args.changes)
             ctl.run_batches()
             odoo_changes(env, lists, args.changes)
-            run, seconds, sql, requests = timed_cycle(env, audience, ctl)
-            report(f"first incremental sync (after the initial push) with {args.changes} changes on each side",
-                   run, seconds, sql, requests, 2 * args.changes)
-            settle(env, ctl)
-            mailchimp_changes(client, mc_list["id"], args.changes, offset=2 * args.changes)
-            ctl.run_batches()
-            odoo_changes(env, lists, args.changes, tag="later")
             reset_peak_rss()
             run, seconds, sql, requests = timed_cycle(env, audience, ctl)
-            report(f"steady-state incremental sync after {args.changes} changes on each side", run, seconds, sql,
+            report(f"incremental sync after {args.changes} changes on each side", run, seconds, sql,
                    requests, 2 * args.changes)
             print(f"   peak RSS during the incremental sync {rss_mb():.0f} MB")
 

@@ -10,7 +10,7 @@ class MailBlacklist(models.Model):
     mailchimp_changed_at = fields.Datetime(string="Blacklist Changed", readonly=True, copy=False)
 
     def init(self):
-        super().init()
+        res = super().init()
         self.env.cr.execute(
             """
             CREATE OR REPLACE FUNCTION mailchimp_sync_blacklist_stamp() RETURNS trigger AS $$
@@ -28,3 +28,4 @@ class MailBlacklist(models.Model):
              WHERE mailchimp_changed_at IS NULL;
             """
         )
+        return res

@@ -288,5 +288,7 @@ class MailchimpBatch(models.Model):
                 self.env.invalidate_all()
                 continue
             if not getattr(threading.current_thread(), "testing", False):
-                self.env.cr.commit()
+                # Each settled batch stands on its own: a later failure must
+                # not undo it (the cron's own transaction would).
+                self.env.cr.commit()  # pylint: disable=invalid-commit
         return True

@@ -31,7 +31,9 @@ class MailchimpSyncLock(models.Model):
                 (audience_id,),
             )
             if commit_insert:
-                cr.commit()
+                # The lock cursor is the worker's own: committing the new
+                # row is what lets a second worker be refused at once.
+                cr.commit()  # pylint: disable=invalid-commit
         try:
             cr.execute("SAVEPOINT mailchimp_lock")
             # A busy audience is normal, not an SQL error worth logging.

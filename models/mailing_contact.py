@@ -34,7 +34,7 @@ class MailingContact(models.Model):
         return action
 
     def init(self):
-        super().init()
+        res = super().init()
         # A deleted contact must not be re-created from Mailchimp nor left
         # subscribed there: remember on its cache rows when it went.
         self.env.cr.execute(
@@ -52,3 +52,4 @@ class MailingContact(models.Model):
                 FOR EACH ROW EXECUTE FUNCTION mailchimp_sync_contact_deleted();
             """
         )
+        return res

@@ -21,7 +21,7 @@ class MailingSubscription(models.Model):
     )
 
     def init(self):
-        super().init()
+        res = super().init()
         self.env.cr.execute(
             """
             CREATE OR REPLACE FUNCTION mailchimp_sync_subscription_stamp() RETURNS trigger AS $$
@@ -63,3 +63,4 @@ class MailingSubscription(models.Model):
              WHERE mailchimp_changed_at IS NULL;
             """
         )
+        return res

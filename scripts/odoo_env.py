@@ -15,8 +15,8 @@ def odoo_status():
     """(True, version) if Odoo 18 is importable, else (False, why)."""
     try:
         import odoo.release
-    except ImportError as exc:
-        return False, f"Odoo is not importable by {sys.executable} ({exc})"
+    except ImportError:
+        return False, f"Odoo is not installed for {sys.executable}"
     if odoo.release.version_info[0] != 18:
         return False, f"Odoo {odoo.release.version} is installed; this addon needs 18.0"
     return True, odoo.release.version
