@@ -8,6 +8,7 @@ from psycopg2 import errors
 from psycopg2.extras import execute_values
 
 from odoo import api, fields, models
+from odoo.tools import mute_logger
 
 from ..mailchimp_sync.batches import iter_results_archive
 from ..mailchimp_sync.exceptions import MailchimpError, MailchimpNotFoundError
@@ -106,10 +107,15 @@ class MailchimpBatch(models.Model):
     def _lock_for_settling(self):
         """Take the batch's row lock; False if another worker holds it or it
         is already settled (each result is settled exactly once)."""
-        self.env.cr.execute(
-            "SELECT result_state FROM mailchimp_batch WHERE id = %s FOR UPDATE SKIP LOCKED", (self.id,)
-        )
-        row = self.env.cr.fetchone()
+        try:
+            with self.env.cr.savepoint(flush=False), mute_logger("odoo.sql_db"):
+                self.env.cr.execute(
+                    "SELECT result_state FROM mailchimp_batch WHERE id = %s FOR UPDATE SKIP LOCKED", (self.id,)
+                )
+                row = self.env.cr.fetchone()
+        except errors.SerializationFailure:
+            # Another worker settled it after our transaction began.
+            return False
         return bool(row) and row[0] != "done"
 
     def _settle(self, client, url):

@@ -1,6 +1,7 @@
 import itertools
 from datetime import datetime, timedelta
 
+from odoo import SUPERUSER_ID, api
 from odoo.sql_db import db_connect
 from odoo.tests import TransactionCase, tagged
 from odoo.tools import mute_logger
@@ -263,3 +264,34 @@ class TestSyncRunning(SyncCase):
         queued = updates.filtered(lambda u: u.state == "queued")
         self.assertEqual(queued.payload["status"], "subscribed")
         self.assertEqual(queued.payload["merge_fields"], {"FNAME": "Dan", "LNAME": "Brown"})
+
+    def test_batch_settled_by_one_worker_at_a_time(self):
+        """The batch webhook and the poller may reach the same batch at the
+        same moment: only one of them may settle it (two real connections)."""
+        database = db_connect(self.env.cr.dbname)
+        with database.cursor() as setup_cr:
+            setup_cr.execute(
+                "INSERT INTO mailchimp_account (name, active, timeout) VALUES ('race', true, 5) RETURNING id"
+            )
+            account_id = setup_cr.fetchone()[0]
+            setup_cr.execute(
+                """INSERT INTO mailchimp_batch (account_id, mailchimp_batch_id, status, result_state)
+                   VALUES (%s, 'race000001', 'finished', 'waiting') RETURNING id""",
+                (account_id,),
+            )
+            batch_id = setup_cr.fetchone()[0]
+            setup_cr.commit()
+        try:
+            with database.cursor() as cr1, database.cursor() as cr2:
+                first = api.Environment(cr1, SUPERUSER_ID, {})["mailchimp.batch"].browse(batch_id)
+                second = api.Environment(cr2, SUPERUSER_ID, {})["mailchimp.batch"].browse(batch_id)
+                self.assertTrue(first._lock_for_settling(), "the first worker settles")
+                self.assertFalse(second._lock_for_settling(), "the second skips it at once")
+                cr1.execute("UPDATE mailchimp_batch SET result_state = 'done' WHERE id = %s", (batch_id,))
+                cr1.commit()
+                self.assertFalse(second._lock_for_settling(), "and never settles it again")
+                cr2.rollback()
+        finally:
+            with database.cursor() as cleanup:
+                cleanup.execute("DELETE FROM mailchimp_account WHERE id = %s", (account_id,))
+                cleanup.commit()
