@@ -689,11 +689,7 @@ class MailchimpSync(models.AbstractModel):
                    m.odoo_subscribed, m.odoo_changed, m.odoo_interests, m.odoo_interests_changed,
                    m.sent_data, c.name AS contact_name, c.first_name, c.last_name,
                    c.email_normalized AS contact_email, COALESCE(c.message_bounce, 0) AS bounce,
-                   c.write_date AS contact_write_date, COALESCE(b.active, FALSE) AS blacklisted,
-                   EXISTS (SELECT 1 FROM mailchimp_member o
-                            WHERE o.audience_id = m.audience_id AND o.contact_id = m.contact_id
-                              AND o.id <> m.id AND o.mc_status IN ('subscribed', 'pending')) AS other_sub,
-                   CASE WHEN m.contact_id IS NOT NULL THEN ({self._tags_sql('m.contact_id')}) END AS tags
+                   c.write_date AS contact_write_date, COALESCE(b.active, FALSE) AS blacklisted
               FROM mailchimp_member m
          LEFT JOIN mailing_contact c ON c.id = m.contact_id
          LEFT JOIN mail_blacklist b ON b.email = c.email_normalized
@@ -712,8 +708,31 @@ class MailchimpSync(models.AbstractModel):
             ([r["id"] for r in rows],),
         )
         in_flight = {r[0] for r in cr.fetchall()}
+        # Per contact, the rows subscribed at Mailchimp (for the "same
+        # contact, other email" rule) and the tags: one grouped query each
+        # for the chunk rather than a subquery per row.
+        contact_ids = list({r["contact_id"] for r in rows if r["contact_id"]})
+        cr.execute(
+            """SELECT contact_id, array_agg(id) FROM mailchimp_member
+                WHERE audience_id = %s AND contact_id = ANY(%s) AND mc_status IN ('subscribed', 'pending')
+             GROUP BY contact_id""",
+            (audience.id, contact_ids),
+        )
+        subscribed_rows = dict(cr.fetchall())
+        cr.execute(
+            """SELECT rel.mailing_contact_id, array_agg(t.name->>'en_US' ORDER BY t.name->>'en_US')
+                 FROM mailing_contact_res_partner_category_rel rel
+                 JOIN res_partner_category t ON t.id = rel.res_partner_category_id
+                WHERE rel.mailing_contact_id = ANY(%s)
+             GROUP BY rel.mailing_contact_id""",
+            (contact_ids,),
+        )
+        tags = dict(cr.fetchall())
         for row in rows:
             row["in_flight"] = row["id"] in in_flight
+            contact_id = row["contact_id"]
+            row["other_sub"] = any(i != row["id"] for i in subscribed_rows.get(contact_id, ()))
+            row["tags"] = tags.get(contact_id, []) if contact_id else None
         return rows
 
     def _row_state(self, audience, row, interests, extra_fields):
@@ -723,14 +742,13 @@ class MailchimpSync(models.AbstractModel):
         odoo_interests = row["odoo_interests"] or {}
         odoo_times = row["odoo_interests_changed"] or {}
         interest_states = {}
-        for interest in interests:
-            key = interest.mailchimp_interest_id
+        for key, override in interests:
             interest_states[key] = InterestState(
                 mc=mc_interests.get(key) if row["mc_status"] else None,
                 mc_changed=_dt(mc_times.get(key)),
                 odoo=bool(odoo_interests.get(key)),
                 odoo_changed=_dt(odoo_times.get(key)),
-                override=interest.trust_override or None,
+                override=override,
             )
         if row["first_name"] or row["last_name"]:
             odoo_names = (row["first_name"] or "", row["last_name"] or "")
@@ -777,8 +795,10 @@ class MailchimpSync(models.AbstractModel):
         rows = [r for r in rows if not r["in_flight"]]  # settle first, then decide
         if not rows:
             return
-        interests = audience.interest_ids.filtered("mailing_list_id")
-        interest_lists = {i.mailchimp_interest_id: i.mailing_list_id.id for i in interests}
+        mapped = audience.interest_ids.filtered("mailing_list_id")
+        interest_lists = {i.mailchimp_interest_id: i.mailing_list_id.id for i in mapped}
+        # Plain tuples: read once per chunk, not through the ORM per row.
+        interests = [(i.mailchimp_interest_id, i.trust_override or None) for i in mapped]
         rules = AudienceRules(trust_override=audience.trust_override or None, double_optin=audience.double_optin)
         extra = self._mailchimp_extra_merge_fields(audience, [r["contact_id"] for r in rows if r["contact_id"]])
         queued = self._queued_updates([r["id"] for r in rows])
