@@ -235,11 +235,9 @@ class MailchimpSync(models.AbstractModel):
             vals.update({"trust_override": False, "full_sync_requested": False})
             audience.interest_ids.filtered("trust_override").write({"trust_override": False})
         audience.write(vals)
-        self.env.cr.execute(
-            "SELECT count(*) FILTER (WHERE sync_status = 'fail') FROM mailchimp_member WHERE audience_id = %s",
-            (audience.id,),
-        )
-        run.write({"state": "done", "ended_at": now, "failed": self.env.cr.fetchone()[0]})
+        # run.failed counts the rows this run failed; the audience's
+        # failed_count shows all rows failing now.
+        run.write({"state": "done", "ended_at": now})
 
     def _record_failure(self, audience, run, stage, exc):
         message = exc.as_text() if isinstance(exc, MailchimpError) else f"{type(exc).__name__}: {exc}"

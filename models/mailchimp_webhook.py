@@ -117,20 +117,30 @@ class MailchimpWebhook(models.AbstractModel):
         record.write({state_field: state, message_field: message, id_field: webhook_id or False})
         return state
 
+    def _reported_state(self, exact, stale, problems):
+        """(state, message, id) of a webhook as found, without changing it."""
+        if exact:
+            if problems:
+                return "wrong", "; ".join(problems), exact.get("id")
+            return "ok", self.env._("Registered and healthy."), exact.get("id")
+        if stale:
+            return "wrong", self.env._("Registered with an old secret."), stale[0].get("id")
+        return "missing", self.env._("Not registered at Mailchimp."), False
+
+    def _repaired_state(self, done, webhook_id):
+        """(state, message, id) after registering or repairing, naming what was done."""
+        message = self.env._("Registered and healthy.")
+        if done:
+            message = f"{message} ({', '.join(done)})"
+        return "ok", message, webhook_id
+
     def _member_webhook(self, client, audience, url, repair):
         """Return (state, message, webhook id) of one audience's member webhook."""
         list_id = audience.mailchimp_list_id
         exact, stale = classify_webhooks(client.list_webhooks(list_id), url)
         body = member_webhook_body(url)
         if not repair:
-            if exact:
-                problems = member_webhook_problems(exact)
-                if problems:
-                    return "wrong", "; ".join(problems), exact.get("id")
-                return "ok", self.env._("Registered and healthy."), exact.get("id")
-            if stale:
-                return "wrong", self.env._("Registered with an old secret."), stale[0].get("id")
-            return "missing", self.env._("Not registered at Mailchimp."), False
+            return self._reported_state(exact, stale, member_webhook_problems(exact) if exact else [])
         done = []
         if exact:
             if member_webhook_problems(exact):
@@ -151,21 +161,13 @@ class MailchimpWebhook(models.AbstractModel):
             # Addon webhooks with a secret that no longer opens anything.
             client.delete_webhook(list_id, old["id"])
             done.append(self.env._("an outdated duplicate removed"))
-        message = self.env._("Registered and healthy.")
-        if done:
-            message = f"{message} ({', '.join(done)})"
-        return "ok", message, webhook_id
+        return self._repaired_state(done, webhook_id)
 
     def _batch_webhook(self, client, url, repair):
         exact, stale = classify_webhooks(client.list_batch_webhooks(), url)
         if not repair:
-            if exact:
-                if not exact.get("enabled", True):
-                    return "wrong", self.env._("Registered but disabled."), exact.get("id")
-                return "ok", self.env._("Registered and healthy."), exact.get("id")
-            if stale:
-                return "wrong", self.env._("Registered with an old secret."), stale[0].get("id")
-            return "missing", self.env._("Not registered at Mailchimp."), False
+            disabled = bool(exact) and not exact.get("enabled", True)
+            return self._reported_state(exact, stale, [self.env._("Registered but disabled.")] if disabled else [])
         done = []
         if exact:
             if not exact.get("enabled", True):
@@ -182,10 +184,7 @@ class MailchimpWebhook(models.AbstractModel):
         for old in stale:
             client.delete_batch_webhook(old["id"])
             done.append(self.env._("an outdated duplicate removed"))
-        message = self.env._("Registered and healthy.")
-        if done:
-            message = f"{message} ({', '.join(done)})"
-        return "ok", message, webhook_id
+        return self._repaired_state(done, webhook_id)
 
     # ------------------------------------------------------------------
     # Member events

@@ -22,7 +22,8 @@ def odoo_status():
     return True, odoo.release.version
 
 
-def _db_args():
+def db_args():
+    """Odoo's database options from the usual PG* variables (none: local socket)."""
     args = []
     for env, opt in (("PGHOST", "--db_host"), ("PGPORT", "--db_port"), ("PGUSER", "--db_user")):
         if os.environ.get(env):
@@ -30,12 +31,21 @@ def _db_args():
     return args
 
 
+def dropdb_args():
+    """The same connection options, spelled for PostgreSQL's dropdb."""
+    args = []
+    for env, opt in (("PGHOST", "-h"), ("PGPORT", "-p"), ("PGUSER", "-U")):
+        if os.environ.get(env):
+            args += [opt, os.environ[env]]
+    return args
+
+
 def create_database(dbname, log_path):
     """Drop ``dbname`` if it exists, create it and install mailchimp_sync."""
-    subprocess.run(["dropdb", "--if-exists", dbname], check=False)
+    subprocess.run(["dropdb", "--if-exists", *dropdb_args(), dbname], check=False)
     with open(log_path, "w") as log:
         proc = subprocess.run(
-            [sys.executable, "-m", "odoo", "-d", dbname, *_db_args(), "-i", "mailchimp_sync",
+            [sys.executable, "-m", "odoo", "-d", dbname, *db_args(), "-i", "mailchimp_sync",
              "--stop-after-init", "--without-demo", "all", "--no-http", "--max-cron-threads", "0",
              "--log-level", "warn"],
             stdout=log, stderr=subprocess.STDOUT, check=False,
@@ -45,7 +55,7 @@ def create_database(dbname, log_path):
 
 
 def drop_database(dbname):
-    subprocess.run(["dropdb", "--if-exists", dbname], check=False)
+    subprocess.run(["dropdb", "--if-exists", *dropdb_args(), dbname], check=False)
 
 
 @contextlib.contextmanager
@@ -55,7 +65,7 @@ def environment(dbname):
     from odoo import SUPERUSER_ID, api
     from odoo.modules.registry import Registry
 
-    argv = ["-d", dbname, *_db_args(), "--log-level", os.environ.get("ODOO_LOG_LEVEL", "warn")]
+    argv = ["-d", dbname, *db_args(), "--log-level", os.environ.get("ODOO_LOG_LEVEL", "warn")]
     odoo.tools.config.parse_config(argv)
     registry = Registry(dbname)
     try:

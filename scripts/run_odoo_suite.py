@@ -19,7 +19,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from odoo_env import odoo_status  # noqa: E402
+from odoo_env import db_args, dropdb_args, odoo_status  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -41,14 +41,6 @@ def free_port():
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-def db_args():
-    args = []
-    for env, opt in (("PGHOST", "--db_host"), ("PGPORT", "--db_port"), ("PGUSER", "--db_user")):
-        if os.environ.get(env):
-            args += [opt, os.environ[env]]
-    return args
 
 
 def main():
@@ -153,14 +145,6 @@ def check_uninstall(dbname, log_path):
         return f"state {state}, {tables} tables and {xmlids} xml ids/triggers/functions left, errors: {errors[:3]}"
     print("odoo suite: uninstalled cleanly (no table, no xml id left)")
     return None
-
-
-def dropdb_args():
-    args = []
-    for env, opt in (("PGHOST", "-h"), ("PGPORT", "-p"), ("PGUSER", "-U")):
-        if os.environ.get(env):
-            args += [opt, os.environ[env]]
-    return args
 
 
 if __name__ == "__main__":
