@@ -27,7 +27,11 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, os.path.join(ROOT, "scripts"))
 sys.path.insert(0, ROOT)
 
-from odoo_env import create_database, drop_database, environment, odoo_status  # noqa: E402
+from odoo_env import create_database, drop_database, environment, odoo_status, reexec_with_odoo  # noqa: E402
+
+if __name__ == "__main__":
+    # Before the core's imports: python3 on a fresh checkout may lack them.
+    reexec_with_odoo()
 
 from mailchimp_sync.client import MailchimpClient, subscriber_hash  # noqa: E402
 from mailchimp_sync.emulator import EmulatorControl  # noqa: E402

@@ -22,6 +22,26 @@ def odoo_status():
     return True, odoo.release.version
 
 
+def reexec_with_odoo():
+    """Re-run this script with the python that runs Odoo 18 when the current
+    one has none: scripts/odoo_python.sh finds it (or installs Odoo 18 from
+    ../shared/odoo into .cache/odoo) and the addon is installed into it, so
+    ``python3 bench/sync_bench.py`` works on a fresh checkout.  Returns
+    quietly where no Odoo 18 can be had: the caller then says it skipped."""
+    if odoo_status()[0] or os.environ.get("MAILCHIMP_NO_REEXEC"):
+        return
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    found = subprocess.run(["bash", os.path.join(root, "scripts", "odoo_python.sh")],
+                           capture_output=True, text=True, check=False)
+    python = found.stdout.strip().splitlines()[-1] if found.stdout.strip() else ""
+    if found.returncode or not python or os.path.realpath(python) == os.path.realpath(sys.executable):
+        return
+    subprocess.run([python, "-m", "pip", "install", "-q", "--disable-pip-version-check", "-e", root],
+                   check=True)
+    os.environ["MAILCHIMP_NO_REEXEC"] = "1"
+    os.execv(python, [python, *sys.argv])
+
+
 def db_args():
     """Odoo's database options from the usual PG* variables (none: local socket)."""
     args = []
@@ -42,6 +62,7 @@ def dropdb_args():
 
 def create_database(dbname, log_path):
     """Drop ``dbname`` if it exists, create it and install mailchimp_sync."""
+    os.makedirs(os.path.dirname(log_path), exist_ok=True)
     subprocess.run(["dropdb", "--if-exists", *dropdb_args(), dbname], check=False)
     with open(log_path, "w") as log:
         proc = subprocess.run(
