@@ -17,12 +17,16 @@ import hashlib
 import json
 import logging
 import re
+from urllib.parse import urljoin, urlsplit
 
 import mailchimp_marketing
 import requests
 from mailchimp_marketing.api_client import ApiClientError
 
 from .exceptions import (
+    RATE_LIMITED,
+    TIMEOUT,
+    UNREACHABLE,
     MailchimpAuthError,
     MailchimpError,
     MailchimpNotFoundError,
@@ -35,6 +39,17 @@ _logger = logging.getLogger(__name__)
 DEFAULT_TIMEOUT = 30
 MAX_PAGE_SIZE = 1000
 _KEY_RE = re.compile(r"^[0-9a-f]{32}-us\d+$")
+
+# Batch results archives: the biggest one to accept, and how many redirects
+# to follow (each hop is checked like the first URL).
+DEFAULT_MAX_DOWNLOAD_SIZE = 200 * 1024 * 1024
+MAX_DOWNLOAD_REDIRECTS = 3
+# Mailchimp's own hosts, and the S3 bucket its batch results are served
+# from (API-BEHAVIOUR.md §7.3: https://mailchimp-api-batch.s3.amazonaws.com/…),
+# virtual-hosted (bucket in the host, any region) or path-style.
+RESULTS_BUCKET = "mailchimp-api-batch"
+_MAILCHIMP_HOST_RE = re.compile(r"^(?:[a-z0-9-]+\.)*mailchimp\.com$")
+_S3_HOST_RE = re.compile(r"^(?:(?P<bucket>[a-z0-9-]+)\.)?s3(?:[.-][a-z0-9-]+)?\.amazonaws\.com$")
 
 
 def subscriber_hash(email):
@@ -52,6 +67,56 @@ def data_center_from_key(api_key):
 def is_valid_api_key(api_key):
     """True for keys of the form '<32 hex>-us<N>'."""
     return bool(api_key and _KEY_RE.match(api_key))
+
+
+def download_url_problem(url, base_url=None):
+    """Why ``url`` may not be downloaded, or ``None`` when it may.
+
+    A results archive is fetched only from Mailchimp itself: an https URL on
+    a ``*.mailchimp.com`` host or in Mailchimp's S3 results bucket, on the
+    default port.  An account pointed at a sandbox (``base_url`` set) may
+    also fetch from that sandbox's own host and port, whatever the scheme.
+    Anything else (another host, credentials in the URL, a non-http scheme)
+    is refused, so a batch answer can never make the server fetch an
+    internal address.
+    """
+    try:
+        parts = urlsplit(url or "")
+        host, port = _host_and_port(parts)
+    except ValueError:
+        return "the results address is not a valid URL"
+    if parts.scheme not in ("http", "https") or not host:
+        return "the results address is not an http(s) URL"
+    if parts.username or parts.password:
+        return "the results address carries credentials"
+    if base_url:
+        try:
+            base_host, base_port = _host_and_port(urlsplit(base_url))
+        except ValueError:
+            base_host, base_port = "", None
+        if base_host and (host, port) == (base_host, base_port):
+            return None
+    if parts.scheme != "https" or port != 443:
+        return f"the results address {host} is not served over https"
+    if _MAILCHIMP_HOST_RE.match(host):
+        return None
+    s3 = _S3_HOST_RE.match(host)
+    if s3:
+        bucket = s3.group("bucket") or parts.path.lstrip("/").split("/", 1)[0]
+        if bucket == RESULTS_BUCKET:
+            return None
+    return f"the results address {host} is not a Mailchimp host"
+
+
+def _host_and_port(parts):
+    """(lowercased host, port) of a split URL, the scheme's port if none is given."""
+    default = {"http": 80, "https": 443}.get(parts.scheme)
+    return (parts.hostname or "").lower(), parts.port or default
+
+
+def is_allowed_download_url(url, base_url=None):
+    """True when :func:`download_url_problem` finds nothing wrong with ``url``."""
+    return download_url_problem(url, base_url) is None
 
 
 def _problem(text):
@@ -75,18 +140,63 @@ def error_from_response(status, body):
     title = problem.get("title")
     detail = problem.get("detail")
     errors = problem.get("errors") if isinstance(problem.get("errors"), list) else []
-    summary = ": ".join(p for p in (title, detail) if p) or "no details given"
-    message = f"Mailchimp answered {status}: {summary}"
+    summary = ": ".join(p for p in (title, detail) if p)
+    message = f"Mailchimp answered {status}: {summary}" if summary else f"Mailchimp answered {status} without details."
     if status in (403, 429) and not problem:
         # At very high volume Mailchimp throttles with an empty 403/429.
-        return MailchimpRetryableError(message, status, title, detail, errors)
-    if status == 429 or status >= 500:
+        return MailchimpRetryableError(message, status, title, detail, errors, kind=RATE_LIMITED)
+    if status == 429:
+        return MailchimpRetryableError(message, status, title, detail, errors, kind=RATE_LIMITED)
+    if status >= 500:
         return MailchimpRetryableError(message, status, title, detail, errors)
     if status in (401, 403):
         return MailchimpAuthError(message, status, title, detail, errors)
     if status == 404:
         return MailchimpNotFoundError(message, status, title or "Resource Not Found", detail, errors)
     return MailchimpPermanentError(message, status, title, detail, errors)
+
+
+def _os_reason(exc):
+    """The operating system's reason behind a ``requests``/``urllib3``
+    failure ('Connection refused', 'Name or service not known'), or ''.
+
+    Their own messages embed object reprs and the full request URL; the
+    socket-level error at the bottom of the chain is what a person can use.
+    """
+    seen, stack = set(), [exc]
+    while stack:
+        err = stack.pop()
+        if not isinstance(err, BaseException) or id(err) in seen:
+            continue
+        seen.add(id(err))
+        if isinstance(err, OSError) and isinstance(err.strerror, str) and err.strerror:
+            return err.strerror
+        stack.extend((err.__cause__, err.__context__, getattr(err, "reason", None)))
+        stack.extend(arg for arg in err.args if isinstance(arg, BaseException))
+    return ""
+
+
+def error_from_network(exc, timeout=None, what="Mailchimp"):
+    """Map a ``requests`` exception (no HTTP answer at all) to a retryable
+    domain exception whose message names the host and the reason, and no
+    more: the full exception goes to the server log."""
+    request = getattr(exc, "request", None)
+    url = getattr(request, "url", None) or ""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if host and parts.port:
+        host = f"{host}:{parts.port}"
+    where = f"{what} at {host}" if host else what
+    seconds = f" within {timeout:g} seconds" if isinstance(timeout, (int, float)) else ""
+    if isinstance(exc, requests.ConnectTimeout):
+        message, kind = f"Could not connect to {where}{seconds}.", TIMEOUT
+    elif isinstance(exc, requests.Timeout):
+        message, kind = f"{where} did not answer{seconds}.", TIMEOUT
+    else:
+        reason = _os_reason(exc)
+        message = f"Could not reach {where}: {reason}." if reason else f"Could not reach {where}."
+        kind = UNREACHABLE
+    return MailchimpRetryableError(message, kind=kind)
 
 
 class MemberPage:
@@ -113,12 +223,16 @@ class MailchimpClient:
     :param base_url: API root to use instead of Mailchimp's, e.g. an
         emulator's ``http://127.0.0.1:8055/3.0``.
     :param timeout: seconds for each request (the SDK's default is 120).
+    :param max_download_size: bytes; a batch results archive larger than
+        this is refused (:meth:`download`).
     """
 
-    def __init__(self, api_key, base_url=None, timeout=DEFAULT_TIMEOUT):
+    def __init__(self, api_key, base_url=None, timeout=DEFAULT_TIMEOUT,
+                 max_download_size=DEFAULT_MAX_DOWNLOAD_SIZE):
         if not api_key:
             raise MailchimpAuthError("No Mailchimp API key is configured.", 401, "API Key Missing")
         self.timeout = timeout
+        self.max_download_size = max_download_size or DEFAULT_MAX_DOWNLOAD_SIZE
         self.base_url = base_url.rstrip("/") if base_url else None
         self._sdk = mailchimp_marketing.Client()
         self._sdk.set_config({"api_key": api_key, "timeout": timeout})
@@ -137,24 +251,34 @@ class MailchimpClient:
     # -- plumbing ---------------------------------------------------------
 
     def _call(self, method, *args, **kwargs):
+        operation = getattr(method, "__name__", "request")
         try:
             result = method(*args, **kwargs)
         except ApiClientError as exc:
             if exc.status_code is None:
-                raise MailchimpRetryableError(
-                    f"Mailchimp could not be reached: {type(exc.text).__name__}: {exc.text}"
-                ) from None
+                # The SDK wraps the requests exception itself in ``text``.
+                raise self._network_error(operation, exc.text) from None
+            _logger.info("Mailchimp %s answered %s: %.1000s", operation, exc.status_code, exc.text)
             raise error_from_response(exc.status_code, exc.text) from None
         except requests.RequestException as exc:
-            raise MailchimpRetryableError(f"Mailchimp could not be reached: {exc}") from None
+            raise self._network_error(operation, exc) from None
         except ValueError as exc:
             # The SDK validates some arguments itself (count > 1000, ...).
             raise MailchimpPermanentError(f"Invalid request: {exc}") from None
         if isinstance(result, requests.Response):
             if not result.ok:
+                _logger.info("Mailchimp %s answered %s: %.1000s", operation, result.status_code, result.text)
                 raise error_from_response(result.status_code, result.text)
             return None  # 204 No Content
         return result
+
+    def _network_error(self, operation, exc, what="Mailchimp"):
+        """Log the full network failure (INFO: the caller decides how bad
+        it is) and return the domain exception with a plain message."""
+        _logger.info("Mailchimp %s got no answer: %s: %s", operation, type(exc).__name__, exc)
+        if not isinstance(exc, requests.RequestException):
+            return MailchimpRetryableError(f"Could not reach {what}.", kind=UNREACHABLE)
+        return error_from_network(exc, self.timeout, what)
 
     # -- account and lists -------------------------------------------------
 
@@ -299,17 +423,55 @@ class MailchimpClient:
         Plain ``requests`` without Mailchimp credentials: the URL is
         pre-signed, and S3 refuses a request that also carries an
         Authorization header.
+
+        Only Mailchimp's hosts (or this client's sandbox) are contacted
+        (:func:`download_url_problem`); redirects are followed by hand, each
+        hop checked the same way; more than ``max_download_size`` bytes
+        stops the download.  A refused address or an archive too large is a
+        :class:`MailchimpPermanentError`: trying again cannot help.
         """
+        received = 0
         try:
-            with requests.get(url, stream=True, timeout=self.timeout) as resp:
-                if not resp.ok:
-                    raise error_from_response(resp.status_code, resp.text[:2000])
-                for chunk in resp.iter_content(chunk_size):
-                    fileobj.write(chunk)
+            for _hop in range(MAX_DOWNLOAD_REDIRECTS + 1):
+                self._check_download_url(url)
+                with requests.get(url, stream=True, timeout=self.timeout, allow_redirects=False) as resp:
+                    if resp.is_redirect:
+                        url = urljoin(url, resp.headers.get("Location", ""))
+                        continue
+                    if not resp.ok:
+                        raise error_from_response(resp.status_code, resp.text[:2000])
+                    length = resp.headers.get("Content-Length", "")
+                    if length.isdigit() and int(length) > self.max_download_size:
+                        raise self._too_large()
+                    for chunk in resp.iter_content(chunk_size):
+                        received += len(chunk)
+                        if received > self.max_download_size:
+                            raise self._too_large()
+                        fileobj.write(chunk)
+                    break
+            else:
+                raise MailchimpPermanentError(
+                    "Batch results not downloaded: too many redirects.", title="Download Refused"
+                )
         except requests.RequestException as exc:
-            raise MailchimpRetryableError(f"Could not download batch results: {exc}") from None
+            raise self._network_error("download", exc, "Mailchimp's batch results") from None
         fileobj.seek(0)
         return fileobj
+
+    def _check_download_url(self, url):
+        problem = download_url_problem(url, self.base_url)
+        if problem:
+            raise MailchimpPermanentError(
+                f"Batch results not downloaded: {problem}.", title="Download Refused", detail=problem
+            )
+
+    def _too_large(self):
+        limit = self.max_download_size // (1024 * 1024) or self.max_download_size
+        unit = "MB" if self.max_download_size >= 1024 * 1024 else "bytes"
+        return MailchimpPermanentError(
+            f"Batch results not downloaded: the archive is larger than {limit} {unit}.",
+            title="Results Too Large",
+        )
 
     # -- webhooks ----------------------------------------------------------
 
@@ -343,7 +505,10 @@ __all__ = [
     "MailchimpError",
     "MemberPage",
     "data_center_from_key",
+    "download_url_problem",
+    "error_from_network",
     "error_from_response",
+    "is_allowed_download_url",
     "is_valid_api_key",
     "subscriber_hash",
 ]
