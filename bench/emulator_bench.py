@@ -1,8 +1,10 @@
 """Emulator benchmark: seed 100,000 members, then page through all of them
 with the official SDK (1,000 per page, filtered by ``fields``) and print the
-seed time, pages/s and members/s.  Not a timed test; run it by hand:
+seed time, pages/s and members/s; then read ``--full-pages`` pages without
+``fields`` (whole member objects, ``_links`` included).  Not a timed test;
+run it by hand:
 
-    python bench/emulator_bench.py [--members 100000] [--page 1000]
+    python bench/emulator_bench.py [--members 100000] [--page 1000] [--full-pages 20]
 """
 
 import argparse
@@ -24,6 +26,7 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--members", type=int, default=100_000)
     p.add_argument("--page", type=int, default=1000)
+    p.add_argument("--full-pages", type=int, default=20)
     args = p.parse_args()
     with EmulatorServer(port=0, settings={"archived_in_default_listing": True}) as srv:
         ctl = srv.control
@@ -44,12 +47,20 @@ def main():
             pages += 1
             offset += args.page
         page_s = time.perf_counter() - t0
+        # whole member objects: what a client reading everything pays
+        t0 = time.perf_counter()
+        for n in range(args.full_pages):
+            client.lists.get_list_members_info(lid, count=args.page, offset=n * args.page)
+        full_s = time.perf_counter() - t0
     print(f"seeded members : {args.members}")
     print(f"seed seconds   : {seed_s:.2f}")
     print(f"pages          : {pages} x {args.page} (fields={','.join(FIELDS)})")
     print(f"paging seconds : {page_s:.2f}")
     print(f"pages/s        : {pages / page_s:.1f}")
     print(f"members/s      : {seen / page_s:.0f}")
+    if args.full_pages:
+        print(f"full pages     : {args.full_pages} x {args.page} (no fields)")
+        print(f"full pages/s   : {args.full_pages / full_s:.1f}")
     if seen != args.members:
         print(f"MISMATCH: paged {seen} members, expected {args.members}")
         return 1
