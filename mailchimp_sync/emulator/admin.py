@@ -69,6 +69,7 @@ def _seed_member(emu, lst, spec, now, rng):
         m.unsubscribe_reason = "N/A (Unsubscribed by an admin)"
     if "compliance_locked" in spec:
         m.compliance_locked = as_bool(spec["compliance_locked"])
+    lst.note_status(status, m.timestamp_opt if status == "subscribed" else m.last_changed)
     if new:
         lst.seq += 1
         m.seq = lst.seq
@@ -94,6 +95,7 @@ def _generate(emu, lst, n, mix, seed, domain, now):
     base = len(lst.members)
     members, by_contact, by_unique = lst.members, lst.by_contact, lst.by_unique
     getbits = rng.getrandbits
+    last_sub = last_unsub = None  # last_changed grows with i: the last one seen is the latest
     for i in range(n):
         idx = base + i
         email = f"member{idx:06d}@{domain}"
@@ -130,12 +132,17 @@ def _generate(emu, lst, n, mix, seed, domain, now):
             m.unsubscribe_origin = "user"
             m.compliance_locked = True
             m.unsubscribe_reason = "N/A"
+            last_unsub = lc
+        if st == "subscribed":
+            last_sub = lc
         m.status = st
         lst.seq += 1
         m.seq = lst.seq
         members[m.id] = m
         by_contact[m.contact_id] = m
         by_unique[m.unique_email_id] = m
+    lst.note_status("subscribed", last_sub)
+    lst.note_status("unsubscribed", last_unsub)
     lst.touch()
 
 
@@ -202,12 +209,12 @@ def state(emu, query):
             if list_id and lst.id != list_id:
                 continue
             d = {"id": lst.id, "name": lst.name, "web_id": lst.web_id,
-                 "merge_fields": [mf.to_json(lst.id) for mf in lst.merge_fields.values()],
+                 "merge_fields": [mf.to_json(lst.id, store.base_url) for mf in lst.merge_fields.values()],
                  "interest_categories": [{"id": c.id, "title": c.title, "type": c.type,
                                           "interests": [{"id": i.id, "name": i.name}
                                                         for i in c.interests.values()]}
                                          for c in lst.categories.values()],
-                 "webhooks": [w.to_json(lst.id) for w in lst.webhooks.values()],
+                 "webhooks": [w.to_json(lst.id, store.base_url) for w in lst.webhooks.values()],
                  "tags": dict(lst.tag_ids), "forgotten": sorted(lst.forgotten),
                  "member_count": len(lst.members)}
             ms = sorted(lst.members.values(), key=lambda m: m.seq)[:limit]

@@ -10,6 +10,7 @@ import re
 import uuid
 from urllib.parse import parse_qs, unquote
 
+from . import links
 from . import members as mem
 from . import webhooks
 from .members import Ctx
@@ -148,12 +149,13 @@ class Api:
         return Response(e.status, body, headers, error=True)
 
 
-def collection(req, key, items, extra=None, default_count=10):
+def collection(req, key, items, coll_links, extra=None, default_count=10):
+    """A collection envelope: one page of ``items``, parent ids, total and links."""
     count, offset = mem.paging(req.query, default_count)
     out = {key: items[offset:offset + count]}
     out.update(extra or {})
     out["total_items"] = len(items)
-    out["_links"] = []
+    out["_links"] = coll_links
     return out
 
 
@@ -173,7 +175,7 @@ def get_lists(req):
         h = mem.subscriber_hash(email)
         lists = [x for x in lists if h in x.members]
     items = [x.to_json(req.store, inc) for x in lists]
-    out = collection(req, "lists", items)
+    out = collection(req, "lists", items, links.collection(req.store.base_url, "/lists", "Lists", "/", "Root"))
     out["constraints"] = {"may_create": True, "max_instances": 100,
                           "current_total_instances": len(req.store.lists)}
     return out
@@ -276,7 +278,7 @@ def get_tags(req):
     from .util import iso
     items = [{"id": lst.tag_ids.get(n, 0), "name": n, "date_added": iso(t)}
              for n, t in sorted(m.tags.items())]
-    return collection(req, "tags", items)
+    return collection(req, "tags", items, links.member_tags_collection(req.store.base_url, lst.id, m.id))
 
 
 # --- merge fields -------------------------------------------------------------
@@ -299,14 +301,16 @@ def _merge_field(req):
 @route("/lists/{list_id}/merge-fields", "GET")
 def list_merge_fields(req):
     lst = req.lst()
-    items = [mf.to_json(lst.id) for mf in lst.merge_fields.values()]
+    items = [mf.to_json(lst.id, req.store.base_url) for mf in lst.merge_fields.values()]
     t = req.query.get("type", [None])[0]
     if t:
         items = [x for x in items if x["type"] == t]
     req_only = req.query.get("required", [None])[0]
     if req_only is not None:
         items = [x for x in items if x["required"] == as_bool(req_only)]
-    return collection(req, "merge_fields", items, {"list_id": lst.id})
+    return collection(req, "merge_fields", items,
+                      links.collection(req.store.base_url, f"/lists/{lst.id}/merge-fields", "Lists/MergeFields",
+                                       f"/lists/{lst.id}", "Lists"), {"list_id": lst.id})
 
 
 @route("/lists/{list_id}/merge-fields", "POST")
@@ -324,13 +328,13 @@ def add_merge_field(req):
     mf = req.store.add_merge_field(lst, body)
     for m in lst.members.values():
         m.merge.setdefault(mf.tag, "")
-    return mf.to_json(lst.id)
+    return mf.to_json(lst.id, req.store.base_url)
 
 
 @route("/lists/{list_id}/merge-fields/{merge_id}", "GET")
 def get_merge_field(req):
     lst, mf = _merge_field(req)
-    return mf.to_json(lst.id)
+    return mf.to_json(lst.id, req.store.base_url)
 
 
 @route("/lists/{list_id}/merge-fields/{merge_id}", "PATCH")
@@ -345,7 +349,7 @@ def update_merge_field(req):
         for m in lst.members.values():
             m.merge[mf.tag] = m.merge.pop(old, "")
     lst.touch()
-    return mf.to_json(lst.id)
+    return mf.to_json(lst.id, req.store.base_url)
 
 
 @route("/lists/{list_id}/merge-fields/{merge_id}", "DELETE")
@@ -362,15 +366,16 @@ def delete_merge_field(req):
 CATEGORY_TYPES = ("checkboxes", "dropdown", "radio", "hidden")
 
 
-def _cat_json(lst, cat):
+def _cat_json(req, lst, cat):
     return {"list_id": lst.id, "id": cat.id, "title": cat.title, "display_order": cat.display_order,
-            "type": cat.type, "_links": []}
+            "type": cat.type, "_links": links.category_links(req.store.base_url, lst.id, cat.id)}
 
 
-def _interest_json(lst, cat, it):
+def _interest_json(req, lst, cat, it):
     count = sum(1 for m in lst.members.values() if it.id in m.interests and m.status == "subscribed")
     return {"category_id": cat.id, "list_id": lst.id, "id": it.id, "name": it.name,
-            "subscriber_count": str(count), "display_order": it.display_order, "_links": []}
+            "subscriber_count": str(count), "display_order": it.display_order,
+            "_links": links.interest_links(req.store.base_url, lst.id, cat.id, it.id)}
 
 
 def _category(req):
@@ -384,11 +389,14 @@ def _category(req):
 @route("/lists/{list_id}/interest-categories", "GET")
 def list_categories(req):
     lst = req.lst()
-    items = [_cat_json(lst, c) for c in lst.categories.values()]
+    items = [_cat_json(req, lst, c) for c in lst.categories.values()]
     t = req.query.get("type", [None])[0]
     if t:
         items = [x for x in items if x["type"] == t]
-    return collection(req, "categories", items, {"list_id": lst.id})
+    return collection(req, "categories", items,
+                      links.collection(req.store.base_url, f"/lists/{lst.id}/interest-categories",
+                                       "Lists/InterestCategories", f"/lists/{lst.id}", "Lists"),
+                      {"list_id": lst.id})
 
 
 @route("/lists/{list_id}/interest-categories", "POST")
@@ -403,12 +411,12 @@ def add_category(req):
     if any(c.title == body["title"] for c in lst.categories.values()):
         raise invalid("Cannot add \"{}\" because it already exists on the list.".format(body["title"]))
     cat = req.store.add_category(lst, body["title"], body["type"], body.get("display_order"))
-    return _cat_json(lst, cat)
+    return _cat_json(req, lst, cat)
 
 
 @route("/lists/{list_id}/interest-categories/{category_id}", "GET")
 def get_category(req):
-    return _cat_json(*_category(req))
+    return _cat_json(req, *_category(req))
 
 
 @route("/lists/{list_id}/interest-categories/{category_id}", "PATCH")
@@ -423,7 +431,7 @@ def update_category(req):
     if "display_order" in body:
         cat.display_order = body["display_order"]
     lst.touch()
-    return _cat_json(lst, cat)
+    return _cat_json(req, lst, cat)
 
 
 @route("/lists/{list_id}/interest-categories/{category_id}", "DELETE")
@@ -440,8 +448,12 @@ def delete_category(req):
 @route("/lists/{list_id}/interest-categories/{category_id}/interests", "GET")
 def list_interests(req):
     lst, cat = _category(req)
-    items = [_interest_json(lst, cat, it) for it in cat.interests.values()]
-    return collection(req, "interests", items, {"list_id": lst.id, "category_id": cat.id})
+    items = [_interest_json(req, lst, cat, it) for it in cat.interests.values()]
+    path = f"/lists/{lst.id}/interest-categories/{cat.id}"
+    return collection(req, "interests", items,
+                      links.collection(req.store.base_url, path + "/interests", "Lists/Interests", path,
+                                       "Lists/InterestCategories"),
+                      {"list_id": lst.id, "category_id": cat.id})
 
 
 @route("/lists/{list_id}/interest-categories/{category_id}/interests", "POST")
@@ -453,7 +465,7 @@ def add_interest(req):
     if any(it.name == body["name"] for it in cat.interests.values()):
         raise invalid("Cannot add \"{}\" because it already exists on the list.".format(body["name"]))
     it = req.store.add_interest(lst, cat, body["name"], body.get("display_order"))
-    return _interest_json(lst, cat, it)
+    return _interest_json(req, lst, cat, it)
 
 
 def _interest(req):
@@ -466,7 +478,7 @@ def _interest(req):
 
 @route("/lists/{list_id}/interest-categories/{category_id}/interests/{interest_id}", "GET")
 def get_interest(req):
-    return _interest_json(*_interest(req))
+    return _interest_json(req, *_interest(req))
 
 
 @route("/lists/{list_id}/interest-categories/{category_id}/interests/{interest_id}", "PATCH")
@@ -478,7 +490,7 @@ def update_interest(req):
     if "display_order" in body:
         it.display_order = body["display_order"]
     lst.touch()
-    return _interest_json(lst, cat, it)
+    return _interest_json(req, lst, cat, it)
 
 
 @route("/lists/{list_id}/interest-categories/{category_id}/interests/{interest_id}", "DELETE")
@@ -529,8 +541,11 @@ def _flags(given, names, base=None, default=False):
 @route("/lists/{list_id}/webhooks", "GET")
 def list_webhooks(req):
     lst = req.lst()
-    items = [w.to_json(lst.id) for w in lst.webhooks.values()]
-    return {"webhooks": items, "list_id": lst.id, "total_items": len(items), "_links": []}
+    items = [w.to_json(lst.id, req.store.base_url) for w in lst.webhooks.values()]
+    # the SDK sends no paging parameters and Mailchimp answers with all of them
+    return {"webhooks": items, "list_id": lst.id, "total_items": len(items),
+            "_links": links.collection(req.store.base_url, f"/lists/{lst.id}/webhooks", "Lists/Webhooks",
+                                       f"/lists/{lst.id}", "Lists")}
 
 
 @route("/lists/{list_id}/webhooks", "POST", prelock=_validate_prelock)
@@ -543,7 +558,7 @@ def add_webhook(req):
     wh = Webhook(hex_id(10), body["url"], _flags(body.get("events"), Webhook.EVENTS, default=dflt),
                  _flags(body.get("sources"), Webhook.SOURCES, default=dflt))
     lst.webhooks[wh.id] = wh
-    return wh.to_json(lst.id)
+    return wh.to_json(lst.id, req.store.base_url)
 
 
 def _webhook(req):
@@ -557,7 +572,7 @@ def _webhook(req):
 @route("/lists/{list_id}/webhooks/{webhook_id}", "GET")
 def get_webhook(req):
     lst, wh = _webhook(req)
-    return wh.to_json(lst.id)
+    return wh.to_json(lst.id, req.store.base_url)
 
 
 @route("/lists/{list_id}/webhooks/{webhook_id}", "PATCH")
@@ -570,7 +585,7 @@ def update_webhook(req):
         wh.url = body["url"]
     wh.events = _flags(body.get("events"), Webhook.EVENTS, wh.events)
     wh.sources = _flags(body.get("sources"), Webhook.SOURCES, wh.sources)
-    return wh.to_json(lst.id)
+    return wh.to_json(lst.id, req.store.base_url)
 
 
 @route("/lists/{list_id}/webhooks/{webhook_id}", "DELETE")
@@ -581,14 +596,16 @@ def delete_webhook(req):
 
 # --- batch webhooks ------------------------------------------------------------
 
-def _bw_json(bw):
-    return {"id": bw["id"], "url": bw["url"], "enabled": bw["enabled"], "_links": []}
+def _bw_json(req, bw):
+    return {"id": bw["id"], "url": bw["url"], "enabled": bw["enabled"],
+            "_links": links.batch_webhook_links(req.store.base_url, bw["id"])}
 
 
 @route("/batch-webhooks", "GET")
 def list_batch_webhooks(req):
-    items = [_bw_json(b) for b in req.store.batch_webhooks.values()]
-    return collection(req, "webhooks", items)
+    items = [_bw_json(req, b) for b in req.store.batch_webhooks.values()]
+    return collection(req, "webhooks", items,
+                      links.collection(req.store.base_url, "/batch-webhooks", "BatchWebhooks", "/", "Root"))
 
 
 @route("/batch-webhooks", "POST", prelock=_validate_prelock)
@@ -602,7 +619,7 @@ def add_batch_webhook(req):
     bw = {"id": hex_id(10), "url": body["url"],
           "enabled": as_bool(body["enabled"]) if "enabled" in body else True}
     req.store.batch_webhooks[bw["id"]] = bw
-    return _bw_json(bw)
+    return _bw_json(req, bw)
 
 
 def _batch_webhook(req):
@@ -614,7 +631,7 @@ def _batch_webhook(req):
 
 @route("/batch-webhooks/{batch_webhook_id}", "GET")
 def get_batch_webhook(req):
-    return _bw_json(_batch_webhook(req))
+    return _bw_json(req, _batch_webhook(req))
 
 
 @route("/batch-webhooks/{batch_webhook_id}", "PATCH")
@@ -625,7 +642,7 @@ def update_batch_webhook(req):
         bw["url"] = body["url"]
     if "enabled" in body:
         bw["enabled"] = as_bool(body["enabled"])
-    return _bw_json(bw)
+    return _bw_json(req, bw)
 
 
 @route("/batch-webhooks/{batch_webhook_id}", "DELETE")
@@ -646,7 +663,8 @@ def start_batch(req):
 @route("/batches", "GET")
 def list_batches(req):
     items = [req.api.batches.to_json(b) for b in req.store.batches.values()]
-    return collection(req, "batches", items)
+    return collection(req, "batches", items,
+                      links.collection(req.store.base_url, "/batches", "Batches", "/", "Root"))
 
 
 @route("/batches/{batch_id}", "GET")

@@ -15,6 +15,7 @@ import threading
 import time
 from urllib.parse import parse_qs, urlencode, urlsplit
 
+from . import links
 from .util import ApiError, batch_id, hex_id, iso, schema_error
 
 PUBLIC_KEYS = ("id", "status", "total_operations", "finished_operations", "errored_operations",
@@ -27,7 +28,6 @@ class BatchRunner:
     def __init__(self, api):
         self.api = api
         self.store = api.store
-        self.base_url = "http://127.0.0.1"
         self.secret = os.urandom(16)
         self.archives = {}              # batch id -> (bytes, expires epoch)
         self.run_lock = threading.Lock()  # one batch at a time per account (§7.2)
@@ -75,7 +75,7 @@ class BatchRunner:
 
     def to_json(self, b):
         out = {k: b[k] for k in PUBLIC_KEYS}
-        out["_links"] = []
+        out["_links"] = links.batch_links(self.store.base_url, b["id"])
         return out
 
     def delete(self, bid):
@@ -187,7 +187,7 @@ class BatchRunner:
     def signed_url(self, bid, expires):
         q = urlencode({"AWSAccessKeyId": "EMULATOR", "Expires": expires,
                        "Signature": self._signature(bid, expires)})
-        return f"{self.base_url}/_batch-results/{bid}.tar.gz?{q}"
+        return f"{self.store.base_url}/_batch-results/{bid}.tar.gz?{q}"
 
     def serve(self, path, query, headers):
         """S3-like GET of an archive: returns (status, content_type, bytes)."""

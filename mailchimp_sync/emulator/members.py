@@ -8,7 +8,7 @@ events that a change raises are collected on the context.
 
 import re
 
-from . import webhooks
+from . import links, webhooks
 from .state import Member
 from .util import (
     ApiError,
@@ -86,7 +86,7 @@ MEMBER_KEYS = {
     "tags_count": lambda s, L, m: len(m.tags),
     "tags": _tags_json,
     "list_id": lambda s, L, m: L.id,
-    "_links": lambda s, L, m: [],
+    "_links": lambda s, L, m: links.member_links(s.base_url, L.id, m.id),
 }
 
 
@@ -249,6 +249,7 @@ def _set_status(ctx, lst, m, new, reason="manual", campaign_id=None, readd=False
     _check_transition(ctx, m, new)
     now = ctx.store.clock.now()
     m.status = new
+    lst.note_status(new, now)
     if old == "archived" and readd and new == "subscribed":
         m.ip_opt, m.timestamp_opt = ctx.ip, now
     if new == "unsubscribed":
@@ -351,6 +352,7 @@ def _create(ctx, lst, email, status, body, skip, tags=None):
         m.source = "Hosted Signup Form" if ctx.source == "user" else "Admin Add"
     _add_tags(ctx, lst, m, tags)
     m.last_changed = now
+    lst.note_status(status, now)
     lst.seq += 1
     m.seq = lst.seq
     lst.members[m.id] = m
@@ -745,8 +747,9 @@ def list_members(store, lst, query):
             nested = any(v is not True for v in sub.values())
             ms = [member_json(store, lst, m, keys) for m in page]
             out["members"] = [keep(x, sub) for x in ms] if nested else ms
-    for k, v in (("list_id", lst.id), ("total_items", len(rows)), ("_links", [])):
+    for k in ("list_id", "total_items", "_links"):
         if tree is None or k in tree:
-            out[k] = v
+            out[k] = (lst.id if k == "list_id" else len(rows) if k == "total_items"
+                      else links.members_collection(store.base_url, lst.id))
     x = csv_param(query, "exclude_fields")
     return drop(out, field_tree(x)) if x else out

@@ -319,7 +319,7 @@ class EmulatorServer:
         self.httpd = _HTTPServer((self.host, self.port), Handler)
         self.httpd.emulator = self.emulator
         self.port = self.httpd.server_address[1]
-        self.emulator.batches.base_url = self.url
+        self.emulator.store.base_url = self.url
         if self.seed_members:
             out = admin.seed(self.emulator, {"lists": [{"name": "Newsletter",
                                                         "generate_members": self.seed_members}]})

@@ -10,6 +10,7 @@ import random
 import threading
 from collections import OrderedDict
 
+from . import links
 from .settings import make_settings
 from .util import Clock, hex_id, iso, subscriber_hash
 
@@ -49,12 +50,12 @@ class MergeField:
         self.options = options or {}
         self.help_text = help_text or ""
 
-    def to_json(self, list_id):
+    def to_json(self, list_id, base):
         return {"merge_id": self.merge_id, "tag": self.tag, "name": self.name, "type": self.type,
                 "required": self.required, "default_value": self.default_value,
                 "public": self.public, "display_order": self.display_order,
-                "options": self.options, "help_text": self.help_text, "list_id": list_id,
-                "_links": []}
+                "options": dict(self.options), "help_text": self.help_text, "list_id": list_id,
+                "_links": links.merge_field_links(base, list_id, self.merge_id)}
 
 
 class Interest:
@@ -135,9 +136,10 @@ class Webhook:
     def __init__(self, id, url, events, sources):
         self.id, self.url, self.events, self.sources = id, url, events, sources
 
-    def to_json(self, list_id):
+    def to_json(self, list_id, base):
         return {"id": self.id, "url": self.url, "events": dict(self.events),
-                "sources": dict(self.sources), "list_id": list_id, "_links": []}
+                "sources": dict(self.sources), "list_id": list_id,
+                "_links": links.webhook_links(base, list_id, self.id)}
 
 
 class MailList:
@@ -156,12 +158,23 @@ class MailList:
         self.forgotten = set()              # lowercased emails deleted permanently
         self.webhooks = OrderedDict()
         self.tag_ids = {}                   # tag name -> int id
+        self.last_sub = None                # epoch of the last subscribe (stats.last_sub_date)
+        self.last_unsub = None              # epoch of the last unsubscribe (stats.last_unsub_date)
         self.version = 0
         self.seq = 0
 
     def touch(self):
         """Mark member data changed: invalidates cached listings."""
         self.version += 1
+
+    def note_status(self, status, when):
+        """Remember the time of a subscribe or unsubscribe for the list's stats."""
+        if when is None:
+            return
+        if status == "subscribed" and (self.last_sub is None or when > self.last_sub):
+            self.last_sub = when
+        elif status == "unsubscribed" and (self.last_unsub is None or when > self.last_unsub):
+            self.last_unsub = when
 
     def merge_by_tag(self, tag):
         for mf in self.merge_fields.values():
@@ -216,8 +229,8 @@ class MailList:
                       "campaign_count": 0, "campaign_last_sent": "",
                       "merge_field_count": len(self.merge_fields), "avg_sub_rate": 0,
                       "avg_unsub_rate": 0, "target_sub_rate": 0, "open_rate": 0, "click_rate": 0,
-                      "last_sub_date": "", "last_unsub_date": ""},
-            "_links": [],
+                      "last_sub_date": iso(self.last_sub), "last_unsub_date": iso(self.last_unsub)},
+            "_links": links.list_links(store.base_url, self.id),
         }
         if include_total:
             out["stats"]["total_contacts"] = len(self.members)
@@ -232,6 +245,8 @@ class Store:
         self.clock = Clock()
         self.settings = make_settings(settings)
         self.rng = random.Random()
+        # absolute base of every href (_links, results archives); the server sets its own URL
+        self.base_url = "http://127.0.0.1"
         self.reset_data()
 
     def reset_data(self):
