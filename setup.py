@@ -4,11 +4,20 @@ The repository root *is* the addon.  Odoo finds addons as directories named
 ``odoo/addons/<name>`` on ``sys.path`` (``odoo.addons`` extends its
 ``__path__`` with ``pkgutil.extend_path``), so we ship the addon as the
 package ``odoo.addons.mailchimp_sync`` through the committed shim
-``.odoo/odoo/addons/mailchimp_sync -> ../../..``.  That works whatever the
-checkout folder is called, as a regular install (files copied into
-``site-packages/odoo/addons/``) and in editable mode (a ``.pth`` pointing at
-``.odoo``).  The core is also installed as the top-level package
-``mailchimp_sync`` so that it can be used and tested without Odoo.
+``.odoo/odoo/addons/mailchimp_sync/``: a real directory holding one symlink
+per part of the addon (``__init__.py -> ../../../../__init__.py``,
+``models -> ../../../../models``, ...).  It deliberately does not link the
+repository root itself: tools that walk ``odoo.addons.__path__`` following
+symlinks (Odoo's own ``trans_export``, setuptools' package discovery) would
+come back to ``.odoo`` through it and loop, and would also wander into
+``.cache``, ``bench`` and ``scripts``.  ``tests/core/test_packaging.py``
+checks that every part of the addon is linked.
+
+That works whatever the checkout folder is called, as a regular install
+(files copied into ``site-packages/odoo/addons/``) and in editable mode (a
+``.pth`` pointing at ``.odoo``).  The core is also installed as the top-level
+package ``mailchimp_sync`` (``.odoo/mailchimp_sync -> ../mailchimp_sync``) so
+that it can be used and tested without Odoo.
 
 ``odoo`` itself is deliberately not a dependency: it is not on the package
 index, and requiring it would make ``pip install`` fail there.
@@ -17,16 +26,19 @@ index, and requiring it would make ``pip install`` fail there.
 import ast
 import pathlib
 
-from setuptools import setup
+from setuptools import find_packages, setup
 
 HERE = pathlib.Path(__file__).resolve().parent
 MANIFEST = ast.literal_eval((HERE / "__manifest__.py").read_text())
 ADDON = "odoo.addons.mailchimp_sync"
 
-# Sub-packages are listed, not discovered: discovery would walk the shim
-# symlink back into the repository forever.
-ADDON_SUBPACKAGES = ["models", "controllers", "wizards", "tests"]
-CORE_PACKAGES = ["mailchimp_sync", "mailchimp_sync.emulator"]
+# The shim links only the addon's parts, so discovery through it ends (and
+# finds the core again as odoo.addons.mailchimp_sync.mailchimp_sync, which
+# the addon imports relatively).
+ADDON_PACKAGES = [ADDON] + [
+    f"{ADDON}.{name}" for name in find_packages(str(HERE / ".odoo" / "odoo" / "addons" / "mailchimp_sync"))
+]
+CORE_PACKAGES = find_packages(str(HERE / ".odoo"), include=["mailchimp_sync", "mailchimp_sync.*"])
 
 setup(
     name="odoo-addon-mailchimp_sync",
@@ -38,14 +50,15 @@ setup(
     author=MANIFEST["author"],
     python_requires=">=3.10",
     package_dir={"": ".odoo"},
-    packages=[ADDON]
-    + [f"{ADDON}.{sub}" for sub in ADDON_SUBPACKAGES if (HERE / sub / "__init__.py").exists()]
-    + CORE_PACKAGES,
+    packages=ADDON_PACKAGES + CORE_PACKAGES,
     package_data={
         ADDON: [
             "README.rst",
             "readme/*.rst",
             "data/*.xml",
+            "data/*.sql",
+            "i18n/*.pot",
+            "i18n/*.po",
             "security/*.xml",
             "security/*.csv",
             "views/*.xml",

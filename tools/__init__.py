@@ -1,0 +1,1 @@
+from . import user_messages
