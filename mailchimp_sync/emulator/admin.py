@@ -38,11 +38,9 @@ def _seed_member(emu, lst, spec, now, rng):
     if status == "archived":
         m.prev_status = spec.get("prev_status", "subscribed")
     m.status = status
-    by_tag = {mf.tag: mf for mf in lst.merge_fields.values()}
-    for k, v in (spec.get("merge_fields") or {}).items():
-        mf = by_tag.get(k.upper())
-        if mf is not None:
-            m.merge[mf.tag] = mem._merge_value(mf, v)[0] if v not in (None, "") else ""
+    # seeded values obey the merge-field rules too, so a test cannot seed what
+    # Mailchimp would never hold; required fields are not enforced (an import)
+    m.merge = mem.merged_fields(store.settings, lst, m, spec.get("merge_fields"), False, True)
     m.full_name = mem._full_name(m)
     names = {it.name: it.id for cat in lst.categories.values() for it in cat.interests.values()}
     for k, on in (spec.get("interests") or {}).items():
@@ -161,6 +159,15 @@ def seed(emu, body):
                                             "double_optin", "permission_reminder", "contact",
                                             "campaign_defaults", "email_type_option",
                                             "marketing_permissions")})
+                added = spec.get("add_merge_fields") or []
+            else:
+                added = (spec.get("merge_fields") or []) + (spec.get("add_merge_fields") or [])
+            # ``add_merge_fields`` come on top of the defaults; an existing list
+            # gains the fields of either key that it does not have yet
+            for mf_spec in added:
+                tag = str(mf_spec if isinstance(mf_spec, str) else mf_spec.get("tag") or "").upper()
+                if not tag or lst.merge_by_tag(tag) is None:
+                    store.add_merge_field(lst, mf_spec)
             info = {"id": lst.id, "name": lst.name, "merge_fields": {}, "categories": {},
                     "interests": {}}
             for c in spec.get("interest_categories") or []:

@@ -10,9 +10,8 @@ import re
 import uuid
 from urllib.parse import parse_qs, unquote
 
-from . import links
+from . import links, mergefields, webhooks
 from . import members as mem
-from . import webhooks
 from .members import Ctx
 from .state import Webhook
 from .util import (
@@ -283,10 +282,6 @@ def get_tags(req):
 
 # --- merge fields -------------------------------------------------------------
 
-MERGE_TYPES = ("text", "number", "address", "phone", "date", "url", "imageurl", "radio",
-               "dropdown", "birthday", "zip")
-
-
 def _merge_field(req):
     lst = req.lst()
     try:
@@ -321,13 +316,7 @@ def add_merge_field(req):
     if missing:
         raise schema_error([{"field": "", "message": "Required fields were not provided: "
                              + ", ".join(missing)}])
-    mem._check_status(body["type"], MERGE_TYPES, "type")
-    tag = (body.get("tag") or "").upper()
-    if tag and lst.merge_by_tag(tag):
-        raise invalid(f"A Merge Field with the tag \"{tag}\" already exists for this list.")
     mf = req.store.add_merge_field(lst, body)
-    for m in lst.members.values():
-        m.merge.setdefault(mf.tag, "")
     return mf.to_json(lst.id, req.store.base_url)
 
 
@@ -341,11 +330,17 @@ def get_merge_field(req):
 def update_merge_field(req):
     lst, mf = _merge_field(req)
     body = req.obj()
-    for k in ("name", "required", "default_value", "public", "display_order", "options", "help_text"):
+    # the type is read-only (the spec's PATCH schema has none); options follow it
+    options = mergefields.clean_options(mf.type, body.get("options"), mf.options)
+    new_tag = str(body.get("tag") or "").upper()[:10]
+    if new_tag and new_tag != mf.tag and lst.merge_by_tag(new_tag):
+        raise invalid(f'A Merge Field with the tag "{new_tag}" already exists for this list.')
+    for k in ("name", "required", "default_value", "public", "display_order", "help_text"):
         if k in body:
-            setattr(mf, k, bool(body[k]) if k in ("required", "public") else body[k])
-    if body.get("tag") and body["tag"].upper() != mf.tag:
-        old, mf.tag = mf.tag, body["tag"].upper()[:10]
+            setattr(mf, k, as_bool(body[k]) if k in ("required", "public") else body[k])
+    mf.options = options
+    if new_tag and new_tag != mf.tag:
+        old, mf.tag = mf.tag, new_tag
         for m in lst.members.values():
             m.merge[mf.tag] = m.merge.pop(old, "")
     lst.touch()

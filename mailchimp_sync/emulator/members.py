@@ -8,7 +8,7 @@ events that a change raises are collected on the context.
 
 import re
 
-from . import links, webhooks
+from . import links, mergefields, webhooks
 from .state import Member
 from .util import (
     ApiError,
@@ -145,54 +145,39 @@ def _check_status(value, allowed, field="status"):
                              + ", ".join(allowed) + "."}])
 
 
-def _merge_value(mf, value):
-    """Normalise one merge value; returns (value, error message or None)."""
-    if value is None or value == "":
-        return "", None
-    if mf.type == "number":
-        try:
-            num = float(value)
-        except (TypeError, ValueError):
-            return None, "Please enter a number"
-        return (int(num) if num.is_integer() else num), None
-    if mf.type == "address":
-        if isinstance(value, dict):
-            need = ("addr1", "city", "state", "zip")
-            if not all(str(value.get(k) or "").strip() for k in need):
-                return None, "Please enter a complete address"
-            return {k: str(value.get(k) or "") for k in
-                    ("addr1", "addr2", "city", "state", "zip", "country")}, None
-        return str(value), None
-    if isinstance(value, (dict, list)):
-        return None, "Please enter a value"
-    return str(value) if not isinstance(value, str) else value, None
+def merged_fields(settings, lst, m, incoming, creating, skip):
+    """New merge dict for ``m`` after applying ``incoming``; raises on invalid values.
 
-
-def merged_fields(lst, m, incoming, creating, skip):
-    """New merge dict for ``m`` after applying ``incoming``; raises on invalid values."""
+    Values of the wrong JSON type fail the schema (``merge_fields.TAG``) before
+    any merge-field rule runs, as Mailchimp validates the document first.
+    """
     if incoming is None:
         incoming = {}
     if not isinstance(incoming, dict):
         raise schema_error([{"field": "merge_fields", "message": "Schema describes object, "
                              + type(incoming).__name__ + " found instead"}])
     new = dict(m.merge)
-    errors = []
+    errors, schema = [], []
     by_tag = {mf.tag: mf for mf in lst.merge_fields.values()}
-    for key, value in incoming.items():
+    for key, raw in incoming.items():
         mf = by_tag.get(str(key).upper())
         if mf is None:
             continue  # unknown tags are silently ignored (§4.2)
-        val, err = _merge_value(mf, value)
-        if err:
+        val, err = mergefields.value(mf, raw, settings)
+        if err == mergefields.ANY_OF:
+            schema.append({"field": f"merge_fields.{mf.tag}", "message": err})
+        elif err:
             errors.append({"field": mf.tag, "message": err})
         else:
             new[mf.tag] = val
+    if schema:
+        raise schema_error(schema)
     if not skip:
         upper = {str(k).upper() for k in incoming}
         for mf in by_tag.values():
             if (mf.required and (creating or mf.tag in upper) and new.get(mf.tag, "") == ""
                     and not any(e["field"] == mf.tag for e in errors)):
-                errors.append({"field": mf.tag, "message": "Please enter a value"})
+                errors.append({"field": mf.tag, "message": mergefields.NEED_VALUE})
     if errors:
         raise invalid("Your merge fields were invalid.", errors)
     return new
@@ -274,7 +259,7 @@ def _set_status(ctx, lst, m, new, reason="manual", campaign_id=None, readd=False
 def _apply_fields(ctx, lst, m, body, creating, skip):
     """Update the non-status fields; returns True when a profile field changed."""
     s = ctx.settings
-    new_merge = merged_fields(lst, m, body.get("merge_fields"), creating, skip)
+    new_merge = merged_fields(s, lst, m, body.get("merge_fields"), creating, skip)
     new_int = _new_interests(s, lst, m, body.get("interests"))
     profile = False
     if new_merge != m.merge:
@@ -316,12 +301,27 @@ def _apply_fields(ctx, lst, m, body, creating, skip):
     return profile, other
 
 
+def _tag_names(tags):
+    """The ``tags`` of a member body: an array of strings (the spec's
+    ``Add_List_Members_1``); objects are refused as Mailchimp refuses them."""
+    if tags is None:
+        return []
+    if not isinstance(tags, list):
+        raise schema_error([{"field": "tags", "message": "Schema describes array, "
+                             + type(tags).__name__ + " found instead"}])
+    bad = [{"field": f"tags.item:{n}", "message": "Schema describes string, "
+            + ("object" if isinstance(t, dict) else type(t).__name__) + " found instead"}
+           for n, t in enumerate(tags) if not isinstance(t, str)]
+    if bad:
+        raise schema_error(bad)
+    return [t.strip() for t in tags if t.strip()]
+
+
 def _add_tags(ctx, lst, m, names):
     now = ctx.store.clock.now()
     changed = False
-    for item in names or []:
-        n = str(item["name"] if isinstance(item, dict) else item).strip()
-        if n and n not in m.tags:
+    for n in names:
+        if n not in m.tags:
             ctx.store.tag_id(lst, n)
             m.tags[n] = now
             changed = True
@@ -350,7 +350,7 @@ def _create(ctx, lst, email, status, body, skip, tags=None):
         m.unsubscribe_reason = "N/A (Unsubscribed by an admin)"
     if ctx.source != "api":
         m.source = "Hosted Signup Form" if ctx.source == "user" else "Admin Add"
-    _add_tags(ctx, lst, m, tags)
+    _add_tags(ctx, lst, m, tags or [])
     m.last_changed = now
     lst.note_status(status, now)
     lst.seq += 1
@@ -425,19 +425,20 @@ def add_member(ctx, lst, body, skip=False):
         raise schema_error(errs)
     _check_status(body["status"], STATUSES)
     email = validate_email(ctx.settings, body["email_address"])
+    tags = _tag_names(body.get("tags"))
     if email.lower() in lst.forgotten:
         raise forgotten_error(email)
     m = lst.members.get(subscriber_hash(email))
     if m is None:
-        return _create(ctx, lst, email, body["status"], body, skip, body.get("tags"))
+        return _create(ctx, lst, email, body["status"], body, skip, tags)
     if m.status != "archived":
         raise member_exists(email)
     # an archived member is re-added: new status, tags kept (§5.3)
     _check_transition(ctx, m, body["status"])
-    merged_fields(lst, m, body.get("merge_fields"), True, skip)
+    merged_fields(ctx.settings, lst, m, body.get("merge_fields"), True, skip)
     profile, other = _apply_fields(ctx, lst, m, body, creating=True, skip=skip)
     changed = _set_status(ctx, lst, m, body["status"], readd=True)
-    other = _add_tags(ctx, lst, m, body.get("tags")) or other
+    other = _add_tags(ctx, lst, m, tags) or other
     _bump(ctx, lst, m, profile, changed, other)
     return m
 
@@ -463,7 +464,10 @@ def put_member(ctx, lst, key, body, skip=False):
                                 {"field": "status_if_new",
                                  "message": "Schema describes string, NULL found instead"}])
         _check_status(status, STATUSES, "status_if_new" if body.get("status_if_new") else "status")
-        return _create(ctx, lst, email, status, body, skip)
+        # PUT has no `tags` in the spec, but they are reported to apply when the PUT
+        # creates the member (and to be ignored otherwise): put_tags_on_create
+        tags = _tag_names(body.get("tags")) if ctx.settings["put_tags_on_create"] else []
+        return _create(ctx, lst, email, status, body, skip, tags)
     return _update(ctx, lst, m, body, skip, STATUSES, put=True)
 
 
@@ -494,7 +498,7 @@ def _update(ctx, lst, m, body, skip, allowed, put):
         _check_email_change(ctx, lst, m, new_email)
     else:
         new_email = None
-    merged_fields(lst, m, body.get("merge_fields"), False, skip)
+    merged_fields(ctx.settings, lst, m, body.get("merge_fields"), False, skip)
     _new_interests(ctx.settings, lst, m, body.get("interests"))
     email_changed = _change_email(ctx, lst, m, new_email) if new_email else False
     profile, other = _apply_fields(ctx, lst, m, body, creating=False, skip=skip)
@@ -541,15 +545,28 @@ def update_tags(ctx, lst, key, body):
     _require_body(body)
     tags = body.get("tags")
     if not isinstance(tags, list):
-        raise schema_error([{"field": "tags", "message": "Required fields were not provided: tags"}])
+        raise schema_error([{"field": "", "message": "Required fields were not provided: tags"}])
+    # the whole body is checked before anything changes (Member_Tag: name and status required)
+    wanted, errors = [], []
+    for n, t in enumerate(tags):
+        if not isinstance(t, dict):
+            errors.append({"field": f"tags.item:{n}", "message": "Schema describes object, "
+                           + type(t).__name__ + " found instead"})
+            continue
+        missing = [k for k in ("name", "status") if not str(t.get(k) or "").strip()]
+        if missing:
+            errors.append({"field": f"tags.item:{n}", "message": "Required fields were not provided: "
+                           + ", ".join(missing)})
+        elif t["status"] not in ("active", "inactive"):
+            errors.append({"field": f"tags.item:{n}.status",
+                           "message": "Data presented is not one of the accepted values: inactive, active."})
+        else:
+            wanted.append((str(t["name"]).strip(), t["status"]))
+    if errors:
+        raise schema_error(errors)
     now = ctx.store.clock.now()
     changed = False
-    for t in tags:
-        if not isinstance(t, dict) or not t.get("name"):
-            raise schema_error([{"field": "tags", "message": "Tag name is required"}])
-        name = str(t["name"]).strip()
-        st = t.get("status", "active")
-        _check_status(st, ("active", "inactive"), "tags.status")
+    for name, st in wanted:
         if st == "active" and name not in m.tags:
             ctx.store.tag_id(lst, name)
             m.tags[name] = now

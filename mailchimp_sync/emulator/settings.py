@@ -24,6 +24,10 @@ DEFAULTS = {
     "untyped_error_titles": ["Member Exists", "Member In Compliance State"],  # §6.1 [V/R] no `type`
     "error_type_url": "https://mailchimp.com/developer/marketing/docs/errors/",
     "batch_error_type_url": "http://developer.mailchimp.com/documentation/mailchimp/guides/error-glossary/",
+    "merge_null": "error",                  # §5.8 [R] null merge value: "error" (anyOf) or "clear"
+    "merge_date_output": "iso",             # §4.2 [U] date values returned as "iso" (YYYY-MM-DD) or "field"
+    "merge_validate_unverified": True,      # §5.8 [U] check US phones, URLs and ZIP codes
+    "put_tags_on_create": True,             # §5.7 [R] PUT's `tags` applied when the PUT creates the member
     "member_tags_limit": 50,                # §4.2 [D] tags shown on a member
     "touch_on_minor_fields": True,          # §5.6 [U] language/vip/location/ip changes move last_changed
     "json_parse_error_title": "JSON Parse Error",  # §6.2 [U] title spelling
@@ -68,6 +72,10 @@ SETTING_DOCS = {
     "default_merge_fields": "§4.3 [U] merge fields of a new list",
     "unknown_interest_error": "§4.2 [U] unknown interest id on write",
     "untyped_error_titles": "§6.1 [V/R] errors sent without `type`",
+    "merge_null": "§5.8 [R] a null merge value",
+    "merge_date_output": "§4.2 [U] how date merge values are returned",
+    "merge_validate_unverified": "§5.8 [U] US phone, URL and ZIP checks",
+    "put_tags_on_create": "§5.7 [D/R] tags of a PUT that creates the member",
     "fire_on_pending_create": "§8.4 [U] event for a member created pending",
     "touch_on_minor_fields": "§5.6 [U] language/vip move last_changed",
     "json_parse_error_title": "§6.2 [U] title of the JSON parse error",

@@ -10,9 +10,9 @@ import random
 import threading
 from collections import OrderedDict
 
-from . import links
+from . import links, mergefields
 from .settings import make_settings
-from .util import Clock, hex_id, iso, subscriber_hash
+from .util import Clock, hex_id, invalid, iso, subscriber_hash
 
 MERGE_FIELD_PRESETS = {
     "FNAME": {"name": "First Name", "type": "text", "options": {"size": 25}},
@@ -282,15 +282,28 @@ class Store:
         return lst
 
     def add_merge_field(self, lst, spec):
+        """Add a merge field from an API body or a seed spec; a preset tag alone
+        (``"BIRTHDAY"``) gives that preset.  Type and options are validated."""
+        if isinstance(spec, str):
+            spec = {"tag": spec}
+        tag = str(spec.get("tag") or "").upper()[:10]
+        preset = MERGE_FIELD_PRESETS.get(tag, {})
+        type_ = spec.get("type") or preset.get("type", "text")
+        mergefields.check_type(type_)
+        if tag and lst.merge_by_tag(tag):
+            raise invalid(f'A Merge Field with the tag "{tag}" already exists for this list.')
+        given = spec.get("options")
+        options = mergefields.clean_options(type_, given if given is not None else preset.get("options"))
         mid = lst.next_merge_id
         lst.next_merge_id += 1
-        tag = (spec.get("tag") or f"MMERGE{mid}").upper()[:10]
-        mf = MergeField(mid, tag, spec.get("name") or tag, spec.get("type", "text"),
+        tag = tag or f"MMERGE{mid}"
+        mf = MergeField(mid, tag, spec.get("name") or preset.get("name") or tag, type_,
                         spec.get("required", False), spec.get("default_value", ""),
-                        spec.get("public", True), spec.get("display_order"),
-                        spec.get("options") or dict(MERGE_FIELD_PRESETS.get(tag, {}).get("options", {})),
+                        spec.get("public", True), spec.get("display_order"), options,
                         spec.get("help_text", ""))
         lst.merge_fields[mid] = mf
+        for m in lst.members.values():
+            m.merge.setdefault(tag, "")
         lst.touch()
         return mf
 
