@@ -28,6 +28,7 @@
         "views/mailing_contact_views.xml",
         "views/res_partner_views.xml",
         "views/mailchimp_menus.xml",
+        "views/res_config_settings_views.xml",
     ],
     "assets": {
         "web.assets_tests": [

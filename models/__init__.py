@@ -14,3 +14,4 @@ from . import mail_blacklist
 from . import mailing_list
 from . import mailing_contact
 from . import res_partner
+from . import res_config_settings

@@ -30,3 +30,27 @@ class MailchimpSyncRun(models.Model):
     updates_queued = fields.Integer()
     batches_sent = fields.Integer()
     message = fields.Text()
+    # History (the graph and pivot of the run log): the audience as the run
+    # left it, and what the run changed on each side.  Filled when the
+    # cycle ends; snapshots aggregate with max, so a day with several runs
+    # does not add its subscribers up.
+    mc_subscribed_count = fields.Integer(
+        string="Subscribed at Mailchimp", aggregator="max",
+        help="Members subscribed or pending at Mailchimp when the run ended.",
+    )
+    odoo_subscribed_count = fields.Integer(
+        string="Subscribed in Odoo", aggregator="max",
+        help="Contacts subscribed to the subscription list when the run ended.",
+    )
+    odoo_opt_ins = fields.Integer(
+        string="Opt-ins in Odoo",
+        help="Contacts this run subscribed in Odoo because Mailchimp changed last.",
+    )
+    odoo_opt_outs = fields.Integer(
+        string="Opt-outs in Odoo",
+        help="Contacts this run opted out in Odoo because Mailchimp changed last.",
+    )
+    failing_count = fields.Integer(
+        string="Rows Failing", aggregator="max",
+        help="Members in the failed state when the run ended, this run's and earlier ones.",
+    )

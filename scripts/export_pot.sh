@@ -9,11 +9,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=$(bash scripts/odoo_python.sh)
 read -r -a DB_ARGS <<<"$("$PY" -c 'import sys; sys.path.insert(0, "scripts"); from odoo_env import db_args; print(" ".join(db_args()))')"
+read -r -a DROP_ARGS <<<"$("$PY" -c 'import sys; sys.path.insert(0, "scripts"); from odoo_env import dropdb_args; print(" ".join(dropdb_args()))')"
 db="mailchimp_sync_pot_$$"
 log=".cache/$db.log"
 mkdir -p .cache i18n
-trap 'dropdb --if-exists "${PGHOST:+-h$PGHOST}" "${PGPORT:+-p$PGPORT}" "${PGUSER:+-U$PGUSER}" "$db" 2>/dev/null || true' EXIT
-common=(-d "$db" "${DB_ARGS[@]}" --no-http --max-cron-threads 0 --log-level warn --logfile "$log")
+trap 'dropdb --if-exists ${DROP_ARGS[@]+"${DROP_ARGS[@]}"} "$db" || true' EXIT
+common=(-d "$db" ${DB_ARGS[@]+"${DB_ARGS[@]}"} --no-http --max-cron-threads 0 --log-level warn --logfile "$log")
 echo "export_pot: installing mailchimp_sync into $db (log in $log)" >&2
 "$PY" -m odoo "${common[@]}" -i mailchimp_sync --without-demo all --stop-after-init
 echo "export_pot: exporting" >&2

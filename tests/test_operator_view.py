@@ -1,0 +1,291 @@
+"""The operator's view (issue 14): plain-word errors, a run log whose headers
+fit, a mailing list form that says it is synced, settings in Settings ›
+Email Marketing, the translation template, and each audience's history."""
+
+import pathlib
+import re
+import socket
+
+from lxml import etree
+
+from odoo.exceptions import UserError, ValidationError
+from odoo.tests import new_test_user, tagged
+
+from odoo.addons.mailchimp_sync.mailchimp_sync import exceptions as mc
+from odoo.addons.mailchimp_sync.mailchimp_sync.client import MailchimpClient, error_from_response
+from odoo.addons.mailchimp_sync.tools.user_messages import describe_error
+
+from .common import SyncCase
+
+POT = pathlib.Path(__file__).resolve().parent.parent / "i18n" / "mailchimp_sync.pot"
+# Odoo 18's list view: integer columns are 71 px unless the arch gives a
+# width (web/static/src/views/list/column_width_hook.js); a header needs
+# about 8 px a character plus 16 px of padding.
+INTEGER_COLUMN_WIDTH = 71
+
+
+def closed_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@tagged("post_install", "-at_install")
+class TestOperatorView(SyncCase):
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.marketer = new_test_user(
+            cls.env, login="mc_operator_marketer",
+            groups="base.group_user,mass_mailing.group_mass_mailing_user",
+        )
+        cls.admin = new_test_user(
+            cls.env, login="mc_operator_admin",
+            groups="base.group_user,mass_mailing.group_mass_mailing_user,base.group_system",
+        )
+
+    def arch(self, model, view_type, user=None, view_id=False):
+        env = self.env(user=user) if user else self.env
+        result = env[model].get_views([(view_id, view_type)])
+        return etree.fromstring(result["views"][view_type]["arch"])
+
+    # ------------------------------------------------------------------
+    # Item 2: errors in one sentence
+    # ------------------------------------------------------------------
+
+    def test_describe_error_for_each_kind(self):
+        env = self.env
+        unreachable = None
+        try:
+            MailchimpClient("0" * 32 + "-us1", base_url=f"http://127.0.0.1:{closed_port()}/3.0",
+                            timeout=2).ping()
+        except mc.MailchimpError as exc:
+            unreachable = exc
+        self.assertEqual(unreachable.kind, mc.UNREACHABLE)
+        texts = {
+            "unreachable": describe_error(env, unreachable),
+            "timeout": describe_error(env, mc.MailchimpRetryableError("slow", kind=mc.TIMEOUT)),
+            "auth": describe_error(env, error_from_response(
+                401, '{"title": "API Key Invalid", "detail": "Your API key may be invalid."}')),
+            "not_found": describe_error(env, error_from_response(404, "")),
+            "rate_limited": describe_error(env, error_from_response(429, "")),
+            "server_error": describe_error(env, error_from_response(503, "")),
+            "invalid": describe_error(env, error_from_response(
+                400, '{"title": "Invalid Resource", "detail": "Please provide a valid email address."}')),
+            "other": describe_error(env, ZeroDivisionError("division by zero")),
+        }
+        for kind, text in texts.items():
+            with self.subTest(kind=kind):
+                self.assertTrue(text.endswith("."), text)
+                self.assertNotRegex(text, r"0x[0-9a-f]+|HTTPConnectionPool|Traceback|\?|%[0-9A-F]{2}|division")
+                # "did not accept" is for a real refusal only.
+                self.assertEqual("did not accept" in text, kind in ("auth", "invalid"), text)
+                # Failures that pass by themselves say the sync retries.
+                retries = kind in ("unreachable", "timeout", "rate_limited", "server_error", "other")
+                self.assertEqual("will try again" in text, retries, text)
+        self.assertIn("could not reach Mailchimp", texts["unreachable"])
+        self.assertIn("API key", texts["auth"])
+        self.assertIn("Invalid Resource: Please provide a valid email address.", texts["invalid"])
+        self.assertIn("server log", texts["other"])
+        self.assertEqual(describe_error(env, UserError("Choose a list first.")), "Choose a list first.")
+
+    def test_describe_error_is_translated(self):
+        self.env["res.lang"]._activate_lang("fr_FR")
+        exc = error_from_response(500, "")
+        english = describe_error(self.env, exc)
+        # The sentence goes through env._(), in the environment's language:
+        # the export finds it, and without a French catalogue French falls
+        # back to the English source.
+        self.assertEqual(describe_error(self.env(context={"lang": "fr_FR"}), exc), english)
+        if POT.exists():
+            self.assertIn(english, self._pot_msgids())
+
+    @staticmethod
+    def _pot_msgids():
+        text = POT.read_text(encoding="utf-8")
+        ids = set()
+        for block in re.findall(r'^msgid ((?:".*"\n)+)', text, flags=re.M):
+            ids.add("".join(re.findall(r'"(.*)"', block)).replace('\\"', '"'))
+        return ids
+
+    # ------------------------------------------------------------------
+    # Item 6: run log headers fit their columns
+    # ------------------------------------------------------------------
+
+    def test_run_log_headers_fit(self):
+        Run = self.env["mailchimp.sync.run"]
+        for user in (self.admin, self.marketer):
+            arch = self.arch("mailchimp.sync.run", "list", user)
+            columns = arch.xpath("//list/field[not(@column_invisible='1' or @column_invisible='True')]")
+            self.assertGreaterEqual(len(columns), 10)
+            for column in columns:
+                name = column.get("name")
+                field = Run._fields[name]
+                label = column.get("string") or field.string
+                needed = 8 * len(label) + 16
+                width = int(column.get("width", "0").rstrip("px") or 0)
+                with self.subTest(user=user.login, column=name, label=label):
+                    if width:
+                        self.assertGreaterEqual(width, needed)
+                    elif field.type in ("integer", "boolean"):
+                        self.assertGreaterEqual(INTEGER_COLUMN_WIDTH, needed)
+
+    # ------------------------------------------------------------------
+    # Item 8: small things
+    # ------------------------------------------------------------------
+
+    def test_mailing_list_form_says_it_is_synced(self):
+        self.seed()
+        plain = self.env["mailing.list"].create({"name": "Not synced"})
+        self.assertEqual(self.newsletter.mailchimp_sync_role, "subscription")
+        self.assertIn("“Newsletter” as its subscription list", self.newsletter.mailchimp_sync_summary)
+        self.assertEqual(self.events_list.mailchimp_sync_role, "interest")
+        self.assertIn("as the interest “Topics › Events”", self.events_list.mailchimp_sync_summary)
+        self.assertEqual(self.events_list.mailchimp_audience_id, self.audience)
+        self.assertFalse(plain.mailchimp_sync_role)
+        self.assertFalse(plain.mailchimp_sync_summary)
+        for user in (self.admin, self.marketer):
+            arch = self.arch("mailing.list", "form", user)
+            banner = arch.xpath("//div[@name='mailchimp_sync']")
+            self.assertEqual(len(banner), 1, user.login)
+            self.assertTrue(banner[0].xpath(".//field[@name='mailchimp_sync_summary']"))
+            self.assertTrue(banner[0].xpath(".//button[@name='action_view_mailchimp_audience']"))
+            # Not a stat button: those beyond the first few end up under "More".
+            self.assertFalse(arch.xpath("//div[@name='button_box']//button[@name='action_view_mailchimp_audience']"))
+        self.assertEqual(self.newsletter.with_user(self.marketer).mailchimp_audience_id, self.audience)
+
+    def test_contact_form_labels_the_partner(self):
+        for user in (self.admin, self.marketer):
+            arch = self.arch("mailing.contact", "form", user)
+            (field,) = arch.xpath("//field[@name='partner_id']")
+            self.assertIn(field.get("string"), ("Partner", "Related Partner"))
+
+    def test_last_sync_is_a_plain_datetime(self):
+        for view_type in ("kanban", "form", "list"):
+            arch = self.arch("mailchimp.audience", view_type, self.marketer)
+            for field in arch.xpath("//field[@name='last_sync_end']"):
+                self.assertNotEqual(field.get("widget"), "remaining_days", view_type)
+        arch = self.arch("mailchimp.audience", "kanban", self.marketer)
+        self.assertEqual(arch.xpath("//field[@name='last_sync_end']")[0].get("widget"), "datetime")
+
+    # ------------------------------------------------------------------
+    # Item 9: settings
+    # ------------------------------------------------------------------
+
+    def test_settings_round_trip(self):
+        Settings = self.env["res.config.settings"].with_user(self.admin)
+        arch = self.arch("res.config.settings", "form", self.admin)
+        block = arch.xpath("//app[@name='mass_mailing']//block[@name='mailchimp_sync_setting_container']")
+        self.assertEqual(len(block), 1)
+        for name in ("mailchimp_webhook_base_url", "default_max_time", "default_double_optin"):
+            self.assertTrue(block[0].xpath(f".//field[@name='{name}']"), name)
+
+        defaults = Settings.default_get(["mailchimp_webhook_base_url", "default_max_time", "default_double_optin"])
+        self.assertEqual(defaults.get("default_max_time"), 300)
+        self.assertFalse(defaults.get("default_double_optin"))
+
+        Settings.create({
+            "mailchimp_webhook_base_url": " https://odoo.example.com/ ",
+            "default_max_time": 120,
+            "default_double_optin": True,
+        }).execute()
+        params = self.env["ir.config_parameter"].sudo()
+        self.assertEqual(params.get_param("mailchimp_sync.webhook_base_url"), "https://odoo.example.com")
+        self.assertEqual(self.env["mailchimp.webhook"]._base_url(), "https://odoo.example.com")
+        again = Settings.create({})
+        self.assertEqual(again.mailchimp_webhook_base_url, "https://odoo.example.com")
+        self.assertEqual(again.default_max_time, 120)
+        self.assertTrue(again.default_double_optin)
+        # New audiences start with the defaults; existing ones keep theirs.
+        audience = self.env["mailchimp.audience"].create(
+            {"name": "Later", "account_id": self.account.id, "mailchimp_list_id": "f00dfeed01"}
+        )
+        self.assertEqual(audience.max_time, 120)
+        self.assertTrue(audience.double_optin)
+
+        Settings.create({"mailchimp_webhook_base_url": False, "default_max_time": 300,
+                         "default_double_optin": False}).execute()
+        self.assertFalse(params.get_param("mailchimp_sync.webhook_base_url"))
+        self.assertFalse(self.env["mailchimp.audience"].default_get(["double_optin"]).get("double_optin"))
+
+    def test_settings_refuse_nonsense(self):
+        Settings = self.env["res.config.settings"].with_user(self.admin)
+        with self.assertRaises(ValidationError):
+            Settings.create({"default_max_time": 5})
+        with self.assertRaises(ValidationError):
+            Settings.create({"mailchimp_webhook_base_url": "odoo.example.com"})
+
+    # ------------------------------------------------------------------
+    # Item 10: the translation template
+    # ------------------------------------------------------------------
+
+    def test_pot_exists_and_covers_the_screens(self):
+        self.assertTrue(POT.exists(), "run scripts/export_pot.sh")
+        msgids = self._pot_msgids()
+        self.assertGreater(len(msgids), 300)
+        for text in ("Audience History", "Webhook Base URL", "Subscribed at Mailchimp", "Opt-ins in Odoo"):
+            self.assertIn(text, msgids)
+        # Odoo's export walked the addon through the shim, not in a loop.
+        references = re.findall(r"^#: code:(\S+)", POT.read_text(encoding="utf-8"), flags=re.M)
+        self.assertTrue(references)
+        for ref in references:
+            self.assertRegex(ref, r"^addons/mailchimp_sync/[\w/]+\.py:\d+$")
+
+    # ------------------------------------------------------------------
+    # Item 11: history
+    # ------------------------------------------------------------------
+
+    def test_history_fields_and_views(self):
+        Run = self.env["mailchimp.sync.run"]
+        for name, aggregator in (("mc_subscribed_count", "max"), ("odoo_subscribed_count", "max"),
+                                 ("failing_count", "max"), ("odoo_opt_ins", "sum"), ("odoo_opt_outs", "sum")):
+            field = Run._fields[name]
+            self.assertEqual((field.type, field.store, field.aggregator), ("integer", True, aggregator), name)
+        self.seed()
+        other = self.env["mailchimp.audience"].create(
+            {"name": "Other", "account_id": self.account.id, "mailchimp_list_id": "f00dfeed02"}
+        )
+        day = "2026-03-02 10:00:00"
+        Run.create([
+            {"audience_id": self.audience.id, "state": "done", "started_at": day, "ended_at": day,
+             "mc_subscribed_count": 100, "odoo_subscribed_count": 98, "odoo_opt_ins": 3, "odoo_opt_outs": 1,
+             "updates_queued": 5, "failed": 1, "failing_count": 2},
+            {"audience_id": self.audience.id, "state": "done", "started_at": "2026-03-02 16:00:00",
+             "ended_at": "2026-03-02 16:00:00", "mc_subscribed_count": 104, "odoo_subscribed_count": 103,
+             "odoo_opt_ins": 4, "odoo_opt_outs": 0, "updates_queued": 2, "failed": 0, "failing_count": 1},
+            {"audience_id": other.id, "state": "done", "started_at": day, "ended_at": day,
+             "mc_subscribed_count": 7},
+        ])
+        groups = Run.with_user(self.marketer).read_group(
+            [("audience_id", "=", self.audience.id), ("state", "=", "done")],
+            ["mc_subscribed_count", "odoo_subscribed_count", "odoo_opt_ins", "odoo_opt_outs", "failing_count"],
+            ["started_at:day"],
+        )
+        self.assertEqual(len(groups), 1)
+        self.assertEqual(
+            [groups[0][f] for f in ("mc_subscribed_count", "odoo_subscribed_count", "odoo_opt_ins",
+                                    "odoo_opt_outs", "failing_count")],
+            [104, 103, 7, 1, 2],
+        )
+
+        action = self.env["ir.actions.act_window"]._for_xml_id("mailchimp_sync.mailchimp_sync_run_history_action")
+        self.assertEqual(action["views"][0][1], "graph")
+        for user in (self.admin, self.marketer):
+            views = Run.with_user(user).get_views(
+                [(False, "graph"), (False, "pivot"), (False, "list"), (False, "search")]
+            )["views"]
+            graph = etree.fromstring(views["graph"]["arch"])
+            self.assertTrue(graph.xpath("//field[@name='mc_subscribed_count'][@type='measure']"))
+            pivot = etree.fromstring(views["pivot"]["arch"])
+            for name in ("mc_subscribed_count", "odoo_subscribed_count", "odoo_opt_ins", "odoo_opt_outs",
+                         "updates_queued", "failed"):
+                self.assertTrue(pivot.xpath(f"//field[@name='{name}'][@type='measure']"), name)
+            search = etree.fromstring(views["search"]["arch"])
+            self.assertTrue(search.xpath("//field[@name='audience_id']"))
+            # Reachable from the audience form and the dashboard card.
+            action_ref = str(self.env.ref("mailchimp_sync.mailchimp_sync_run_history_action").id)
+            for view_type in ("form", "kanban"):
+                arch = self.arch("mailchimp.audience", view_type, user)
+                entries = arch.xpath(f"//*[@name='{action_ref}'][@type='action']")
+                self.assertEqual(len(entries), 1, (user.login, view_type))
+                self.assertIn("search_default_audience_id", entries[0].get("context"))
