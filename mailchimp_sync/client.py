@@ -187,7 +187,9 @@ def error_from_network(exc, timeout=None, what="Mailchimp"):
     if host and parts.port:
         host = f"{host}:{parts.port}"
     where = f"{what} at {host}" if host else what
-    seconds = f" within {timeout:g} seconds" if isinstance(timeout, (int, float)) else ""
+    seconds = ""
+    if isinstance(timeout, (int, float)):
+        seconds = f" within {timeout:g} second{'' if timeout == 1 else 's'}"
     if isinstance(exc, requests.ConnectTimeout):
         message, kind = f"Could not connect to {where}{seconds}.", TIMEOUT
     elif isinstance(exc, requests.Timeout):

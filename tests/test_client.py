@@ -1,6 +1,7 @@
 from odoo.exceptions import UserError
 from odoo.tests import tagged
 
+from odoo.addons.mailchimp_sync.mailchimp_sync import exceptions as mc
 from odoo.addons.mailchimp_sync.mailchimp_sync.exceptions import (
     MailchimpAuthError,
     MailchimpNotFoundError,
@@ -40,14 +41,16 @@ class TestClientThroughAccount(MailchimpCase):
         with self.assertRaises(MailchimpAuthError) as caught:
             self.account._get_client().ping()
         self.assertEqual(caught.exception.status, 401)
+        self.assertEqual(caught.exception.kind, mc.AUTH)
         self.assertNotIn("f" * 32, str(caught.exception), "the key is never in a message")
         with self.assertRaises(UserError):
             self.account.action_test_connection()
 
     def test_not_found_and_bad_request(self):
         client = self.account._get_client()
-        with self.assertRaises(MailchimpNotFoundError):
+        with self.assertRaises(MailchimpNotFoundError) as missing:
             client.get_list("0000000000")
+        self.assertEqual(missing.exception.kind, mc.NOT_FOUND)
         ids = self.emulator.control.seed(lists=[{"name": "Small"}])
         list_id = ids["lists"][0]["id"]
         with self.assertRaises(MailchimpPermanentError) as caught:
@@ -55,15 +58,18 @@ class TestClientThroughAccount(MailchimpCase):
         self.assertFalse(caught.exception.retryable)
         self.assertEqual(caught.exception.status, 400)
         self.assertTrue(caught.exception.title)
+        self.assertEqual(caught.exception.kind, mc.INVALID)
 
     def test_retryable_faults(self):
         client = self.account._get_client()
-        for kind, status in (("429_json", 429), ("429_empty", 429), ("403_empty", 403),
-                             ("500", 500), ("503", 503)):
+        for kind, status, error_kind in (("429_json", 429, mc.RATE_LIMITED), ("429_empty", 429, mc.RATE_LIMITED),
+                                         ("403_empty", 403, mc.RATE_LIMITED), ("500", 500, mc.SERVER_ERROR),
+                                         ("503", 503, mc.SERVER_ERROR)):
             self.emulator.control.faults(rules=[{"kind": kind, "count": 1}])
             with self.assertRaises(MailchimpRetryableError, msg=kind) as caught:
                 client.ping()
             self.assertEqual(caught.exception.status, status, kind)
+            self.assertEqual(caught.exception.kind, error_kind, kind)
         self.assertEqual(client.ping(), "Everything's Chimpy!", "faults are used up")
 
     def test_timeout_is_retryable(self):
@@ -73,3 +79,5 @@ class TestClientThroughAccount(MailchimpCase):
         with self.assertRaises(MailchimpRetryableError) as caught:
             client.ping()
         self.assertIsNone(caught.exception.status)
+        self.assertEqual(caught.exception.kind, mc.TIMEOUT)
+        self.assertRegex(str(caught.exception), r"^Mailchimp at 127\.0\.0\.1:\d+ did not answer within 1 second\.$")

@@ -2,6 +2,7 @@
 fit, a mailing list form that says it is synced, settings in Settings ›
 Email Marketing, the translation template, and each audience's history."""
 
+import importlib.util
 import pathlib
 import re
 import socket
@@ -9,7 +10,8 @@ import socket
 from lxml import etree
 
 from odoo.exceptions import UserError, ValidationError
-from odoo.tests import new_test_user, tagged
+from odoo.tests import HttpCase, new_test_user, tagged
+from odoo.tests.common import _find_executable
 
 from odoo.addons.mailchimp_sync.mailchimp_sync import exceptions as mc
 from odoo.addons.mailchimp_sync.mailchimp_sync.client import MailchimpClient, error_from_response
@@ -289,3 +291,71 @@ class TestOperatorView(SyncCase):
                 entries = arch.xpath(f"//*[@name='{action_ref}'][@type='action']")
                 self.assertEqual(len(entries), 1, (user.login, view_type))
                 self.assertIn("search_default_audience_id", entries[0].get("context"))
+
+
+HEADERS_FIT_JS = """
+(function () {
+    const started = Date.now();
+    function check() {
+        const labels = document.querySelectorAll(".o_list_table thead th[data-name] span.text-truncate");
+        const rows = document.querySelectorAll(".o_list_table tbody tr.o_data_row");
+        if (!labels.length || !rows.length) {
+            if (Date.now() - started > 20000) {
+                console.error("the run log did not render");
+            } else {
+                setTimeout(check, 200);
+            }
+            return;
+        }
+        const isCut = (el) => el.scrollWidth > el.clientWidth + 1;
+        const cut = [...labels].filter(isCut).map((el) => el.textContent);
+        // The measurement itself must see a cut header: lengthen one.
+        const probe = document.querySelector(".o_list_table thead th[data-name='failed'] span.text-truncate");
+        const label = probe && probe.textContent;
+        if (probe) {
+            probe.textContent = "A header far too long for this column";
+        }
+        const seesCut = probe && isCut(probe);
+        if (probe) {
+            probe.textContent = label;
+        }
+        if (!seesCut) {
+            console.error("the header measurement does not see a cut header");
+        } else if (cut.length) {
+            console.error("run log headers cut: " + cut.join(", "));
+        } else {
+            console.log("test successful");
+        }
+    }
+    check();
+})();
+"""
+
+
+@tagged("post_install", "-at_install")
+class TestRunLogInBrowser(HttpCase):
+    """The run log's headers, measured in a real browser: none is cut."""
+
+    def setUp(self):
+        super().setUp()
+        if importlib.util.find_spec("websocket") is None:
+            self.skipTest("websocket-client is not installed (run scripts/install_browser.sh)")
+        try:
+            _find_executable()
+        except Exception:  # noqa: BLE001 - any failure means no usable browser
+            self.skipTest("no Chromium/Chrome executable on PATH (run scripts/install_browser.sh)")
+        self.env.ref("base.user_admin").tour_enabled = False
+
+    def test_run_log_headers_are_not_cut(self):
+        account = self.env["mailchimp.account"].create({"name": "Browser", "api_key": "0" * 32 + "-us1"})
+        audience = self.env["mailchimp.audience"].create(
+            {"name": "A rather long audience name", "account_id": account.id, "mailchimp_list_id": "b00dfeed01"}
+        )
+        self.env["mailchimp.sync.run"].create([
+            {"audience_id": audience.id, "state": state, "full": True, "fetched": 20000, "created": 1234,
+             "odoo_opt_ins": 120, "odoo_opt_outs": 45, "to_add": 10000, "to_remove": 2000,
+             "updates_queued": 12000, "failed": 300, "message": "Done."}
+            for state in ("done", "failed", "running")
+        ])
+        action = self.env.ref("mailchimp_sync.mailchimp_sync_run_action")
+        self.browser_js(f"/odoo/action-{action.id}", HEADERS_FIT_JS, login="admin", timeout=60)
