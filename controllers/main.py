@@ -15,7 +15,7 @@ never logged, not even in the access log (see ``_RedactSecrets``).
 import logging
 import re
 
-from odoo import http
+from odoo import SUPERUSER_ID, http
 from odoo.http import request
 
 from ..mailchimp_sync.exceptions import MailchimpError
@@ -94,7 +94,10 @@ class MailchimpWebhookController(http.Controller):
         )
 
     def _serve(self, secret, kind):
-        env = request.env(su=True)
+        # The work is the system's, not the public user's: run it as OdooBot,
+        # so the notes, tracking and blacklist entries it writes are signed
+        # by OdooBot rather than "Public user".
+        env = request.env(user=SUPERUSER_ID, su=True)
         remote = request.httprequest.remote_addr
         account = env["mailchimp.webhook"]._account_for_secret(secret)
         if not account:

@@ -30,22 +30,24 @@ SYNC_STAGES = [
 
 class MailchimpAudience(models.Model):
     _name = "mailchimp.audience"
+    _inherit = ["mail.thread"]
     _description = "Mailchimp Audience"
     _order = "name, id"
 
-    name = fields.Char(required=True)
-    active = fields.Boolean(default=True)
+    name = fields.Char(required=True, tracking=True)
+    active = fields.Boolean(default=True, tracking=True)
     account_id = fields.Many2one(
-        "mailchimp.account", required=True, ondelete="cascade", index=True
+        "mailchimp.account", required=True, ondelete="cascade", index=True, tracking=True
     )
     mailchimp_list_id = fields.Char(
-        string="Mailchimp Audience ID", required=True, copy=False
+        string="Mailchimp Audience ID", required=True, copy=False, tracking=True
     )
     mailing_list_id = fields.Many2one(
         "mailing.list",
         string="Subscription List",
         ondelete="restrict",
         copy=False,
+        tracking=True,
         help="Contacts subscribed to this list are the audience's subscribed members.",
     )
     interest_ids = fields.One2many("mailchimp.interest", "audience_id", string="Interests")
@@ -55,31 +57,37 @@ class MailchimpAudience(models.Model):
     trust_override = fields.Selection(
         TRUST_OVERRIDE,
         copy=False,
+        tracking=True,
         help="For the next full sync only, let this side win every subscription "
         "conflict, whoever changed last. Cleared when that sync completes.",
     )
     double_optin = fields.Boolean(
         string="Double Opt-in",
+        tracking=True,
         help="Subscribe people added in Odoo as 'pending': Mailchimp then asks them "
         "to confirm by email.",
     )
     blacklist_unsubscribes = fields.Boolean(
         string="Blacklisted Means Unsubscribed",
         default=True,
+        tracking=True,
         help="Treat a blacklisted email in Odoo as not subscribed.",
     )
     cleaned_action = fields.Selection(
         [("bounce", "Mark as bouncing"), ("blacklist", "Blacklist the email")],
         default="bounce",
         required=True,
+        tracking=True,
         help="What to do in Odoo when Mailchimp cleans an address (hard bounce or abuse).",
     )
     create_partners = fields.Boolean(
+        tracking=True,
         help="Also create a contact (partner) for Mailchimp members that match nobody."
     )
     max_time = fields.Integer(
         string="Time Budget (s)",
         default=300,
+        tracking=True,
         help="Seconds one scheduled run may spend on this audience before it stops "
         "and resumes on the next run.",
     )

@@ -5,6 +5,7 @@ from .mailchimp_audience import TRUST_OVERRIDE
 
 class MailchimpInterest(models.Model):
     _name = "mailchimp.interest"
+    _inherit = ["mail.thread"]
     _description = "Mailchimp Interest"
     _order = "audience_id, category_name, name, id"
 
@@ -14,15 +15,17 @@ class MailchimpInterest(models.Model):
     mailchimp_interest_id = fields.Char(string="Mailchimp Interest ID", required=True)
     mailchimp_category_id = fields.Char(string="Mailchimp Category ID")
     category_name = fields.Char(string="Category")
-    name = fields.Char(required=True)
+    name = fields.Char(required=True, tracking=True)
     mailing_list_id = fields.Many2one(
         "mailing.list",
         ondelete="set null",
+        tracking=True,
         help="Contacts on this list have the interest at Mailchimp.",
     )
     trust_override = fields.Selection(
         TRUST_OVERRIDE,
         copy=False,
+        tracking=True,
         help="For the next full sync only, let this side win every conflict on this "
         "interest. Cleared when that sync completes.",
     )

@@ -9,9 +9,13 @@ event twice, or events out of order, end in the state Mailchimp holds now.
 
 import hmac
 import logging
+import secrets
 
-from odoo import api, models
-from odoo.tools import email_normalize
+from markupsafe import Markup
+from psycopg2 import errors
+
+from odoo import SUPERUSER_ID, api, models
+from odoo.tools import email_normalize, mute_logger
 
 from ..mailchimp_sync.client import subscriber_hash
 from ..mailchimp_sync.exceptions import MailchimpError, MailchimpNotFoundError
@@ -22,6 +26,7 @@ from ..mailchimp_sync.webhooks import (
     member_webhook_problems,
     member_webhook_url,
 )
+from ..tools.user_messages import describe_error
 
 _logger = logging.getLogger(__name__)
 
@@ -58,13 +63,18 @@ class MailchimpWebhook(models.AbstractModel):
     @api.model
     def _account_for_secret(self, secret):
         """The active account whose webhook secret is ``secret``, compared in
-        constant time against every account (no early exit)."""
+        constant time against every account (no early exit).
+
+        The secret a rotation is moving to is accepted too: Mailchimp checks
+        each new URL with a request of its own while the rotation runs.
+        An account without a secret (neutralized) accepts nothing."""
         found = self.env["mailchimp.account"]
         given = (secret or "").encode("utf-8", "replace")
         for account in self.env["mailchimp.account"].sudo().search([]):
-            expected = (account.webhook_secret or "").encode("utf-8")
-            if hmac.compare_digest(given, expected) and expected and not found:
-                found = account
+            for candidate in (account.webhook_secret, account.webhook_secret_pending):
+                expected = (candidate or "").encode("utf-8")
+                if hmac.compare_digest(given, expected) and expected and not found:
+                    found = account
         return found
 
     # ------------------------------------------------------------------
@@ -85,6 +95,8 @@ class MailchimpWebhook(models.AbstractModel):
 
     def _sync_webhooks(self, account, audiences, repair):
         account.ensure_one()
+        if repair:
+            account._ensure_webhook_secret()
         # Mailchimp validates a new URL with a GET to this server, which
         # must find the secret: have it written before calling out.
         self.env.flush_all()
@@ -187,6 +199,134 @@ class MailchimpWebhook(models.AbstractModel):
         return self._repaired_state(done, webhook_id)
 
     # ------------------------------------------------------------------
+    # Secret rotation
+    # ------------------------------------------------------------------
+
+    @api.model
+    def _rotate_secret(self, account):
+        """Move ``account`` to a new webhook secret without a moment in which
+        Mailchimp's deliveries are refused; return (done, sentence).
+
+        1. The new secret is committed as *pending* (accepted beside the
+           current one): Mailchimp checks each new URL with its own request.
+        2. The member webhook of each audience and the batch webhook are
+           registered at the new URLs.  If one is refused, the ones just
+           made are removed, the pending secret is dropped, and the old
+           secret and webhooks stay as they were.
+        3. The webhooks at the old URLs are removed, then the new secret
+           becomes the current one, and the health of every webhook is
+           checked and recorded.
+
+        Every write to the account happens on a cursor of its own,
+        committed at once: the request's own transaction only reads it, so
+        its later commit (or rollback) cannot undo a step, nor conflict
+        with one.  Between steps 1 and 3 both secrets are accepted.
+        """
+        account.ensure_one()
+        account.check_access("write")
+        client = account._get_client()
+        new_secret = secrets.token_urlsafe(24)
+        base = self._base_url()
+        new_member_url, new_batch_url = member_webhook_url(base, new_secret), batch_webhook_url(base, new_secret)
+        audiences = account.audience_ids
+        if not self._set_pending_secret(account, new_secret):
+            return False, self.env._(
+                "The webhook secret was not changed: the account is being changed by someone else "
+                "right now. Try again in a moment."
+            )
+        made = []  # (list id or None for the batch webhook, webhook id)
+        try:
+            for audience in audiences:
+                step = self.env._("the member webhook of audience %s", audience.name)
+                hook = client.create_webhook(audience.mailchimp_list_id, member_webhook_body(new_member_url))
+                made.append((audience.mailchimp_list_id, hook.get("id")))
+            step = self.env._("the batch webhook")
+            hook = client.create_batch_webhook(new_batch_url)
+            made.append((None, hook.get("id")))
+        except MailchimpError as exc:
+            _logger.info("Rotating the webhook secret of account %s failed: %s", account.id, exc.as_text())
+            leftovers = self._remove_webhooks(client, made)
+            self._set_pending_secret(account, None)
+            message = self.env._(
+                "The webhook secret was not changed: Mailchimp refused %(step)s (%(reason)s) The current "
+                "secret and webhooks keep working.",
+                step=step,
+                reason=describe_error(self.env, exc),
+            )
+            if leftovers:
+                message += " " + self.env._(
+                    "Some webhooks made for the new secret could not be removed: press Register "
+                    "Webhooks to clean them up."
+                )
+            return False, message
+        # The new URLs work: the old ones go, and only then the secret moves.
+        old_member_url, old_batch_url = self._urls(account)
+        old = []
+        for audience in audiences:
+            exact, _stale = classify_webhooks(client.list_webhooks(audience.mailchimp_list_id), old_member_url)
+            if exact:
+                old.append((audience.mailchimp_list_id, exact["id"]))
+        exact, _stale = classify_webhooks(client.list_batch_webhooks(), old_batch_url)
+        if exact:
+            old.append((None, exact["id"]))
+        leftovers = self._remove_webhooks(client, old)
+        with self.env.registry.cursor() as cr:
+            env = self.env(cr=cr)
+            rotated = env["mailchimp.account"].sudo().browse(account.id)
+            rotated.write({"webhook_secret": new_secret, "webhook_secret_pending": False})
+            rotated._message_log(
+                body=Markup("<p>%s</p>") % self.env._(
+                    "Webhook secret rotated: the webhooks were registered at the new URLs and the "
+                    "old ones removed."
+                ),
+                author_id=self.env.user.partner_id.id,
+            )
+            states = env["mailchimp.webhook"]._check_all(rotated)
+            unhealthy = [record.display_name for record, state in states.items() if state != "ok"]
+        self.env.invalidate_all()
+        message = self.env._("The webhook secret was rotated and the webhooks moved to the new URLs.")
+        if leftovers:
+            message += " " + self.env._(
+                "Mailchimp kept some webhooks at the old URLs; they no longer open anything, and "
+                "Register Webhooks removes them."
+            )
+        if unhealthy:
+            message += " " + self.env._("Needing attention: %s.", ", ".join(unhealthy))
+        return True, message
+
+    def _set_pending_secret(self, account, secret):
+        """Store (or with ``None`` drop) the pending secret and commit it at
+        once, on a cursor of its own; False if the account row is locked
+        (being saved elsewhere), rather than waiting on it."""
+        try:
+            with self.env.registry.cursor() as cr, mute_logger("odoo.sql_db"):
+                cr.execute("SELECT id FROM mailchimp_account WHERE id = %s FOR UPDATE NOWAIT", (account.id,))
+                cr.execute(
+                    "UPDATE mailchimp_account SET webhook_secret_pending = %s WHERE id = %s",
+                    (secret, account.id),
+                )
+        except errors.LockNotAvailable:
+            return False
+        return True
+
+    def _remove_webhooks(self, client, webhooks):
+        """Delete (list id or None, webhook id) pairs at Mailchimp; return
+        how many could not be deleted (a refusal is logged, not raised)."""
+        failed = 0
+        for list_id, webhook_id in webhooks:
+            if not webhook_id:
+                continue
+            try:
+                if list_id:
+                    client.delete_webhook(list_id, webhook_id)
+                else:
+                    client.delete_batch_webhook(webhook_id)
+            except MailchimpError as exc:
+                failed += 1
+                _logger.info("Could not remove Mailchimp webhook %s: %s", webhook_id, exc.as_text())
+        return failed
+
+    # ------------------------------------------------------------------
     # Member events
     # ------------------------------------------------------------------
 
@@ -211,6 +351,10 @@ class MailchimpWebhook(models.AbstractModel):
             member = client.get_member(audience.mailchimp_list_id, event.email)
         except MailchimpNotFoundError:
             member = None
+        # One writer per member: hold the row(s) before reading their state.
+        Member = self.env["mailchimp.member"]
+        emails = [event.email] + ([event.old_email] if event.type == "upemail" else [])
+        Member._lock_rows([r.id for r in (self._row(audience, e) for e in emails) if r])
         if event.type == "upemail":
             self._move_email(audience, event.old_email, event.email)
         row = self._apply_fetched(audience, event.email, member)
@@ -219,7 +363,7 @@ class MailchimpWebhook(models.AbstractModel):
         self.env.flush_all()
         if row.mc_status in NOT_SUBSCRIBED:
             self._cancel_unsent(row, self.env._("Cancelled: the member is %s at Mailchimp.", row.mc_status))
-        self.env["mailchimp.sync"]._sync_members(audience, row.ids)
+        self.env["mailchimp.sync"]._sync_members(audience, row.ids, from_mailchimp=True)
         self.env.invalidate_all()
         if row.mc_status == "cleaned":
             self._mark_cleaned(audience, row)
@@ -236,7 +380,7 @@ class MailchimpWebhook(models.AbstractModel):
         Member = self.env["mailchimp.member"]
         self.env.flush_all()  # the engine reads and writes the cache in SQL
         if member:
-            self.env["mailchimp.sync"]._merge_fetched(audience, [member])
+            self.env["mailchimp.member"]._merge_page(audience, [member])
             Member.invalidate_model()
             return self._row(audience, member.get("email_address") or email)
         row = self._row(audience, email)
@@ -259,13 +403,7 @@ class MailchimpWebhook(models.AbstractModel):
         """Cancel the row's updates not yet sent to Mailchimp (a queued
         subscribe must not undo the member's unsubscribe)."""
         self.env.flush_all()
-        self.env.cr.execute(
-            """UPDATE mailchimp_update SET state = 'cancelled', error_detail = %s
-                WHERE member_id = %s AND state = 'queued'""",
-            (reason, row.id),
-        )
-        self.env["mailchimp.update"].invalidate_model()
-        return self.env.cr.rowcount
+        return len(self.env["mailchimp.update"]._cancel_unsent_of(row.ids, reason))
 
     def _mark_cleaned(self, audience, row):
         """Mailchimp cleaned the address (hard bounce or abuse): mark it as
@@ -275,10 +413,9 @@ class MailchimpWebhook(models.AbstractModel):
         if not email:
             return
         already = self.env["mail.blacklist"].sudo().search([("email", "=", email)])
-        if audience.cleaned_action == "blacklist" and not already:
-            self.env["mail.blacklist"].sudo()._add(
-                email, message=self.env._("Cleaned at Mailchimp (audience %s).", audience.name)
-            )
+        if audience.cleaned_action == "blacklist":
+            if not already:
+                self._blacklist_cleaned(audience, email)
         else:
             contacts = (
                 self.env["mailing.contact"]
@@ -286,6 +423,10 @@ class MailchimpWebhook(models.AbstractModel):
                 .search([("email_normalized", "=", email), ("message_bounce", "<", CLEANED_BOUNCE_COUNT)])
             )
             contacts.write({"message_bounce": CLEANED_BOUNCE_COUNT})
+            line = self.env._(
+                "Mailchimp cleaned this address (a hard bounce or a complaint): it is marked as bouncing."
+            )
+            contacts._mailchimp_log_notes(audience, {contact.id: [line] for contact in contacts})
         cleaned = self.env.ref("mailchimp_sync.optout_reason_mailchimp_cleaned", raise_if_not_found=False)
         generic = self.env.ref("mailchimp_sync.optout_reason_mailchimp", raise_if_not_found=False)
         if cleaned and row.contact_id:
@@ -304,7 +445,17 @@ class MailchimpWebhook(models.AbstractModel):
             subscriptions.write({"opt_out_reason_id": cleaned.id})
         # Our own marks are not Odoo-side changes to send back.
         self.env.flush_all()
-        self.env["mailchimp.sync"]._refresh_odoo_state(audience, row.ids, mark_todo=False)
+        self.env["mailchimp.member"]._refresh_odoo_state(audience, row.ids, mark_todo=False)
+
+    def _blacklist_cleaned(self, audience, email):
+        # As OdooBot: the blacklist's note is signed by the system.
+        self.env["mail.blacklist"].with_user(SUPERUSER_ID)._add(
+            email,
+            message=self.env._(
+                "Mailchimp audience %s cleaned this address (a hard bounce or a complaint): it is blacklisted.",
+                audience.name,
+            ),
+        )
 
     def _move_email(self, audience, old_email, new_email):
         """``upemail``: the member's address changed at Mailchimp.
@@ -349,17 +500,25 @@ class MailchimpWebhook(models.AbstractModel):
         self.env.flush_all()
         if contact and contact.email_normalized == email_normalize(old_email):
             contact.write({"email": new_email})
-            contact._message_log(
-                body=self.env._(
-                    "Email changed at Mailchimp from %(old)s to %(new)s.", old=old_email, new=new_email
-                )
+            contact._mailchimp_log_notes(
+                audience,
+                {
+                    contact.id: [
+                        self.env._(
+                            "The email changed at Mailchimp from %(old)s to %(new)s.", old=old_email, new=new_email
+                        )
+                    ]
+                },
             )
         if partner and partner.email_normalized == email_normalize(old_email):
+            # Signed by the system (OdooBot), not by whoever the request runs as.
             partner._message_log(
-                body=self.env._(
-                    "Mailchimp now mails this person at %(new)s instead of %(old)s; this contact's "
-                    "email was left unchanged.",
+                body=Markup("<p>%s</p>") % self.env._(
+                    "Mailchimp audience %(audience)s now mails this person at %(new)s instead of "
+                    "%(old)s; this contact's email was left unchanged.",
+                    audience=audience.name,
                     old=old_email,
                     new=new_email,
-                )
+                ),
+                author_id=self.env.ref("base.partner_root").id,
             )
