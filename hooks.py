@@ -1,7 +1,9 @@
 def uninstall_hook(env):
     """Drop the triggers and functions the models' init() created: Odoo drops
     our columns on uninstall but knows nothing of triggers, which would then
-    fail on every write to mailing lists."""
+    fail on every write to mailing lists.  The audiences' own scheduled
+    actions go first: they run code of this addon."""
+    env["mailchimp.audience"].with_context(active_test=False).search([]).cron_id.unlink()
     env.cr.execute(
         """
         DROP TRIGGER IF EXISTS mailchimp_sync_subscription_stamp ON mailing_subscription;

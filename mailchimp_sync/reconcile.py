@@ -287,3 +287,64 @@ def merge_superseded(new_body, old_bodies):
     if pending and merged.get("status") == "subscribed":
         merged["status"] = "pending"
     return merged
+
+
+def _as_datetime(value):
+    if not value:
+        return None
+    if isinstance(value, datetime):
+        return value
+    return datetime.fromisoformat(value)
+
+
+def row_state_from_cache(row, interests, extra_fields):
+    """Build the :class:`RowState` of one cache row as the models load it.
+
+    ``row`` is a dict of the cache columns and of the joined contact
+    (``contact_name``, ``first_name``, ``last_name``, ``contact_email``,
+    ``bounce``, ``blacklisted``, ``contact_write_date``, ``tags``,
+    ``other_sub``); ``interests`` is a list of (interest id, override);
+    ``extra_fields`` maps contact id to the extension merge fields.
+    """
+    sent = row.get("sent_data") or {}
+    mc_interests = row.get("mc_interests") or {}
+    mc_times = row.get("mc_interests_changed") or {}
+    odoo_interests = row.get("odoo_interests") or {}
+    odoo_times = row.get("odoo_interests_changed") or {}
+    interest_states = {
+        key: InterestState(
+            mc=mc_interests.get(key) if row["mc_status"] else None,
+            mc_changed=_as_datetime(mc_times.get(key)),
+            odoo=bool(odoo_interests.get(key)),
+            odoo_changed=_as_datetime(odoo_times.get(key)),
+            override=override,
+        )
+        for key, override in interests
+    }
+    if row.get("first_name") or row.get("last_name"):
+        odoo_names = (row.get("first_name") or "", row.get("last_name") or "")
+    else:
+        contact_name = row.get("contact_name")
+        odoo_names = split_name(contact_name if contact_name != row.get("contact_email") else "")
+    synced_names = tuple(sent["names"]) if sent.get("names") is not None else None
+    return RowState(
+        email=row.get("email") or row.get("contact_email"),
+        mc_status=row["mc_status"],
+        mc_status_changed=row.get("mc_status_changed"),
+        odoo_subscribed=bool(row.get("odoo_subscribed")),
+        odoo_changed=row.get("odoo_changed"),
+        has_contact=bool(row.get("contact_id")),
+        blacklisted=bool(row.get("blacklisted")),
+        bouncing=(row.get("bounce") or 0) > 0,
+        other_row_subscribed=bool(row.get("other_sub")),
+        interests=interest_states,
+        odoo_names=odoo_names if row.get("contact_id") else ("", ""),
+        odoo_names_changed=row.get("contact_write_date"),
+        mc_names=(row.get("mc_first_name") or "", row.get("mc_last_name") or ""),
+        mc_names_changed=row.get("mc_name_changed"),
+        synced_names=synced_names,
+        odoo_tags=frozenset(row.get("tags") or ()),
+        synced_tags=frozenset(sent.get("tags") or ()),
+        merge_fields=extra_fields.get(row.get("contact_id"), {}),
+        synced_merge_fields=sent.get("merge_fields") or {},
+    )

@@ -5,8 +5,8 @@ from . import mailchimp_member
 from . import mailchimp_update
 from . import mailchimp_batch
 from . import mailchimp_sync_run
-from . import mailchimp_sync_lock
 from . import mailchimp_list_removal
+from . import mailchimp_reconcile
 from . import mailchimp_sync
 from . import mailchimp_webhook
 from . import mailing_subscription

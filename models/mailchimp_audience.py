@@ -1,10 +1,11 @@
 import logging
-import time
+from datetime import timedelta
 
 from odoo import api, fields, models
 from odoo.exceptions import UserError
 
 from ..mailchimp_sync.exceptions import MailchimpError
+from .mailchimp_sync_run import SYNC_STAGES as RUN_STAGES
 
 _logger = logging.getLogger(__name__)
 
@@ -13,19 +14,14 @@ TRUST_OVERRIDE = [
     ("odoo", "Trust Odoo"),
 ]
 
-SYNC_STAGES = [
-    ("idle", "Idle"),
-    ("fetch", "Fetching from Mailchimp"),
-    ("remove_invalid", "Removing stale links"),
-    ("match", "Matching contacts"),
-    ("create", "Creating contacts"),
-    ("odoo_only", "Adding Odoo-only contacts"),
-    ("duplicates", "Removing duplicates"),
-    ("odoo_changes", "Finding Odoo changes"),
-    ("data", "Comparing data"),
-    ("reconcile", "Reconciling"),
-    ("submit", "Submitting batches"),
-]
+SYNC_STAGES = (
+    [("idle", "Idle")]
+    + [stage for stage in RUN_STAGES if stage[0] != "done"]
+    + [("failing", "Failing, will retry")]
+)
+# Steps of one cron call end well inside Odoo's default limit_time_real
+# (120 s): the runner kills a worker that overruns it.
+DEFAULT_STEP_SECONDS = 30
 
 
 class MailchimpAudience(models.Model):
@@ -85,11 +81,20 @@ class MailchimpAudience(models.Model):
         help="Also create a contact (partner) for Mailchimp members that match nobody."
     )
     max_time = fields.Integer(
-        string="Time Budget (s)",
-        default=300,
+        string="Step Budget (s)",
+        default=DEFAULT_STEP_SECONDS,
         tracking=True,
-        help="Seconds one scheduled run may spend on this audience before it stops "
-        "and resumes on the next run.",
+        help="Seconds one step of the scheduled action may work on this audience. Odoo "
+        "commits after each step and calls again at once while work is left; keep it well "
+        "under the server's limit_time_real (120 s by default).",
+    )
+    sync_interval_hours = fields.Integer(
+        string="Sync Every (hours)", default=1, tracking=True,
+        help="How often the scheduled action starts a new cycle of this audience.",
+    )
+    cron_id = fields.Many2one(
+        "ir.cron", string="Scheduled Action", copy=False, readonly=True, ondelete="set null",
+        help="This audience's own scheduled action: audiences sync in parallel, each on its own.",
     )
     member_ids = fields.One2many("mailchimp.member", "audience_id", string="Members")
     batch_ids = fields.One2many("mailchimp.batch", "audience_id", string="Batches")
@@ -103,17 +108,14 @@ class MailchimpAudience(models.Model):
     )
     webhook_message = fields.Char(readonly=True, copy=False)
 
-    # Sync state: where the resumable state machine stands.
-    sync_stage = fields.Selection(SYNC_STAGES, default="idle", required=True, copy=False)
-    sync_progress = fields.Char(copy=False, readonly=True)
-    stage_cursor = fields.Integer(
-        copy=False, readonly=True, help="Where the current stage resumes (last row id done)."
+    # Where the cycle stands: the open run holds the job's state.
+    current_run_id = fields.Many2one("mailchimp.sync.run", copy=False, readonly=True)
+    sync_stage = fields.Selection(
+        SYNC_STAGES, compute="_compute_sync_stage", store=True, string="Sync Status",
     )
-    fetch_offset = fields.Integer(copy=False, readonly=True)
-    fetch_since = fields.Datetime(
-        copy=False, readonly=True, help="Lower bound of the fetch in progress (empty: full)."
-    )
-    fetch_started_at = fields.Datetime(copy=False, readonly=True)
+    sync_progress = fields.Char(compute="_compute_sync_progress")
+    progress_percent = fields.Float(related="current_run_id.progress_percent")
+    next_retry_at = fields.Datetime(related="current_run_id.next_retry_at")
     last_fetch_at = fields.Datetime(
         copy=False,
         readonly=True,
@@ -123,7 +125,6 @@ class MailchimpAudience(models.Model):
     full_sync_requested = fields.Boolean(copy=False)
     last_sync_start = fields.Datetime(copy=False, readonly=True)
     last_sync_end = fields.Datetime(copy=False, readonly=True)
-    current_run_id = fields.Many2one("mailchimp.sync.run", copy=False, readonly=True)
 
     member_count = fields.Integer(compute="_compute_member_counts")
     failed_count = fields.Integer(compute="_compute_member_counts")
@@ -382,24 +383,153 @@ class MailchimpAudience(models.Model):
     # Actions and scheduled actions
     # ------------------------------------------------------------------
 
-    def _sync(self, max_time=None, stop_after=None):
-        """Run or resume one sync cycle; see ``mailchimp.sync._run``."""
+    @api.depends("current_run_id.stage", "current_run_id.state")
+    def _compute_sync_stage(self):
+        for audience in self:
+            run = audience.current_run_id
+            if not run:
+                audience.sync_stage = "idle"
+            elif run.state == "failing":
+                audience.sync_stage = "failing"
+            else:
+                audience.sync_stage = run.stage if run.stage != "done" else "idle"
+
+    def _compute_sync_progress(self):
+        stages = dict(SYNC_STAGES)
+        for audience in self:
+            run = audience.current_run_id
+            if not run:
+                audience.sync_progress = False
+            elif run.state == "failing":
+                audience.sync_progress = self.env._(
+                    "%(message)s Next try: %(when)s.", message=run.message or "",
+                    when=fields.Datetime.to_string(run.next_retry_at) if run.next_retry_at else "-",
+                )
+            elif run.progress_total:
+                audience.sync_progress = self.env._(
+                    "%(stage)s: %(done)s of %(total)s", stage=stages.get(run.stage, run.stage),
+                    done=f"{run.progress_done:,}", total=f"{run.progress_total:,}",
+                )
+            else:
+                audience.sync_progress = stages.get(run.stage, run.stage)
+
+    # ------------------------------------------------------------------
+    # The cycle: one scheduled action per audience
+    # ------------------------------------------------------------------
+
+    @api.model_create_multi
+    def create(self, vals_list):
+        audiences = super().create(vals_list)
+        audiences._ensure_cron()
+        return audiences
+
+    def write(self, vals):
+        res = super().write(vals)
+        if {"mailing_list_id", "active", "name", "sync_interval_hours"} & set(vals):
+            self._ensure_cron()
+        return res
+
+    def unlink(self):
+        crons = self.sudo().cron_id
+        res = super().unlink()
+        crons.unlink()
+        return res
+
+    def _ensure_cron(self):
+        """Give each mapped, active audience its own scheduled action, as
+        Odoo's own modules do for per-record jobs: audiences then sync in
+        parallel on different cron workers, and Odoo's runner never runs one
+        audience twice at once.  An unmapped audience's action is removed."""
+        model = self.env["ir.model"]._get_id(self._name)
+        root = self.env.ref("base.user_root")
+        for audience in self.sudo():
+            wanted = audience.active and audience.mailing_list_id
+            if not wanted:
+                if audience.cron_id:
+                    cron = audience.cron_id
+                    audience.cron_id = False
+                    cron.unlink()
+                continue
+            vals = {
+                "name": self.env._("Mailchimp: sync %s", audience.name),
+                "interval_number": max(audience.sync_interval_hours, 1),
+                "interval_type": "hours",
+                "active": True,
+            }
+            if audience.cron_id:
+                audience.cron_id.write(vals)
+            else:
+                audience.cron_id = self.env["ir.cron"].sudo().create({
+                    **vals, "model_id": model, "state": "code", "user_id": root.id,
+                    "code": f"model._cron_sync_audience({audience.id})",
+                })
+
+    def _start_run(self):
+        """Open a cycle: full on the first run, on request, or when a trust
+        override asks for one; else from the last fetch minus an overlap."""
         self.ensure_one()
-        if not self.mailing_list_id:
-            raise UserError(self.env._("Choose the subscription list of %s first.", self.name))
-        return self.env["mailchimp.sync"]._run(self, max_time=max_time, stop_after=stop_after)
+        full = bool(self.full_sync_requested or not self.last_fetch_at or self.trust_override
+                    or self.interest_ids.filtered("trust_override"))
+        run = self.env["mailchimp.sync.run"].create({
+            "audience_id": self.id, "full": full, "stage_timings": {},
+            "fetch_since": False if full else self.last_fetch_at - timedelta(minutes=15),
+        })
+        self.write({"current_run_id": run.id, "last_sync_start": run.started_at})
+        return run
+
+    def _finish_run(self, run):
+        vals = {"last_sync_end": fields.Datetime.now(), "current_run_id": False}
+        if run.full:
+            # Trust overrides apply to the one full sync they were set for.
+            vals.update({"trust_override": False, "full_sync_requested": False})
+            self.interest_ids.filtered("trust_override").write({"trust_override": False})
+        self.write(vals)
+        # The history's snapshot: the audience as this run left it.
+        run.write({"mc_subscribed_count": self.mc_subscribed_count,
+                   "odoo_subscribed_count": self.odoo_subscribed_count,
+                   "failing_count": self.failed_count})
+        run._close("done")
+
+    @api.model
+    def _cron_sync_audience(self, audience_id):
+        """Scheduled action of one audience: one bounded step per call.
+        Reports progress to Odoo's runner, which commits and calls again at
+        once while work is left.  A failure is recorded on this audience's
+        run (not raised, so the runner never deactivates the action) and
+        tried again later; other audiences have actions of their own."""
+        audience = self.browse(audience_id).exists()
+        Cron = self.env["ir.cron"]
+        if not audience or not audience.active or not audience.mailing_list_id:
+            Cron._notify_progress(done=0, remaining=0)
+            return
+        run = audience.current_run_id
+        if run and run.next_retry_at and run.next_retry_at > fields.Datetime.now():
+            audience.cron_id._trigger(at=run.next_retry_at)
+            Cron._notify_progress(done=0, remaining=0)
+            return
+        result = self.env["mailchimp.sync"]._step(audience)
+        if result == "partial":
+            Cron._notify_progress(done=1, remaining=1)
+            return
+        if result in ("failed", "waiting"):
+            audience.cron_id._trigger(at=audience.current_run_id.next_retry_at)
+        elif result == "busy":
+            audience.cron_id._trigger(at=fields.Datetime.now() + timedelta(seconds=30))
+        Cron._notify_progress(done=1 if result == "done" else 0, remaining=0)
 
     def action_sync_now(self):
-        """Sync this audience now, for at most a minute in this request; the
-        scheduled action carries on if more is left."""
+        """Start (or go on with) this audience's cycle in the background: its
+        scheduled action is triggered, and the form shows the progress."""
         for audience in self._as_sync_operator():
-            try:
-                result = audience._sync(max_time=min(audience.max_time or 60, 60))
-            except MailchimpError as exc:
-                raise UserError(self.env._("Mailchimp refused the sync: %s", exc.as_text())) from exc
-            if result != "done":
-                self.env.ref("mailchimp_sync.ir_cron_mailchimp_sync")._trigger()
-        return True
+            if not audience.mailing_list_id:
+                raise UserError(self.env._("Choose the subscription list of %s first.", audience.name))
+            audience._ensure_cron()
+            audience.cron_id._trigger()
+        return self._notify(
+            self.env._("The sync runs in the background; this form shows its progress. "
+                       "Reload it to see the latest figures."),
+            self.env._("Sync started"),
+        )
 
     def action_full_resync(self):
         """Fetch every member again on the next cycle (not only recent changes)."""
@@ -407,67 +537,56 @@ class MailchimpAudience(models.Model):
         return self.action_sync_now()
 
     def action_abort(self):
-        """Stop the cycle in progress: delete unfinished batches at Mailchimp,
-        cancel their updates and the unsent ones, fail their rows with the
-        reason, and put the audience back to idle."""
-        reason = self.env._("Sync aborted by %s.", self.env.user.name)
+        """Stop the cycle in progress.  Refused while a worker runs a step
+        (the audience is locked): nothing is reset under its feet.  Unsent
+        updates are cancelled and unfinished batches stopped at Mailchimp;
+        every row they concerned goes back in line for the next cycle."""
+        Sync = self.env["mailchimp.sync"]
+        cancelled = stopped = 0
         for audience in self._as_sync_operator():
-            unfinished = audience.batch_ids.filtered(
-                lambda b: b.result_state != "done" and b.status not in ("finished", "aborted", "expired")
-            )
-            client = audience.account_id._get_client()
-            for batch in unfinished.filtered("mailchimp_batch_id"):
+            if not Sync._lock_audience(audience):
+                raise UserError(self.env._(
+                    "A sync step of %s is running right now. Try Abort again in a minute: "
+                    "steps end within the audience's step budget.", audience.name))
+            reason = self.env._("Sync aborted by %s.", self.env.user.name)
+            batches = audience.batch_ids.filtered(lambda b: b.result_state != "done")
+            claimed = batches.filtered(lambda b: b.submit_state == "claimed")
+            Update = self.env["mailchimp.update"]
+            queued = Update.search([("audience_id", "=", audience.id), ("state", "=", "queued")])
+            member_ids = queued.member_id.ids + claimed.update_ids.member_id.ids
+            cancelled += len(Update._cancel(claimed.update_ids.ids, reason))
+            claimed.write({"submit_state": "lost", "result_state": "done", "result_message": reason})
+            running = batches.filtered(lambda b: b.mailchimp_batch_id and b.status not in ("finished", "expired"))
+            client = audience.account_id._get_client() if running else None
+            for batch in running:
                 try:
                     client.delete_batch(batch.mailchimp_batch_id)
                 except MailchimpError as exc:
                     _logger.info("Batch %s could not be deleted: %s", batch.mailchimp_batch_id, exc)
-            unfinished._fail_unsettled(reason)
-            queued = audience.env["mailchimp.update"].search(
-                [("audience_id", "=", audience.id), ("state", "=", "queued")]
-            )
-            queued.member_id.write({"sync_status": "fail", "sync_error": reason})
-            queued.write({"state": "cancelled", "error_detail": reason})
+                stopped += 1
+            running._abandon(reason)
+            cancelled += len(Update._cancel(queued.ids, reason))
+            self.env["mailchimp.member"].browse(member_ids).write({"sync_status": "todo", "sync_error": False})
             if audience.current_run_id:
-                audience.current_run_id.write(
-                    {"state": "failed", "ended_at": fields.Datetime.now(), "message": reason}
-                )
-            audience.write(
-                {"sync_stage": "idle", "stage_cursor": 0, "fetch_offset": 0, "current_run_id": False,
-                 "sync_progress": reason}
-            )
-        return True
+                audience.current_run_id._close("aborted", reason)
+                audience.current_run_id = False
+        return self._notify(
+            self.env._("%(cancelled)s unsent update(s) cancelled and %(stopped)s batch(es) stopped at "
+                       "Mailchimp. Their rows are reconciled again by the next sync.",
+                       cancelled=cancelled, stopped=stopped),
+            self.env._("Sync aborted"), "warning",
+        )
+
+    def _notify(self, message, title, kind="success"):
+        return {
+            "type": "ir.actions.client",
+            "tag": "display_notification",
+            "params": {"title": title, "message": message, "type": kind, "sticky": False,
+                       "next": {"type": "ir.actions.act_window_close"}},
+        }
 
     def action_register_webhook(self):
         """Register (or repair) this audience's member webhook at Mailchimp."""
         for audience in self:
             self.env["mailchimp.webhook"]._register_all(audience.account_id, audience)
-        return True
-
-    @api.model
-    def _cron_sync(self, max_time=300):
-        """Scheduled action: sync every active audience within ``max_time``
-        seconds in all, resuming unfinished cycles first; re-triggers itself
-        when work is left."""
-        deadline = time.monotonic() + max_time
-        audiences = self.search(
-            [("mailing_list_id", "!=", False)], order="sync_stage desc, last_sync_end asc, id"
-        )
-        cron = self.env.ref("mailchimp_sync.ir_cron_mailchimp_sync", raise_if_not_found=False)
-        left = False
-        for done, audience in enumerate(audiences):
-            remaining = deadline - time.monotonic()
-            if remaining <= 1:
-                left = True
-                break
-            try:
-                result = audience.with_context(mailchimp_cron=True)._sync(
-                    max_time=min(remaining, audience.max_time or remaining)
-                )
-            except MailchimpError as exc:
-                _logger.warning("Mailchimp sync of %s stopped: %s", audience.name, exc)
-                result = "failed"
-            left = left or result == "partial"
-            self.env["ir.cron"]._notify_progress(done=done + 1, remaining=len(audiences) - done - 1)
-        if left and cron:
-            cron._trigger()
         return True

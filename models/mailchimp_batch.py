@@ -1,7 +1,6 @@
 import json
 import logging
 import tempfile
-import threading
 from datetime import datetime, timedelta
 
 from psycopg2 import errors
@@ -10,7 +9,7 @@ from psycopg2.extras import execute_values
 from odoo import api, fields, models
 from odoo.tools import mute_logger
 
-from ..mailchimp_sync.batches import iter_results_archive
+from ..mailchimp_sync.batches import MAX_OPERATIONS, build_operation, iter_results_archive
 from ..mailchimp_sync.exceptions import MailchimpError, MailchimpNotFoundError
 from ..mailchimp_sync.members import merge_member, parse_mailchimp_datetime
 
@@ -25,10 +24,38 @@ BATCH_STATUSES = [
     ("aborted", "Aborted"),
     ("expired", "Expired"),
 ]
+SUBMIT_STATES = [
+    ("claimed", "Claimed, not sent"),
+    ("sending", "Sending"),
+    ("submitted", "Submitted"),
+    ("lost", "Never reached Mailchimp"),
+]
+class WaitUntil(Exception):  # noqa: N818 - a signal, not an error
+    """Nothing can be done before ``when``: the step ends, and the
+    audience's scheduled action is woken then."""
+
+    def __init__(self, when):
+        super().__init__(when)
+        self.when = when
+
+
+# Mailchimp's and our clocks differ: a batch sent at T may say it was
+# submitted a little before T.
+CLOCK_SKEW = timedelta(minutes=10)
+# Batches one submit step claims; their POSTs run one after another once
+# the step's transaction has committed.
+BATCHES_PER_STEP = 5
 
 
 class MailchimpBatch(models.Model):
-    """A batch of operations submitted to Mailchimp's Batch API."""
+    """A batch of operations submitted to Mailchimp's Batch API.
+
+    Exactly once: a step *claims* updates into a batch row and commits; only
+    then does the sender mark the row ``sending`` (committed), POST it, and
+    record Mailchimp's id.  A row found ``sending`` without an id had its
+    answer lost (timeout, killed worker): before anything is sent again,
+    Mailchimp's own list of batches says whether it arrived.
+    """
 
     _name = "mailchimp.batch"
     _description = "Mailchimp Batch"
@@ -41,6 +68,8 @@ class MailchimpBatch(models.Model):
     audience_id = fields.Many2one("mailchimp.audience", ondelete="cascade", index=True)
     mailchimp_batch_id = fields.Char(string="Mailchimp Batch ID", index=True, readonly=True)
     status = fields.Selection(BATCH_STATUSES, default="pending", required=True, index=True)
+    submit_state = fields.Selection(SUBMIT_STATES, default="submitted", required=True, index=True)
+    sending_at = fields.Datetime(readonly=True, help="When the POST to Mailchimp started.")
     total_operations = fields.Integer(readonly=True)
     finished_operations = fields.Integer(readonly=True)
     errored_operations = fields.Integer(readonly=True)
@@ -67,6 +96,170 @@ class MailchimpBatch(models.Model):
         )
         for batch in self:
             batch.update_count = counts.get(batch, 0)
+
+    # ------------------------------------------------------------------
+    # Submit
+    # ------------------------------------------------------------------
+
+    @api.model
+    def _stage_submit(self, audience, run, deadline):
+        """Submit step: resolve batches whose answer was lost, then claim up
+        to BATCHES_PER_STEP batches of queued updates.  They are sent after
+        this step's transaction commits (the runner commits between steps),
+        so no POST ever leaves for updates a rollback would un-claim."""
+        if not self._resolve_unsent(audience):
+            return False  # a lost answer is not resolved yet: wait for Mailchimp
+        claimed = self.browse()
+        for _i in range(BATCHES_PER_STEP):
+            batch = self.create({
+                "account_id": audience.account_id.id, "audience_id": audience.id,
+                "status": "pending", "submit_state": "claimed",
+            })
+            if not self.env["mailchimp.update"]._claim(audience, batch, MAX_OPERATIONS):
+                batch.unlink()
+                break
+            claimed |= batch
+        if not claimed:
+            return True
+        run.batches_sent += len(claimed)
+        run.progress_done += len(claimed)
+        ids = claimed.ids
+        self.env.cr.postcommit.add(lambda: self._send_claimed(self.env.cr.dbname, ids))
+        return False
+
+    @api.model
+    def _send_claimed(self, dbname, batch_ids):
+        """After commit: POST each claimed batch on a cursor of its own."""
+        for batch_id in batch_ids:
+            try:
+                with self.env.registry.cursor() as cr:
+                    self.with_env(self.env(cr=cr)).browse(batch_id)._send()
+            except Exception:  # a post-commit hook must not break the committing caller
+                _logger.exception("Sending Mailchimp batch %s failed; the next sync step resolves it", batch_id)
+                return
+
+    def _send(self):
+        """Mark the batch ``sending`` and commit, then POST, then record the
+        answer.  A lost answer leaves it ``sending``: see _resolve_unsent."""
+        self.ensure_one()
+        cr = self.env.cr
+        cr.execute(
+            """UPDATE mailchimp_batch SET submit_state = 'sending', sending_at = now() AT TIME ZONE 'UTC'
+                WHERE id = %s AND submit_state = 'claimed' RETURNING id""",
+            (self.id,),
+        )
+        if not cr.fetchone():
+            return  # aborted or sent meanwhile
+        # Touch the claimed updates: a writer cancelling one now conflicts
+        # with this transaction instead of missing it.
+        cr.execute(
+            """UPDATE mailchimp_update u SET write_date = now() AT TIME ZONE 'UTC'
+                 FROM mailchimp_member m
+                WHERE u.batch_id = %s AND u.state = 'sent' AND m.id = u.member_id
+            RETURNING u.id, u.kind, u.payload, m.email, m.mc_status""",
+            (self.id,),
+        )
+        rows = cr.fetchall()
+        if not rows:
+            self.write({"submit_state": "lost", "result_state": "done",
+                        "result_message": "Every update of this batch was cancelled before it was sent."})
+            cr.commit()  # pylint: disable=invalid-commit
+            return
+        audience = self.audience_id
+        operations = [
+            build_operation(update_id, audience.mailchimp_list_id, kind, payload or {}, email, bool(status))
+            for update_id, kind, payload, email, status in rows
+        ]
+        cr.commit()  # pylint: disable=invalid-commit
+        try:
+            answer = self.account_id._get_client().start_batch(operations)
+        except MailchimpError as exc:
+            if exc.retryable:
+                # Perhaps it arrived: the next step asks Mailchimp first.
+                _logger.warning("Mailchimp batch %s: answer lost (%s); resolved by the next step", self.id, exc)
+                return
+            # Refused outright: nothing was created, the updates go back in line.
+            _logger.warning("Mailchimp refused batch %s: %s", self.id, exc)
+            self._mark_lost(exc.as_text())
+            cr.commit()  # pylint: disable=invalid-commit
+            return
+        self._record_submitted(answer, len(operations))
+        cr.commit()  # pylint: disable=invalid-commit
+
+    def _record_submitted(self, answer, total):
+        self.write({
+            "mailchimp_batch_id": answer.get("id"),
+            "submit_state": "submitted",
+            "status": answer.get("status") or "pending",
+            "submitted_at": fields.Datetime.now(),
+            "total_operations": total,
+        })
+
+    def _mark_lost(self, message):
+        """The batch certainly never reached Mailchimp: its updates go back in line."""
+        update_ids = self.update_ids.filtered(lambda u: u.state == "sent").ids
+        self.env["mailchimp.update"]._requeue(update_ids)
+        self.write({"submit_state": "lost", "result_state": "done", "result_message": message})
+
+    @api.model
+    def _resolve_unsent(self, audience):
+        """Settle the fate of the audience's batches that are not known to
+        be at Mailchimp.  ``claimed`` rows of an earlier step were never
+        sent: they are sent after this step.  ``sending`` rows without an
+        id lost their answer (or their sender is still waiting for it):
+        once any answer would have come, Mailchimp's list of batches says
+        whether they arrived.  Returns False while something is left."""
+        pending = self.search([("audience_id", "=", audience.id), ("submit_state", "in", ("claimed", "sending"))])
+        claimed = pending.filtered(lambda b: b.submit_state == "claimed")
+        if claimed:
+            ids = claimed.ids
+            self.env.cr.postcommit.add(lambda: self._send_claimed(self.env.cr.dbname, ids))
+        resolved = not claimed
+        for batch in pending - claimed:
+            # A request may still be on its way or in work at Mailchimp
+            # until well after the client gave up on it.
+            settled_by = batch.sending_at + timedelta(seconds=2 * (batch.account_id.timeout or 30) + 10)
+            if settled_by > fields.Datetime.now():
+                raise WaitUntil(settled_by)
+            resolved = batch._find_at_mailchimp() and resolved
+        return resolved
+
+    def _find_at_mailchimp(self):
+        """A ``sending`` batch whose answer was lost: adopt the Mailchimp batch
+        that holds its operations, or put its updates back in line when
+        Mailchimp has none.  False while that cannot be told yet."""
+        client = self.account_id._get_client()
+        known = set(self.search([("account_id", "=", self.account_id.id),
+                                 ("mailchimp_batch_id", "!=", False)]).mapped("mailchimp_batch_id"))
+        since = (self.sending_at or self.create_date) - CLOCK_SKEW
+        candidates = [
+            b for b in client.list_batches()
+            if b.get("id") not in known
+            and (parse_mailchimp_datetime(b.get("submitted_at")) or datetime.max) >= since
+        ]
+        if not candidates:
+            self._mark_lost("Mailchimp never received this batch; its updates were queued again.")
+            return True
+        ours = set(self.update_ids.filtered(lambda u: u.state == "sent").ids)
+        for candidate in candidates:
+            if candidate.get("status") != "finished":
+                continue
+            if self._results_mention(client, candidate, ours):
+                self._record_submitted(candidate, len(ours))
+                self.status = "finished"
+                return True
+        if all(c.get("status") == "finished" for c in candidates):
+            self._mark_lost("Mailchimp never received this batch; its updates were queued again.")
+            return True
+        return False
+
+    def _results_mention(self, client, candidate, update_ids):
+        url = candidate.get("response_body_url")
+        if not url:
+            return False
+        with tempfile.SpooledTemporaryFile(max_size=16 << 20) as tmp:
+            client.download(url, tmp)
+            return any(r.update_id in update_ids for r in iter_results_archive(tmp))
 
     # ------------------------------------------------------------------
     # Results
@@ -123,10 +316,10 @@ class MailchimpBatch(models.Model):
 
         Success copies status and ``last_changed`` back into the cache (a
         field's change time moves only if its value changed); "Member In
-        Compliance State" on a subscribe is queued again as ``pending``;
-        any other error fails the row with Mailchimp's title and detail.
-        Updates the archive does not mention fail too: nothing is left
-        pending forever.
+        Compliance State" on a subscribe is queued again as ``pending``
+        while the row still wants it; any other error fails the row with
+        Mailchimp's title and detail.  Updates the archive does not mention
+        fail too: nothing is left pending forever.
         """
         self.ensure_one()
         if not self._lock_for_settling():
@@ -141,15 +334,17 @@ class MailchimpBatch(models.Model):
                         results[result.update_id] = result
         cr = self.env.cr
         cr.execute(
-            """SELECT u.id, u.member_id, u.kind, u.payload, m.subscriber_hash, m.mc_status,
+            """SELECT u.id, u.member_id, u.kind, u.payload, m.mc_status,
                       m.mc_status_changed, m.mc_first_name, m.mc_last_name, m.mc_name_changed,
                       m.mc_interests, m.mc_interests_changed
                  FROM mailchimp_update u JOIN mailchimp_member m ON m.id = u.member_id
-                WHERE u.batch_id = %s AND u.state = 'sent'""",
+                WHERE u.batch_id = %s AND u.state = 'sent'
+             ORDER BY u.member_id
+                  FOR UPDATE OF m""",
             (self.id,),
         )
         done, failed, requeue, member_vals, fail_rows = [], [], [], [], []
-        for (update_id, member_id, kind, payload, _member_hash, *cached_values) in cr.fetchall():
+        for (update_id, member_id, kind, payload, *cached_values) in cr.fetchall():
             result = results.get(update_id)
             if result is None:
                 failed.append((update_id, None, "No result", "Mailchimp returned no result for this operation."))
@@ -165,7 +360,7 @@ class MailchimpBatch(models.Model):
                 continue
             failed.append((update_id, result.status_code, result.title, result.detail))
             if result.is_compliance_state and kind == "member" and (payload or {}).get("status") == "subscribed":
-                requeue.append((member_id, dict(payload, status="pending")))
+                requeue.append((member_id, update_id, dict(payload, status="pending")))
             else:
                 fail_rows.append((member_id, result.error_text()))
         self._write_results(done, failed, requeue, member_vals, fail_rows)
@@ -192,40 +387,24 @@ class MailchimpBatch(models.Model):
                 failed,
             )
         if member_vals:
-            rows = []
-            for member_id, values in member_vals:
-                rows.append({
-                    "id": member_id,
-                    **{k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in values.items()},
-                })
-            cr.execute(
-                """
-                UPDATE mailchimp_member m SET
-                    subscriber_hash = x.subscriber_hash, email = x.email, mc_status = x.mc_status,
-                    mc_last_changed = x.mc_last_changed, mc_status_changed = x.mc_status_changed,
-                    mc_first_name = x.mc_first_name, mc_last_name = x.mc_last_name,
-                    mc_name_changed = x.mc_name_changed, mc_interests = x.mc_interests,
-                    mc_interests_changed = x.mc_interests_changed,
-                    mc_unique_email_id = COALESCE(x.mc_unique_email_id, m.mc_unique_email_id)
-                  FROM jsonb_to_recordset(%s::jsonb) AS x(
-                    id int, subscriber_hash varchar, email varchar, mc_status varchar,
-                    mc_last_changed timestamp, mc_status_changed timestamp, mc_first_name varchar,
-                    mc_last_name varchar, mc_name_changed timestamp, mc_interests jsonb,
-                    mc_interests_changed jsonb, mc_unique_email_id varchar)
-                 WHERE m.id = x.id
-                """,
-                (json.dumps(rows),),
-            )
+            self.env["mailchimp.member"]._write_fetched_values(member_vals)
         if requeue:
+            # Only while the row still wants the subscription and nothing
+            # newer (a later unsubscribe, say) is queued or in flight for it.
             execute_values(
                 cr._obj,
                 """INSERT INTO mailchimp_update (member_id, audience_id, kind, payload, state,
                                                  create_uid, write_uid, create_date, write_date)
                    SELECT v.member_id, m.audience_id, 'member', v.payload::jsonb, 'queued', v.uid, v.uid,
                           now() AT TIME ZONE 'UTC', now() AT TIME ZONE 'UTC'
-                     FROM (VALUES %s) AS v(member_id, payload, uid)
-                     JOIN mailchimp_member m ON m.id = v.member_id""",
-                [(member_id, json.dumps(payload), self.env.uid) for member_id, payload in requeue],
+                     FROM (VALUES %s) AS v(member_id, update_id, payload, uid)
+                     JOIN mailchimp_member m ON m.id = v.member_id
+                    WHERE m.odoo_subscribed
+                      AND NOT EXISTS (SELECT 1 FROM mailchimp_update o
+                                       WHERE o.member_id = v.member_id AND o.id > v.update_id
+                                         AND o.kind = 'member' AND o.state IN ('queued', 'sent'))""",
+                [(member_id, update_id, json.dumps(payload), self.env.uid)
+                 for member_id, update_id, payload in requeue],
             )
         if fail_rows:
             execute_values(
@@ -234,9 +413,9 @@ class MailchimpBatch(models.Model):
                      FROM (VALUES %s) AS v(id, reason) WHERE m.id = v.id""",
                 fail_rows,
             )
-        # Rows with nothing left in flight or queued are in sync.
-        # Driven from this batch's own updates (at most 1,000), so the plan
-        # stays small however many rows are live across the audience.
+        # Rows with nothing left in flight or queued are in sync.  Driven
+        # from this batch's own updates (at most 1,000), so the plan stays
+        # small however many rows are live across the audience.
         cr.execute(
             """UPDATE mailchimp_member m SET sync_status = 'ok', sync_error = NULL
                  FROM (SELECT DISTINCT member_id FROM mailchimp_update WHERE batch_id = %s) b
@@ -248,8 +427,10 @@ class MailchimpBatch(models.Model):
         self.env["mailchimp.member"].invalidate_model()
         self.env["mailchimp.update"].invalidate_model()
 
-    def _fail_unsettled(self, reason, status="aborted"):
-        """Cancel what this batch still had in flight and fail its rows."""
+    def _abandon(self, reason, status="aborted"):
+        """Stop following these batches (aborted, expired): what they still
+        had unsent is cancelled, and their rows go back in line for the next
+        cycle, which re-reads the members from Mailchimp."""
         cr = self.env.cr
         for batch in self:
             cr.execute(
@@ -260,41 +441,46 @@ class MailchimpBatch(models.Model):
             member_ids = [r[0] for r in cr.fetchall()]
             if member_ids:
                 cr.execute(
-                    "UPDATE mailchimp_member SET sync_status = 'fail', sync_error = %s WHERE id = ANY(%s)",
-                    (reason, member_ids),
+                    "UPDATE mailchimp_member SET sync_status = 'todo', sync_error = NULL WHERE id = ANY(%s)",
+                    (member_ids,),
                 )
             batch.write({"status": status, "result_state": "done", "result_message": reason})
         self.env["mailchimp.member"].invalidate_model()
         self.env["mailchimp.update"].invalidate_model()
 
+    def _fail_unsettled(self, reason, status="aborted"):
+        """Mailchimp lost the batch (expired): its rows are decided again."""
+        self._abandon(reason, status=status)
+
     @api.model
-    def _cron_poll_batches(self, min_age_minutes=3):
-        """Settle batches whose webhook did not come: a site Mailchimp cannot
-        reach still completes its syncs."""
+    def _cron_poll_batches(self, min_age_minutes=3, limit=5, recheck_seconds=30):
+        """Scheduled action: settle batches whose webhook did not come, a few
+        per call, so a site Mailchimp cannot reach still completes its
+        syncs.  Reports progress so Odoo's runner calls again while more
+        are waiting; one batch's error never blocks another."""
         threshold = fields.Datetime.now() - timedelta(minutes=min_age_minutes)
-        batches = self.search(
-            [
-                ("result_state", "!=", "done"),
-                ("mailchimp_batch_id", "!=", False),
-                ("status", "not in", ("aborted", "expired")),
-                ("submitted_at", "<=", threshold),
-            ],
-            order="id",
-        )
+        domain = [
+            ("result_state", "!=", "done"),
+            ("mailchimp_batch_id", "!=", False),
+            ("status", "not in", ("aborted", "expired")),
+            ("submitted_at", "<=", threshold),
+        ]
+        # A batch asked about moments ago waits: the runner calls again at
+        # once while work is reported left, and must not poll in a loop.
+        polled_before = fields.Datetime.now() - timedelta(seconds=recheck_seconds)
+        due = domain + ["|", ("last_checked", "=", False), ("last_checked", "<=", polled_before)]
+        batches = self.search(due, order="last_checked asc nulls first, id", limit=limit)
         for batch in batches:
             try:
                 with self.env.cr.savepoint():
                     batch._refresh_and_settle()
             except MailchimpError as exc:
                 _logger.warning("Could not settle Mailchimp batch %s: %s", batch.mailchimp_batch_id, exc)
-                continue
+                batch.last_checked = fields.Datetime.now()
             except (errors.SerializationFailure, errors.LockNotAvailable):
                 # A webhook settled it meanwhile (concurrent update of the row).
                 _logger.info("Mailchimp batch %s is being settled elsewhere", batch.mailchimp_batch_id)
                 self.env.invalidate_all()
-                continue
-            if not getattr(threading.current_thread(), "testing", False):
-                # Each settled batch stands on its own: a later failure must
-                # not undo it (the cron's own transaction would).
-                self.env.cr.commit()  # pylint: disable=invalid-commit
+        remaining = self.search_count(due) if batches and recheck_seconds else 0
+        self.env["ir.cron"]._notify_progress(done=len(batches), remaining=remaining)
         return True

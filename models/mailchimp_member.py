@@ -1,4 +1,10 @@
+import json
+
+from psycopg2.extras import execute_values
+
 from odoo import api, fields, models
+
+from ..mailchimp_sync.members import merge_member
 
 MAILCHIMP_STATUSES = [
     ("subscribed", "Subscribed"),
@@ -16,6 +22,23 @@ SYNC_STATUSES = [
     ("fail", "Failed"),
     ("redo", "Retry as Pending"),
 ]
+# The Mailchimp-side columns a fetch writes (and a settled result).
+MC_COLUMNS = (
+    "subscriber_hash", "email", "mc_status", "mc_last_changed", "mc_status_changed", "mc_first_name",
+    "mc_last_name", "mc_name_changed", "mc_interests", "mc_interests_changed", "mc_unique_email_id",
+)
+MC_TYPES = {
+    "subscriber_hash": "varchar", "email": "varchar", "mc_status": "varchar", "mc_last_changed": "timestamp",
+    "mc_status_changed": "timestamp", "mc_first_name": "varchar", "mc_last_name": "varchar",
+    "mc_name_changed": "timestamp", "mc_interests": "jsonb", "mc_interests_changed": "jsonb",
+    "mc_unique_email_id": "varchar",
+}
+CREATE_CHUNK = 5000
+
+
+def _recordset_sql(extra=""):
+    """``jsonb_to_recordset`` column list of the Mailchimp side."""
+    return ", ".join(f"{c} {MC_TYPES[c]}" for c in MC_COLUMNS) + extra
 
 
 class MailchimpMember(models.Model):
@@ -24,9 +47,9 @@ class MailchimpMember(models.Model):
     The Mailchimp side mirrors what the last fetch saw, with a change
     timestamp per field that only moves when the value changed (Mailchimp's
     own ``last_changed`` moves on any edit).  The Odoo side caches the
-    contact's memberships with the time each last changed.  Bulk stages read
-    and write this table with set-based SQL; the ORM fields are for the
-    screens and for single-row paths (webhooks).
+    contact's memberships with the time each last changed.  This model owns
+    the table's bulk operations (set-based SQL, a page or chunk at a time);
+    the reconcile of rows lives beside them in mailchimp_member_reconcile.
     """
 
     _name = "mailchimp.member"
@@ -41,7 +64,8 @@ class MailchimpMember(models.Model):
 
     # Mailchimp side
     subscriber_hash = fields.Char(
-        size=32, help="md5 of the lowercased email: Mailchimp's member id."
+        size=32, groups="mailchimp_sync.group_mailchimp_manager",
+        help="md5 of the lowercased email: Mailchimp's member id.",
     )
     mc_status = fields.Selection(MAILCHIMP_STATUSES, string="Mailchimp Status")
     mc_last_changed = fields.Datetime(string="Mailchimp Last Changed")
@@ -58,7 +82,7 @@ class MailchimpMember(models.Model):
         "mailing.contact", string="Mailing Contact", ondelete="set null", index="btree_not_null"
     )
     partner_id = fields.Many2one(
-        "res.partner", string="Contact", ondelete="set null", index="btree_not_null"
+        "res.partner", string="Partner", ondelete="set null", index="btree_not_null"
     )
     odoo_deleted_at = fields.Datetime(
         string="Contact Deleted", help="When the Odoo contact of this row was deleted."
@@ -88,57 +112,21 @@ class MailchimpMember(models.Model):
         ),
     ]
 
-    # ------------------------------------------------------------------
-    # Screen actions (Members list and form)
-    # ------------------------------------------------------------------
-
-    def action_include_in_next_sync(self):
-        """Put the rows back in line: the next sync reconciles them again
-        (rows still in flight are left alone until their batch settles)."""
-        self.audience_id._as_sync_operator()
-        rows = self.sudo().filtered(lambda m: m.sync_status != "live")
-        rows.write({"sync_status": "todo"})
-        return self._notify(
-            self.env._("%s row(s) will be reconciled by the next sync.", len(rows)),
-            self.env._("Included in next sync"),
+    def init(self):
+        res = super().init()
+        # The access paths of the bulk stages: rows of an audience by
+        # contact, by status in id order, and by email.
+        self.env.cr.execute(
+            """
+            CREATE INDEX IF NOT EXISTS mailchimp_member_audience_contact_idx
+                ON mailchimp_member (audience_id, contact_id);
+            CREATE INDEX IF NOT EXISTS mailchimp_member_audience_status_idx
+                ON mailchimp_member (audience_id, sync_status, id);
+            CREATE INDEX IF NOT EXISTS mailchimp_member_audience_email_idx
+                ON mailchimp_member (audience_id, lower(email));
+            """
         )
-
-    def action_retry(self):
-        """Reconcile the rows now, as a webhook would; the updates this
-        decides for Mailchimp are queued and sent with the next sync."""
-        by_audience = {}
-        for member in self.sudo().filtered(lambda m: m.sync_status != "live"):
-            by_audience.setdefault(member.audience_id, []).append(member.id)
-        self.audience_id._as_sync_operator()
-        Sync = self.env["mailchimp.sync"].sudo()
-        failed = 0
-        for audience, member_ids in by_audience.items():
-            rows = self.sudo().browse(member_ids)
-            rows.write({"sync_status": "todo", "sync_error": False})
-            rows.flush_recordset()  # the engine reads the cache with SQL
-            Sync._sync_members(audience, member_ids)
-            rows.invalidate_recordset()
-            failed += len(rows.filtered(lambda m: m.sync_status == "fail"))
-        done = sum(len(ids) for ids in by_audience.values())
-        if failed:
-            message = self.env._("%(done)s row(s) retried, %(failed)s failed again: see why on each row.",
-                                 done=done, failed=failed)
-        else:
-            message = self.env._("%s row(s) retried; their updates go out with the next sync.", done)
-        return self._notify(message, self.env._("Retried"), "warning" if failed else "success")
-
-    def _notify(self, message, title, kind="success"):
-        return {
-            "type": "ir.actions.client",
-            "tag": "display_notification",
-            "params": {
-                "title": title,
-                "message": message,
-                "type": kind,
-                "sticky": False,
-                "next": {"type": "ir.actions.act_window_close"},
-            },
-        }
+        return res
 
     @api.depends("update_ids.state")
     def _compute_pending_update_count(self):
@@ -151,3 +139,434 @@ class MailchimpMember(models.Model):
         )
         for member in self:
             member.pending_update_count = counts.get(member, 0)
+
+    # ------------------------------------------------------------------
+    # One writer per member
+    # ------------------------------------------------------------------
+
+    @api.model
+    def _lock_rows(self, member_ids):
+        """Lock cache rows, in id order (no deadlock between two writers),
+        before reading their state and queueing updates for them: a webhook,
+        Retry and a reconcile chunk never decide the same member at once."""
+        if member_ids:
+            self.env.flush_all()
+            self.env.cr.execute(
+                "SELECT id FROM mailchimp_member WHERE id = ANY(%s) ORDER BY id FOR NO KEY UPDATE",
+                (list(member_ids),),
+            )
+
+    # ------------------------------------------------------------------
+    # Fetch: merge a page of members
+    # ------------------------------------------------------------------
+
+    @api.model
+    def _merge_page(self, audience, members):
+        """Upsert one page of members into the cache (two statements).
+        Returns how many rows changed."""
+        by_hash = {}
+        for member in members:
+            by_hash[member.get("id")] = member  # pages overlap: keep one
+        if not by_hash:
+            return 0
+        cr = self.env.cr
+        cr.execute(
+            """SELECT subscriber_hash, mc_status, mc_status_changed, mc_first_name, mc_last_name,
+                      mc_name_changed, mc_interests, mc_interests_changed, mc_last_changed, email
+                 FROM mailchimp_member WHERE audience_id = %s AND subscriber_hash = ANY(%s)""",
+            (audience.id, list(by_hash)),
+        )
+        keys = ("subscriber_hash", "mc_status", "mc_status_changed", "mc_first_name", "mc_last_name",
+                "mc_name_changed", "mc_interests", "mc_interests_changed", "mc_last_changed", "email")
+        cached = {row[0]: dict(zip(keys, row, strict=True)) for row in cr.fetchall()}
+        records = []
+        for member_hash, member in by_hash.items():
+            old = cached.get(member_hash)
+            values = merge_member(old, member)
+            if old and all(old[k] == values[k] for k in
+                           ("mc_last_changed", "mc_status", "email", "mc_first_name", "mc_last_name",
+                            "mc_interests")):
+                continue  # unchanged (typically the echo of our own update): no write
+            records.append(values)
+        if not records:
+            return 0
+        sets = ", ".join(f"{c} = EXCLUDED.{c}" for c in MC_COLUMNS if c != "subscriber_hash")
+        cr.execute(
+            f"""
+            INSERT INTO mailchimp_member AS m (audience_id, {", ".join(MC_COLUMNS)}, sync_status,
+                                              create_uid, write_uid, create_date, write_date)
+            SELECT %(aud)s, {", ".join("x." + c for c in MC_COLUMNS)}, 'todo',
+                   %(uid)s, %(uid)s, now() AT TIME ZONE 'UTC', now() AT TIME ZONE 'UTC'
+              FROM jsonb_to_recordset(%(rows)s::jsonb) AS x({_recordset_sql()})
+            ON CONFLICT (audience_id, subscriber_hash) DO UPDATE SET {sets},
+                -- only a real change at Mailchimp makes the row work to do
+                sync_status = CASE
+                    WHEN m.mc_last_changed IS DISTINCT FROM EXCLUDED.mc_last_changed
+                      OR m.mc_status IS DISTINCT FROM EXCLUDED.mc_status
+                    THEN 'todo' ELSE m.sync_status END,
+                write_date = EXCLUDED.write_date
+            """,
+            {"aud": audience.id, "uid": self.env.uid, "rows": self._json_rows(records)},
+        )
+        self.invalidate_model()
+        return len(records)
+
+    @staticmethod
+    def _json_rows(records):
+        return json.dumps(records, default=lambda v: v.isoformat() if hasattr(v, "isoformat") else str(v))
+
+    @api.model
+    def _write_fetched_values(self, member_vals):
+        """Write the Mailchimp side of rows from [(id, merge_member values)]
+        (settled batch results)."""
+        rows = [{"id": member_id, **values} for member_id, values in member_vals]
+        sets = ", ".join(f"{c} = x.{c}" for c in MC_COLUMNS if c != "mc_unique_email_id")
+        self.env.cr.execute(
+            f"""UPDATE mailchimp_member m
+                   SET {sets}, mc_unique_email_id = COALESCE(x.mc_unique_email_id, m.mc_unique_email_id)
+                  FROM jsonb_to_recordset(%s::jsonb) AS x(id int, {_recordset_sql()})
+                 WHERE m.id = x.id""",
+            (self._json_rows(rows),),
+        )
+        self.invalidate_model()
+
+    # ------------------------------------------------------------------
+    # Remove invalid, match, create, Odoo-only, duplicates
+    # ------------------------------------------------------------------
+
+    @api.model
+    def _remove_invalid(self, audience):
+        """Drop rows left with neither side; never one with an update that
+        may have reached Mailchimp (its result must find its row)."""
+        self.env.cr.execute(
+            """DELETE FROM mailchimp_member m
+                WHERE m.audience_id = %s AND m.mc_status IS NULL AND m.contact_id IS NULL
+                  AND NOT EXISTS (SELECT 1 FROM mailchimp_update u
+                                   WHERE u.member_id = m.id AND u.state = 'sent')""",
+            (audience.id,),
+        )
+        self.invalidate_model()
+
+    @api.model
+    def _match_contacts(self, audience, member_ids=None):
+        """Give rows without a contact their best contact (and partner)."""
+        # Ranked in one statement: the one owner of the email; else the
+        # lowest id already on the list; else the lowest with any history
+        # on it; else the lowest.  A contact deleted in Odoo is not matched
+        # again unless Mailchimp changed the member after the deletion.
+        self.env.cr.execute(
+            """
+            WITH cand AS (
+                SELECT m.id AS member_id, c.id AS contact_id,
+                       (s.id IS NOT NULL AND NOT COALESCE(s.opt_out, FALSE)) AS on_list,
+                       (s.id IS NOT NULL OR r.id IS NOT NULL) AS has_history
+                  FROM mailchimp_member m
+                  JOIN mailing_contact c ON c.email_normalized = lower(m.email)
+             LEFT JOIN mailing_subscription s ON s.contact_id = c.id AND s.list_id = %(list)s
+             LEFT JOIN mailchimp_list_removal r ON r.contact_id = c.id AND r.list_id = %(list)s
+                 WHERE m.audience_id = %(aud)s AND m.contact_id IS NULL
+                   AND (m.odoo_deleted_at IS NULL OR m.mc_status_changed > m.odoo_deleted_at)
+                   AND (%(ids)s::int[] IS NULL OR m.id = ANY(%(ids)s::int[]))
+            ), best AS (
+                SELECT DISTINCT ON (member_id) member_id, contact_id
+                  FROM cand ORDER BY member_id, on_list DESC, has_history DESC, contact_id
+            )
+            UPDATE mailchimp_member m SET contact_id = best.contact_id, odoo_deleted_at = NULL
+              FROM best WHERE m.id = best.member_id
+            """,
+            {"aud": audience.id, "list": audience.mailing_list_id.id, "ids": member_ids},
+        )
+        self._match_partners(audience, member_ids)
+
+    @api.model
+    def _match_partners(self, audience, member_ids=None):
+        """Link each row (and its contact) to the partner of its email."""
+        self.env.cr.execute(
+            """
+            UPDATE mailchimp_member m SET partner_id = c.partner_id
+              FROM mailing_contact c
+             WHERE m.audience_id = %(aud)s AND m.contact_id = c.id AND c.partner_id IS NOT NULL
+               AND m.partner_id IS DISTINCT FROM c.partner_id
+               AND (%(ids)s::int[] IS NULL OR m.id = ANY(%(ids)s::int[]));
+            WITH best AS (
+                SELECT DISTINCT ON (m.id) m.id AS member_id, p.id AS partner_id
+                  FROM mailchimp_member m
+                  JOIN mailing_contact c ON c.id = m.contact_id
+                  JOIN res_partner p ON p.email_normalized = c.email_normalized AND p.active
+                 WHERE m.audience_id = %(aud)s AND m.partner_id IS NULL
+                   AND (%(ids)s::int[] IS NULL OR m.id = ANY(%(ids)s::int[]))
+              ORDER BY m.id, p.id
+            )
+            UPDATE mailchimp_member m SET partner_id = best.partner_id
+              FROM best WHERE m.id = best.member_id;
+            UPDATE mailing_contact c SET partner_id = m.partner_id
+              FROM mailchimp_member m
+             WHERE m.audience_id = %(aud)s AND m.contact_id = c.id AND c.partner_id IS NULL
+               AND m.partner_id IS NOT NULL
+               AND (%(ids)s::int[] IS NULL OR m.id = ANY(%(ids)s::int[]));
+            """,
+            {"aud": audience.id, "ids": member_ids},
+        )
+        self.invalidate_model(["partner_id"])
+        self.env["mailing.contact"].invalidate_model(["partner_id"])
+
+    @api.model
+    def _create_contacts(self, audience, member_ids=None):
+        """Create mailing contacts for members subscribed or pending at
+        Mailchimp that match nobody (a chunk), and, if the audience says so,
+        partners for exactly those rows.  Returns how many were created."""
+        self.env.cr.execute(
+            """
+            WITH src AS (
+                SELECT id, email, lower(email) AS email_normalized,
+                       NULLIF(mc_first_name, '') AS first_name, NULLIF(mc_last_name, '') AS last_name
+                  FROM mailchimp_member
+                 WHERE audience_id = %(aud)s AND contact_id IS NULL
+                   AND mc_status IN ('subscribed', 'pending') AND email IS NOT NULL
+                   AND (odoo_deleted_at IS NULL OR mc_status_changed > odoo_deleted_at)
+                   AND (%(ids)s::int[] IS NULL OR id = ANY(%(ids)s::int[]))
+              ORDER BY id LIMIT %(limit)s
+            ), ins AS (
+                INSERT INTO mailing_contact (name, first_name, last_name, email, email_normalized,
+                                             message_bounce, create_uid, write_uid, create_date, write_date)
+                SELECT COALESCE(NULLIF(concat_ws(' ', first_name, last_name), ''), email),
+                       first_name, last_name, email, email_normalized, 0,
+                       %(uid)s, %(uid)s, now() AT TIME ZONE 'UTC', now() AT TIME ZONE 'UTC'
+                  FROM src
+                RETURNING id, email_normalized
+            )
+            UPDATE mailchimp_member m SET contact_id = ins.id, odoo_deleted_at = NULL
+              FROM ins
+             WHERE m.audience_id = %(aud)s AND lower(m.email) = ins.email_normalized
+               AND m.contact_id IS NULL
+            RETURNING m.id
+            """,
+            {"aud": audience.id, "uid": self.env.uid, "limit": CREATE_CHUNK, "ids": member_ids},
+        )
+        created_rows = [r[0] for r in self.env.cr.fetchall()]
+        if audience.create_partners and created_rows:
+            self._create_partners(audience, created_rows)
+        self.env["mailing.contact"].invalidate_model()
+        self.invalidate_model()
+        return len(created_rows)
+
+    @api.model
+    def _create_partners(self, audience, member_ids):
+        """Partners for the rows just given new contacts, and no others."""
+        self._match_partners(audience, member_ids)
+        self.env.cr.execute(
+            """SELECT c.id, c.name, c.email FROM mailchimp_member m
+                 JOIN mailing_contact c ON c.id = m.contact_id
+                WHERE m.id = ANY(%s) AND m.partner_id IS NULL AND c.partner_id IS NULL""",
+            (list(member_ids),),
+        )
+        rows = self.env.cr.fetchall()
+        if rows:
+            self.env["res.partner"].create([{"name": name, "email": email} for _id, name, email in rows])
+            self.env.flush_all()
+            self._match_partners(audience, member_ids)
+
+    def _blacklist_clause(self, audience, alias="b"):
+        return f"COALESCE({alias}.active, FALSE)" if audience.blacklist_unsubscribes else "FALSE"
+
+    @api.model
+    def _add_odoo_only(self, audience):
+        """Rows for contacts subscribed in Odoo that Mailchimp does not know."""
+        self.env.cr.execute(
+            f"""
+            INSERT INTO mailchimp_member AS m (audience_id, contact_id, partner_id, email, subscriber_hash,
+                                          sync_status, create_uid, write_uid, create_date, write_date)
+            SELECT DISTINCT ON (c.email_normalized)
+                   %(aud)s, c.id, c.partner_id, c.email_normalized, md5(c.email_normalized), 'todo',
+                   %(uid)s, %(uid)s, now() AT TIME ZONE 'UTC', now() AT TIME ZONE 'UTC'
+              FROM mailing_subscription s
+              JOIN mailing_contact c ON c.id = s.contact_id
+         LEFT JOIN mail_blacklist b ON b.email = c.email_normalized
+             WHERE s.list_id = %(list)s AND NOT COALESCE(s.opt_out, FALSE)
+               AND c.email_normalized IS NOT NULL AND NOT {self._blacklist_clause(audience)}
+               AND NOT EXISTS (SELECT 1 FROM mailchimp_member o
+                                WHERE o.audience_id = %(aud)s AND o.contact_id = c.id)
+          ORDER BY c.email_normalized, c.id
+            ON CONFLICT (audience_id, subscriber_hash) DO NOTHING
+            """,
+            {"aud": audience.id, "list": audience.mailing_list_id.id, "uid": self.env.uid},
+        )
+        self.invalidate_model()
+
+    @api.model
+    def _drop_duplicates(self, audience):
+        """A contact added in Odoo whose email then appeared at Mailchimp
+        independently: keep the row Mailchimp knows.  (Joined rather than
+        correlated: the candidates are few, the audience is large.)"""
+        self.env.cr.execute(
+            """
+            DELETE FROM mailchimp_member d
+             USING mailchimp_member o
+             WHERE d.audience_id = %(aud)s AND d.mc_status IS NULL AND d.contact_id IS NOT NULL
+               AND o.audience_id = %(aud)s AND o.contact_id = d.contact_id
+               AND o.id <> d.id AND o.mc_status IS NOT NULL
+               AND NOT EXISTS (SELECT 1 FROM mailchimp_update u WHERE u.member_id = d.id AND u.state = 'sent')
+            """,
+            {"aud": audience.id},
+        )
+        self.invalidate_model()
+
+    # ------------------------------------------------------------------
+    # Odoo changes and data
+    # ------------------------------------------------------------------
+
+    @api.model
+    def _refresh_odoo_state(self, audience, member_ids=None, mark_todo=True):
+        """Recompute the cached Odoo side (subscription and interest lists,
+        with their change times) and mark rows whose Odoo side changed.
+
+        A blacklisted email counts as not subscribed when the audience says
+        so; entering or leaving the blacklist is then a change too.  A
+        deleted contact is not subscribed since its deletion.
+        """
+        bl = self._blacklist_clause(audience)
+        bl_time = "b.mailchimp_changed_at" if audience.blacklist_unsubscribes else "NULL::timestamp"
+        where_ids = "AND m.id = ANY(%(ids)s)" if member_ids is not None else ""
+        status = (
+            "CASE WHEN m.sync_status IN ('ok', 'fail', 'live') THEN 'todo' ELSE m.sync_status END"
+            if mark_todo else "m.sync_status"
+        )
+        self.env.cr.execute(
+            f"""
+            WITH st AS (
+                SELECT m.id,
+                       CASE WHEN m.contact_id IS NULL THEN FALSE
+                            ELSE (s.id IS NOT NULL AND NOT COALESCE(s.opt_out, FALSE) AND NOT {bl})
+                       END AS sub,
+                       CASE WHEN m.contact_id IS NULL THEN m.odoo_deleted_at
+                            ELSE GREATEST(s.mailchimp_changed_at, r.removed_at, {bl_time})
+                       END AS changed,
+                       COALESCE(iv.vals, '{{}}'::jsonb) AS ivals,
+                       COALESCE(iv.times, '{{}}'::jsonb) AS itimes
+                  FROM mailchimp_member m
+             LEFT JOIN mailing_contact c ON c.id = m.contact_id
+             LEFT JOIN mailing_subscription s ON s.contact_id = m.contact_id AND s.list_id = %(list)s
+             LEFT JOIN mailchimp_list_removal r ON r.contact_id = m.contact_id AND r.list_id = %(list)s
+             LEFT JOIN mail_blacklist b ON b.email = c.email_normalized
+             LEFT JOIN LATERAL (
+                    SELECT jsonb_object_agg(i.mailchimp_interest_id,
+                                            s2.id IS NOT NULL AND NOT COALESCE(s2.opt_out, FALSE)) AS vals,
+                           jsonb_object_agg(i.mailchimp_interest_id,
+                                            GREATEST(s2.mailchimp_changed_at, r2.removed_at)) AS times
+                      FROM mailchimp_interest i
+                 LEFT JOIN mailing_subscription s2
+                        ON s2.contact_id = m.contact_id AND s2.list_id = i.mailing_list_id
+                 LEFT JOIN mailchimp_list_removal r2
+                        ON r2.contact_id = m.contact_id AND r2.list_id = i.mailing_list_id
+                     WHERE i.audience_id = %(aud)s AND i.mailing_list_id IS NOT NULL
+                       AND m.contact_id IS NOT NULL
+                ) iv ON TRUE
+                 WHERE m.audience_id = %(aud)s {where_ids}
+            )
+            UPDATE mailchimp_member m
+               SET odoo_subscribed = st.sub, odoo_changed = st.changed,
+                   odoo_interests = st.ivals, odoo_interests_changed = st.itimes,
+                   sync_status = {status}
+              FROM st
+             WHERE m.id = st.id
+               AND (m.odoo_subscribed IS DISTINCT FROM st.sub
+                    OR m.odoo_changed IS DISTINCT FROM st.changed
+                    OR COALESCE(m.odoo_interests, '{{}}'::jsonb) IS DISTINCT FROM st.ivals
+                    OR COALESCE(m.odoo_interests_changed, '{{}}'::jsonb) IS DISTINCT FROM st.itimes)
+            """,
+            {"aud": audience.id, "list": audience.mailing_list_id.id, "ids": member_ids},
+        )
+        self.invalidate_model()
+        return self.env.cr.rowcount
+
+    def _tags_sql(self, contact_expr):
+        return f"""SELECT COALESCE(jsonb_agg(t.name->>'en_US' ORDER BY t.name->>'en_US'), '[]'::jsonb)
+                     FROM mailing_contact_res_partner_category_rel rel
+                     JOIN res_partner_category t ON t.id = rel.res_partner_category_id
+                    WHERE rel.mailing_contact_id = {contact_expr}"""
+
+    @api.model
+    def _mark_data_changes(self, audience):
+        """Mark rows whose names or tags changed on either side since the
+        last sync.  Other addons extend
+        ``mailchimp.sync._mailchimp_extra_merge_fields`` and may override
+        this to mark rows of their own."""
+        self.env.cr.execute(
+            f"""
+            UPDATE mailchimp_member m SET sync_status = 'todo'
+              FROM mailing_contact c
+             WHERE m.audience_id = %(aud)s AND m.contact_id = c.id AND m.sync_status = 'ok'
+               AND m.mc_status IN ('subscribed', 'pending')
+               AND (m.sent_data IS NULL
+                    OR c.name IS DISTINCT FROM m.sent_data->>'odoo_name'
+                    OR COALESCE(m.mc_first_name, '') IS DISTINCT FROM COALESCE(m.sent_data->'names'->>0, '')
+                    OR COALESCE(m.mc_last_name, '') IS DISTINCT FROM COALESCE(m.sent_data->'names'->>1, '')
+                    OR ({self._tags_sql('c.id')}) IS DISTINCT FROM COALESCE(m.sent_data->'tags', '[]'::jsonb))
+            """,
+            {"aud": audience.id},
+        )
+        self.invalidate_model()
+
+    @api.model
+    def _apply_names(self, names):
+        """Write names decided from Mailchimp: [(contact id, first, last)]."""
+        if not names:
+            return
+        execute_values(
+            self.env.cr._obj,
+            """UPDATE mailing_contact c
+                  SET first_name = NULLIF(v.first, ''), last_name = NULLIF(v.last, ''),
+                      name = COALESCE(NULLIF(concat_ws(' ', NULLIF(v.first, ''), NULLIF(v.last, '')), ''), c.name),
+                      write_date = now() AT TIME ZONE 'UTC'
+                 FROM (VALUES %s) AS v(id, first, last)
+                WHERE c.id = v.id""",
+            names,
+        )
+        self.env["mailing.contact"].invalidate_model(["name", "first_name", "last_name"])
+
+    # ------------------------------------------------------------------
+    # Screen actions (Members list and form)
+    # ------------------------------------------------------------------
+
+    def action_include_in_next_sync(self):
+        """Put the rows back in line: the next sync reconciles them again.
+        Rows still in flight wait for their batch's result first."""
+        self.audience_id._as_sync_operator()
+        rows = self.sudo()
+        self._lock_rows(rows.ids)
+        waiting = rows.filtered(lambda m: m.sync_status == "live")
+        (rows - waiting).write({"sync_status": "todo"})
+        message = self.env._("%s row(s) will be reconciled by the next sync.", len(rows - waiting))
+        if waiting:
+            message += " " + self.env._(
+                "%s row(s) wait for Mailchimp's answer to their last update and were left as they are.",
+                len(waiting))
+        return self.audience_id[:1]._notify(message, self.env._("Included in next sync"))
+
+    def action_retry(self):
+        """Reconcile the rows now, as a webhook would (under their locks);
+        the updates this decides for Mailchimp go out with the next sync.
+        Says which rows it could not help, and why."""
+        self.audience_id._as_sync_operator()
+        rows = self.sudo()
+        self._lock_rows(rows.ids)
+        waiting = rows.filtered(lambda m: m.sync_status == "live")
+        Sync = self.env["mailchimp.sync"].sudo()
+        for audience in (rows - waiting).audience_id:
+            Sync._sync_members(audience, (rows - waiting).filtered(lambda m, a=audience: m.audience_id == a).ids)
+        rows.invalidate_recordset()
+        retried = rows - waiting
+        still_failed = retried.filtered(lambda m: m.sync_status == "fail")
+        queued = retried.filtered(lambda m: m.sync_status == "live")
+        parts = [self.env._("%(done)s of %(total)s row(s) retried: %(queued)s update(s) queued for the next "
+                            "sync, %(ok)s already in sync.", done=len(retried), total=len(rows),
+                            queued=len(queued), ok=len(retried) - len(queued) - len(still_failed))]
+        if waiting:
+            parts.append(self.env._("%s row(s) wait for Mailchimp's answer to their last update: retry "
+                                    "them once it is settled.", len(waiting)))
+        if still_failed:
+            reasons = sorted(set(still_failed.mapped("sync_error")) - {False})
+            parts.append(self.env._("%(count)s row(s) cannot be helped by a retry: %(why)s",
+                                    count=len(still_failed), why="; ".join(reasons[:3])))
+        kind = "warning" if (still_failed or waiting) else "success"
+        return self.audience_id[:1]._notify(" ".join(parts), self.env._("Retried"), kind)

@@ -1,8 +1,36 @@
-from odoo import fields, models
+from datetime import timedelta
+
+from odoo import api, fields, models
+
+# The stages of one cycle, in order (DESIGN.md §3); the orchestrator
+# (models/mailchimp_sync.py) maps each to the model that owns its work.
+SYNC_STAGES = [
+    ("fetch", "Fetching from Mailchimp"),
+    ("remove_invalid", "Removing stale links"),
+    ("match", "Matching contacts"),
+    ("create", "Creating contacts"),
+    ("odoo_only", "Adding Odoo-only contacts"),
+    ("duplicates", "Removing duplicates"),
+    ("odoo_changes", "Finding Odoo changes"),
+    ("data", "Comparing data"),
+    ("reconcile", "Reconciling"),
+    ("submit", "Submitting batches"),
+    ("done", "Finished"),
+]
+# After a failed step the cycle is tried again after these many minutes
+# (the last one repeats): a Mailchimp outage is not hammered, and a fixed
+# problem is picked up soon.
+RETRY_MINUTES = (1, 5, 15, 60)
 
 
 class MailchimpSyncRun(models.Model):
-    """The log of one sync cycle of an audience: stage timings and counts."""
+    """One sync cycle of an audience: the job record.
+
+    The cycle's whole state lives here, as a queue job keeps its state on
+    the job: the stage, where the stage resumes (cursor, fetch offset), the
+    counters, and the last failure with the time of the next try.  The
+    audience only points at its open run.
+    """
 
     _name = "mailchimp.sync.run"
     _description = "Mailchimp Sync Run"
@@ -14,13 +42,28 @@ class MailchimpSyncRun(models.Model):
     started_at = fields.Datetime(default=fields.Datetime.now, required=True)
     ended_at = fields.Datetime()
     state = fields.Selection(
-        [("running", "Running"), ("done", "Done"), ("failed", "Failed")],
+        [("running", "Running"), ("failing", "Failing, will retry"), ("done", "Done"),
+         ("failed", "Failed"), ("aborted", "Aborted")],
         default="running",
         required=True,
+        index=True,
     )
     full = fields.Boolean(string="Full Sync")
+    stage = fields.Selection(SYNC_STAGES, default="fetch", required=True)
+    cursor = fields.Integer(help="Where the current stage resumes (last row id done).")
+    fetch_offset = fields.Integer()
+    fetch_since = fields.Datetime(help="Lower bound of the fetch (empty: every member).")
+    fetch_status = fields.Char(
+        help="Which listing the fetch pages: empty for Mailchimp's default listing, "
+        "'archived' for the archived members it leaves out."
+    )
+    progress_done = fields.Integer(help="Units of the current stage done.")
+    progress_total = fields.Integer(help="Units of the current stage in all (0: unknown).")
+    progress_percent = fields.Float(compute="_compute_progress_percent")
+    steps = fields.Integer(help="Scheduled-action steps this cycle took.")
     stage_timings = fields.Json(help="Seconds spent in each stage.")
-    fetched = fields.Integer(help="Members Mailchimp reported as changed.")
+    fetched = fields.Integer(help="Members read from Mailchimp.")
+    fetched_changed = fields.Integer(string="Changed", help="Members whose data differed from the cache.")
     reconciled = fields.Integer(help="Cache rows reconciled.")
     created = fields.Integer(string="Contacts Created")
     to_add = fields.Integer(string="To Add at Mailchimp")
@@ -30,6 +73,8 @@ class MailchimpSyncRun(models.Model):
     updates_queued = fields.Integer()
     batches_sent = fields.Integer()
     message = fields.Text()
+    failure_count = fields.Integer(help="Consecutive failed steps of this cycle.")
+    next_retry_at = fields.Datetime(help="When a failing cycle is tried again.")
     # History (the graph and pivot of the run log): the audience as the run
     # left it, and what the run changed on each side.  Filled when the
     # cycle ends; snapshots aggregate with max, so a day with several runs
@@ -54,3 +99,51 @@ class MailchimpSyncRun(models.Model):
         string="Rows Failing", aggregator="max",
         help="Members in the failed state when the run ended, this run's and earlier ones.",
     )
+
+    @api.depends("progress_done", "progress_total")
+    def _compute_progress_percent(self):
+        for run in self:
+            total = run.progress_total
+            run.progress_percent = min(100.0, 100.0 * run.progress_done / total) if total else 0.0
+
+    # ------------------------------------------------------------------
+    # The job's life
+    # ------------------------------------------------------------------
+
+    def _next_stage(self):
+        names = [name for name, _label in SYNC_STAGES]
+        return names[names.index(self.stage) + 1]
+
+    def _advance(self):
+        """The current stage finished: the next one starts from its beginning."""
+        self.write({"stage": self._next_stage(), "cursor": 0, "progress_done": 0, "progress_total": 0})
+
+    def _add_time(self, stage, seconds):
+        timings = dict(self.stage_timings or {})
+        timings[stage] = round(timings.get(stage, 0.0) + seconds, 3)
+        self.stage_timings = timings
+
+    def _record_failure(self, message):
+        """A step failed: keep the cycle where it stands, say why in plain
+        words and when it is tried again."""
+        count = self.failure_count + 1
+        minutes = RETRY_MINUTES[min(count, len(RETRY_MINUTES)) - 1]
+        self.write({
+            "state": "failing",
+            "failure_count": count,
+            "message": message,
+            "next_retry_at": fields.Datetime.now() + timedelta(minutes=minutes),
+        })
+        return self.next_retry_at
+
+    def _record_success(self):
+        if self.state == "failing":
+            self.write({"state": "running", "failure_count": 0, "next_retry_at": False, "message": False})
+        elif self.next_retry_at:
+            self.next_retry_at = False
+
+    def _close(self, state, message=None):
+        vals = {"state": state, "ended_at": fields.Datetime.now(), "next_retry_at": False}
+        if message is not None:
+            vals["message"] = message
+        self.write(vals)

@@ -1,4 +1,10 @@
+import json
+
+from psycopg2.extras import execute_values
+
 from odoo import fields, models
+
+from ..mailchimp_sync.reconcile import merge_superseded
 
 UPDATE_STATES = [
     ("queued", "Queued"),
@@ -10,7 +16,13 @@ UPDATE_STATES = [
 
 
 class MailchimpUpdate(models.Model):
-    """A write queued for Mailchimp, sent as one operation of a batch."""
+    """A write queued for Mailchimp, sent as one operation of a batch.
+
+    Every path that queues or cancels updates holds the row lock of their
+    cache rows (``mailchimp.member._lock_rows``), so two writers never both
+    see "nothing queued" for one member; a batch claims only updates still
+    queued, with ``FOR UPDATE SKIP LOCKED``.
+    """
 
     _name = "mailchimp.update"
     _description = "Queued Mailchimp Update"
@@ -33,3 +45,151 @@ class MailchimpUpdate(models.Model):
     error_title = fields.Char(readonly=True)
     error_detail = fields.Text(readonly=True)
     done_at = fields.Datetime(readonly=True)
+
+    def init(self):
+        res = super().init()
+        self.env.cr.execute(
+            """
+            -- a batch claims queued updates in id order
+            CREATE INDEX IF NOT EXISTS mailchimp_update_queued_idx
+                ON mailchimp_update (audience_id, id) WHERE state = 'queued';
+            -- a row's unsettled updates (superseding, settling)
+            CREATE INDEX IF NOT EXISTS mailchimp_update_active_member_idx
+                ON mailchimp_update (member_id) WHERE state IN ('queued', 'sent');
+            """
+        )
+        return res
+
+    # ------------------------------------------------------------------
+    # Reading
+    # ------------------------------------------------------------------
+
+    def _unsent_for(self, member_ids):
+        """{member id: [{id, kind, payload}]} of updates still queued, or
+        claimed by a batch that has not started sending (both can still be
+        replaced).  Callers hold the rows' locks."""
+        self.env.cr.execute(
+            """SELECT u.id, u.member_id, u.kind, u.payload
+                 FROM mailchimp_update u
+            LEFT JOIN mailchimp_batch b ON b.id = u.batch_id
+                WHERE u.member_id = ANY(%s)
+                  AND (u.state = 'queued' OR (u.state = 'sent' AND b.submit_state = 'claimed'))""",
+            (list(member_ids),),
+        )
+        result = {}
+        for update_id, member_id, kind, payload in self.env.cr.fetchall():
+            result.setdefault(member_id, []).append({"id": update_id, "kind": kind, "payload": payload or {}})
+        return result
+
+    def _in_flight_members(self, member_ids):
+        """Rows with an update that Mailchimp may be applying (sent in a
+        batch that left Odoo or may have): decided again once settled."""
+        self.env.cr.execute(
+            """SELECT DISTINCT u.member_id FROM mailchimp_update u
+                 JOIN mailchimp_batch b ON b.id = u.batch_id
+                WHERE u.state = 'sent' AND b.submit_state != 'claimed' AND u.member_id = ANY(%s)""",
+            (list(member_ids),),
+        )
+        return {r[0] for r in self.env.cr.fetchall()}
+
+    # ------------------------------------------------------------------
+    # Writing (under the rows' locks)
+    # ------------------------------------------------------------------
+
+    def _queue(self, audience, updates, unsent):
+        """Insert ``updates`` [(member id, kind, payload)]; an unsent update
+        of the same kind for the same row is superseded: cancelled, its
+        data folded into the new one.  ``unsent`` is :meth:`_unsent_for` of
+        the rows.  Returns how many updates were queued."""
+        if not updates:
+            return 0
+        cancel, values = [], []
+        for member_id, kind, new_payload in updates:
+            payload = new_payload
+            olds = [u for u in unsent.get(member_id, []) if u["kind"] == kind]
+            if olds:
+                cancel.extend(u["id"] for u in olds)
+                if kind == "member":
+                    payload = merge_superseded(new_payload, [u["payload"] for u in olds])
+                else:
+                    merged = {t["name"]: t for u in olds for t in u["payload"].get("tags", [])}
+                    merged.update({t["name"]: t for t in new_payload["tags"]})
+                    payload = {"tags": list(merged.values())}
+            values.append((member_id, audience.id, kind, json.dumps(payload), self.env.uid))
+        if cancel:
+            self._cancel(cancel, "Superseded by a newer update")
+        execute_values(
+            self.env.cr._obj,
+            """INSERT INTO mailchimp_update (member_id, audience_id, kind, payload, state,
+                                             create_uid, write_uid, create_date, write_date)
+               SELECT v.member_id, v.audience_id, v.kind, v.payload::jsonb, 'queued', v.uid, v.uid,
+                      now() AT TIME ZONE 'UTC', now() AT TIME ZONE 'UTC'
+                 FROM (VALUES %s) AS v(member_id, audience_id, kind, payload, uid)""",
+            values,
+            page_size=1000,
+        )
+        self.invalidate_model()
+        return len(values)
+
+    def _cancel(self, update_ids, reason):
+        """Cancel updates that have not left Odoo: queued ones, and those of a
+        claimed batch not yet sending (its sender re-reads what is left)."""
+        self.env.cr.execute(
+            """UPDATE mailchimp_update u SET state = 'cancelled', error_detail = %s, batch_id = NULL
+                WHERE u.id = ANY(%s)
+                  AND (u.state = 'queued'
+                       OR (u.state = 'sent' AND EXISTS (
+                              SELECT 1 FROM mailchimp_batch b
+                               WHERE b.id = u.batch_id AND b.submit_state = 'claimed')))
+            RETURNING u.id""",
+            (reason, list(update_ids)),
+        )
+        cancelled = [r[0] for r in self.env.cr.fetchall()]
+        self.invalidate_model()
+        return cancelled
+
+    def _cancel_unsent_of(self, member_ids, reason):
+        """Cancel every unsent update of these rows (their locks held)."""
+        unsent = self._unsent_for(member_ids)
+        return self._cancel([u["id"] for ups in unsent.values() for u in ups], reason)
+
+    def _compensate_in_flight(self, audience, member_ids):
+        """A member left at Mailchimp (unsubscribed) while a subscribe of
+        ours was already on its way: the subscribe will still run there, so
+        queue the unsubscribe that follows it.  Under the rows' locks."""
+        self.env.cr.execute(
+            """SELECT DISTINCT m.id FROM mailchimp_member m
+                 JOIN mailchimp_update u ON u.member_id = m.id AND u.kind = 'member' AND u.state = 'sent'
+                 JOIN mailchimp_batch b ON b.id = u.batch_id AND b.submit_state != 'claimed'
+                WHERE m.id = ANY(%s) AND m.mc_status = 'unsubscribed' AND NOT m.odoo_subscribed
+                  AND u.payload->>'status' IN ('subscribed', 'pending')
+                  AND NOT EXISTS (SELECT 1 FROM mailchimp_update q
+                                   WHERE q.member_id = m.id AND q.kind = 'member' AND q.state = 'queued')""",
+            (list(member_ids),),
+        )
+        rows = [r[0] for r in self.env.cr.fetchall()]
+        return self._queue(audience, [(row, "member", {"status": "unsubscribed"}) for row in rows], {})
+
+    def _claim(self, audience, batch, limit):
+        """Give up to ``limit`` queued updates of the audience to ``batch``,
+        in id order.  Only updates still queued are taken, and one locked
+        by a writer right now is left for the next batch."""
+        self.env.cr.execute(
+            """UPDATE mailchimp_update u SET state = 'sent', batch_id = %(batch)s
+                WHERE u.id IN (SELECT id FROM mailchimp_update
+                                WHERE audience_id = %(aud)s AND state = 'queued'
+                             ORDER BY id LIMIT %(limit)s FOR UPDATE SKIP LOCKED)
+            RETURNING u.id, u.member_id""",
+            {"batch": batch.id, "aud": audience.id, "limit": limit},
+        )
+        claimed = self.env.cr.fetchall()
+        self.invalidate_model()
+        return claimed
+
+    def _requeue(self, update_ids):
+        """Put updates that certainly never reached Mailchimp back in line."""
+        self.env.cr.execute(
+            "UPDATE mailchimp_update SET state = 'queued', batch_id = NULL WHERE id = ANY(%s) AND state = 'sent'",
+            (list(update_ids),),
+        )
+        self.invalidate_model()

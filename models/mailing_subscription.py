@@ -1,4 +1,4 @@
-from odoo import fields, models
+from odoo import api, fields, models
 
 
 class MailingSubscription(models.Model):
@@ -64,3 +64,54 @@ class MailingSubscription(models.Model):
             """
         )
         return res
+
+    @api.model
+    def _mailchimp_apply(self, audience, subscribe, unsubscribe):
+        """Apply Mailchimp's changes to Odoo memberships at once:
+        ``subscribe`` and ``unsubscribe`` are [(contact id, list id)].  An
+        opt-out gets a reason that names Mailchimp; each changed contact
+        gets a note signed by the system, naming the audience."""
+        cr = self.env.cr
+        if subscribe:
+            # One row per pair: two cache rows of one contact may both opt it in.
+            contacts, lists = zip(*sorted(set(subscribe)), strict=True)
+            cr.execute(
+                """
+                INSERT INTO mailing_subscription (contact_id, list_id, opt_out, create_uid, write_uid,
+                                                  create_date, write_date)
+                SELECT c, l, FALSE, %(uid)s, %(uid)s, now() AT TIME ZONE 'UTC', now() AT TIME ZONE 'UTC'
+                  FROM unnest(%(c)s::int[], %(l)s::int[]) AS x(c, l)
+                ON CONFLICT (contact_id, list_id) DO UPDATE
+                   SET opt_out = FALSE, opt_out_reason_id = NULL, opt_out_datetime = NULL,
+                       write_date = EXCLUDED.write_date
+                 WHERE mailing_subscription.opt_out
+                """,
+                {"uid": self.env.uid, "c": list(contacts), "l": list(lists)},
+            )
+        if unsubscribe:
+            contacts, lists = zip(*sorted(set(unsubscribe)), strict=True)
+            reason = self.env.ref("mailchimp_sync.optout_reason_mailchimp", raise_if_not_found=False)
+            cr.execute(
+                """
+                UPDATE mailing_subscription s
+                   SET opt_out = TRUE, opt_out_reason_id = %(reason)s,
+                       opt_out_datetime = now() AT TIME ZONE 'UTC', write_date = now() AT TIME ZONE 'UTC'
+                  FROM unnest(%(c)s::int[], %(l)s::int[]) AS x(c, l)
+                 WHERE s.contact_id = x.c AND s.list_id = x.l AND NOT COALESCE(s.opt_out, FALSE)
+                """,
+                {"reason": reason.id if reason else None, "c": list(contacts), "l": list(lists)},
+            )
+        if not (subscribe or unsubscribe):
+            return
+        names = {ml.id: ml.name for ml in self.env["mailing.list"].browse({lst for _c, lst in subscribe + unsubscribe})}
+        per_contact = {}
+        for pairs, text in ((subscribe, self.env._("Subscribed at Mailchimp: %s")),
+                            (unsubscribe, self.env._("Unsubscribed at Mailchimp: %s"))):
+            lists_of = {}
+            for contact_id, list_id in pairs:
+                lists_of.setdefault(contact_id, []).append(names[list_id])
+            for contact_id, list_names in lists_of.items():
+                per_contact.setdefault(contact_id, []).append(text % ", ".join(sorted(list_names)))
+        self.env["mailing.contact"]._mailchimp_log_notes(audience, per_contact)
+        self.invalidate_model()
+        self.env["mailing.contact"].invalidate_model()

@@ -39,7 +39,7 @@ def reexec_with_odoo():
     subprocess.run([python, "-m", "pip", "install", "-q", "--disable-pip-version-check", "-e", root],
                    check=True)
     os.environ["MAILCHIMP_NO_REEXEC"] = "1"
-    os.execv(python, [python, *sys.argv])
+    os.execv(python, [python, *sys.argv])  # noqa: S606 - the same script, with the python that has Odoo
 
 
 def db_args():

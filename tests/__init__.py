@@ -8,5 +8,6 @@ from . import test_views
 from . import test_tour
 from . import test_sync_history
 from . import test_sync_rules
-from . import test_operator_view
 from . import test_security
+from . import test_operator_view
+from . import test_engine

@@ -51,7 +51,7 @@ class TestModels(TransactionCase):
         self.assertEqual(interest.display_name, "Topics / Events")
         self.assertEqual(self.audience.interest_ids, interest)
         self.assertEqual(self.audience.sync_stage, "idle")
-        self.assertEqual(self.audience.max_time, 300)
+        self.assertEqual(self.audience.max_time, 30)
         self.assertEqual(self.mailing_list.mailchimp_audience_id, self.audience)
         self.assertEqual(self.interest_list.mailchimp_audience_id, self.audience)
         action = self.mailing_list.action_view_mailchimp_audience()

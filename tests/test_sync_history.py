@@ -18,7 +18,7 @@ class TestOdooHistory(TransactionCase):
             {"name": "A", "account_id": account.id, "mailchimp_list_id": "a1b2c3d4e5",
              "mailing_list_id": cls.newsletter.id}
         )
-        cls.Sync = cls.env["mailchimp.sync"]
+        cls.Member = cls.env["mailchimp.member"]
 
     def setUp(self):
         super().setUp()
@@ -44,7 +44,7 @@ class TestOdooHistory(TransactionCase):
                 {"audience_id": self.audience.id, "email": contact.email, "contact_id": contact.id}
             )
         self.env.flush_all()
-        self.Sync._refresh_odoo_state(self.audience, [member.id])
+        self.Member._refresh_odoo_state(self.audience, [member.id])
         member.invalidate_recordset()
         return member.odoo_subscribed, member.odoo_changed
 

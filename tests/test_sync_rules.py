@@ -6,7 +6,6 @@ from odoo.sql_db import db_connect
 from odoo.tests import TransactionCase, tagged
 from odoo.tools import mute_logger
 
-from odoo.addons.mailchimp_sync.mailchimp_sync.exceptions import MailchimpRetryableError
 
 from .common import SyncCase
 
@@ -103,8 +102,8 @@ class TestReconcileMatrix(TransactionCase):
                 cells[(odoo_state, mc_status, timing)] = (contact, member)
             self.env.flush_all()
             run = self.env["mailchimp.sync.run"].create({"audience_id": audience.id})
-            Sync._stage_odoo_changes(audience, run, deadline=float("inf"))
-            Sync._stage_reconcile(audience, run, deadline=float("inf"))
+            Sync._stages()["odoo_changes"](audience, run, float("inf"))
+            Sync._stage_reconcile(audience, run, float("inf"))
             self.env.invalidate_all()
             for (odoo_state, mc_status, timing), (contact, member) in cells.items():
                 side = winner(odoo_state, mc_status, timing, override)
@@ -132,29 +131,27 @@ class TestSyncRunning(SyncCase):
         self.seed(generate=2500)
         for i in range(300):
             self.contact(f"odoo{i}@example.org", [self.newsletter])
-        self.assertEqual(self.audience._sync(max_time=0.0001), "partial", "the budget stops after a page")
-        self.assertEqual((self.audience.sync_stage, self.audience.fetch_offset), ("fetch", 1000))
-        # A crash mid-fetch: Mailchimp fails the next page; the sync stops
-        # there with what it committed, and resumes from it.
+        self.assertEqual(self.step(budget=0.0001), "partial", "the budget stops after a page")
+        run = self.audience.current_run_id
+        self.assertEqual((self.audience.sync_stage, run.fetch_offset), ("fetch", 1000))
+        # A crash mid-fetch: Mailchimp fails the next page; the step stops
+        # there with what the earlier steps committed, says why on the run,
+        # and the cycle resumes from it once the retry time has come.
         self.emulator.control.faults(rules=[{"method": "GET", "path": "/members$", "kind": "500", "count": 1}])
-        # (Not assertRaises: Odoo's rolls back what the block wrote, and the
-        # failure recorded on the run is part of what we check.)
-        raised = None
-        try:
-            with mute_logger("odoo.addons.mailchimp_sync.models.mailchimp_sync"):
-                self.audience._sync(max_time=0.0001)
-        except MailchimpRetryableError as exc:
-            raised = exc
-        self.assertIsNotNone(raised, "the failed page must stop the sync")
-        self.assertEqual((self.audience.sync_stage, self.audience.fetch_offset), ("fetch", 1000))
-        self.assertIn("fetch failed", self.audience.current_run_id.message)
+        with mute_logger("odoo.addons.mailchimp_sync.models.mailchimp_sync"):
+            self.assertEqual(self.step(budget=0.0001), "failed")
+        self.assertEqual((self.audience.sync_stage, run.fetch_offset), ("failing", 1000))
+        self.assertIn("Fetching from Mailchimp failed", run.message)
+        self.assertTrue(run.next_retry_at)
+        run.next_retry_at = False  # the retry time has come
         calls = 0
         while True:
             calls += 1
-            result = self.audience._sync(max_time=0.0001)
+            result = self.step(budget=0.0001)
             if result == "done":
                 break
             self.assertLess(calls, 200)
+            self.assertEqual(result, "partial")
         self.assertGreater(calls, 5, "the budget stopped the cycle many times")
         # Every member once, every Odoo-only contact queued exactly once
         self.env.cr.execute(
@@ -179,36 +176,6 @@ class TestSyncRunning(SyncCase):
         self.assertEqual(self.mc("odoo7@example.org")["status"], "subscribed")
         run = self.sync()
         self.assertEqual((run.updates_queued, run.odoo_changes, run.created), (0, 0, 0))
-
-    def test_second_worker_is_locked_out(self):
-        # Two real connections: the lock must hold across transactions.
-        # (The registry is in test mode, so db_connect gives real connections.)
-        database = db_connect(self.env.cr.dbname)
-        with database.cursor() as setup_cr:
-            setup_cr.execute(
-                """INSERT INTO mailchimp_account (name, active, timeout) VALUES ('lock test', true, 5) RETURNING id"""
-            )
-            account_id = setup_cr.fetchone()[0]
-            setup_cr.execute(
-                """INSERT INTO mailchimp_audience (name, account_id, mailchimp_list_id, sync_stage, active,
-                                                 max_time, cleaned_action)
-                   VALUES ('lock test', %s, 'locktest01', 'idle', true, 300, 'bounce') RETURNING id""",
-                (account_id,),
-            )
-            audience_id = setup_cr.fetchone()[0]
-            setup_cr.commit()
-        Lock = self.env["mailchimp.sync.lock"]
-        try:
-            with database.cursor() as cr1, database.cursor() as cr2:
-                self.assertTrue(Lock._try_lock(cr1, audience_id))
-                self.assertFalse(Lock._try_lock(cr2, audience_id), "a second worker is refused")
-                cr1.rollback()  # the first worker ends
-                self.assertTrue(Lock._try_lock(cr2, audience_id), "free again once released")
-                cr2.rollback()
-        finally:
-            with database.cursor() as cleanup:
-                cleanup.execute("DELETE FROM mailchimp_account WHERE id = %s", (account_id,))
-                cleanup.commit()
 
     def test_deleted_contact_is_unsubscribed_not_recreated(self):
         anna = self.contact("anna@example.org", [self.newsletter])
@@ -249,15 +216,16 @@ class TestSyncRunning(SyncCase):
     def test_unsent_update_superseded_not_duplicated(self):
         dan = self.contact("dan@example.org", [self.newsletter])
         self.seed()
-        self.audience._sync(stop_after="reconcile")
+        self.sync(settle=False, until="submit")
         self.assertEqual(self.row("dan@example.org").update_ids.mapped("state"), ["queued"])
         dan.first_name = "Dan"
         dan.last_name = "Brown"
         self.env["mailchimp.member"].search([("email", "=", "dan@example.org")]).sync_status = "todo"
         self.env.flush_all()
-        self.env["mailchimp.sync"]._reconcile_rows(
+        Reconcile = self.env["mailchimp.reconcile"]
+        Reconcile._reconcile_rows(
             self.audience, self.audience.current_run_id,
-            self.env["mailchimp.sync"]._load_todo_rows(self.audience, member_ids=self.row("dan@example.org").ids),
+            Reconcile._load_rows(self.audience, member_ids=self.row("dan@example.org").ids),
         )
         updates = self.row("dan@example.org").update_ids
         self.assertEqual(sorted(updates.mapped("state")), ["cancelled", "queued"])
@@ -275,8 +243,8 @@ class TestSyncRunning(SyncCase):
             )
             account_id = setup_cr.fetchone()[0]
             setup_cr.execute(
-                """INSERT INTO mailchimp_batch (account_id, mailchimp_batch_id, status, result_state)
-                   VALUES (%s, 'race000001', 'finished', 'waiting') RETURNING id""",
+                """INSERT INTO mailchimp_batch (account_id, mailchimp_batch_id, status, result_state, submit_state)
+                   VALUES (%s, 'race000001', 'finished', 'waiting', 'submitted') RETURNING id""",
                 (account_id,),
             )
             batch_id = setup_cr.fetchone()[0]

@@ -221,6 +221,7 @@ class TestViews(SyncCase):
         self.assertEqual(self.audience.mailing_list_id, other)
         audience.interest_ids[:1].write({"mailing_list_id": self.news_list.id})
         audience.action_sync_now()
+        self.sync(settle=False)  # the audience's scheduled action, as the cron runner would run it
         self.assertTrue(self.row("anna@example.org"))
         audience.action_full_resync()
         audience.action_abort()

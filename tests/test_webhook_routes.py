@@ -163,7 +163,7 @@ class TestWebhookRoutes(WebhookCase):
         self.register()
         # An Odoo edit queued for Mailchimp but not sent yet.
         anna.write({"name": "Anna Other"})
-        self.audience._sync(max_time=60, stop_after="reconcile")
+        self.sync(settle=False, until="submit")
         row = self.row("anna@example.org")
         queued = row.update_ids.filtered(lambda u: u.state == "queued")
         self.assertTrue(queued)
@@ -437,7 +437,8 @@ class TestWebhookRoutes(WebhookCase):
         self.emulator.control.deliveries(clear=True)
         self.control("run_batches")
         body = [d["body"] for d in self.emulator.control.deliveries() if d["kind"] == "batch"][0]
-        self.env["mailchimp.batch"]._cron_poll_batches(min_age_minutes=0)
+        # (The webhook just asked about the batch: the poller's pause is over.)
+        self.env["mailchimp.batch"]._cron_poll_batches(min_age_minutes=0, recheck_seconds=0)
         self.env.invalidate_all()
         self.assertEqual(batch.result_state, "done")
         before = self.counts()

@@ -1,0 +1,402 @@
+"""The engine at its seams: concurrent writers on two real database
+connections, lost answers from Mailchimp, and per-audience scheduled
+actions.  (Killed workers: tests/test_engine_kill.py.)"""
+
+import threading
+import time
+from datetime import timedelta
+
+from psycopg2 import errors
+
+from odoo import SUPERUSER_ID, api, fields
+from odoo.exceptions import UserError
+from odoo.sql_db import db_connect
+from odoo.tests import tagged
+from odoo.tools import mute_logger
+
+from .common import SyncCase
+
+
+class CommittedFixture:
+    """An account, lists, an audience and contacts committed on real
+    connections (so two transactions can race over them), removed again
+    afterwards.  ``self.db`` opens real cursors."""
+
+    def setup_committed(self, odoo_only=0, members=()):
+        self.db = db_connect(self.env.cr.dbname)
+        # Cursors the code opens itself (the batch sender) are real ones
+        # here, as in production, not views of the test's transaction.
+        if self.registry.test_cr is not None:
+            test_cr = self.registry.test_cr
+            self.registry.leave_test_mode()
+            self.addCleanup(self.registry.enter_test_mode, test_cr)
+        answer = self.emulator.control.seed(lists=[{"name": "Race", "members": list(members)}])["lists"][0]
+        self.list_id = answer["id"]
+        with self.db.cursor() as cr:
+            env = api.Environment(cr, SUPERUSER_ID, {})
+            account = env["mailchimp.account"].create({
+                "name": "Race account", "api_key": self.emulator.api_key,
+                "api_base_url": self.emulator.api_base, "timeout": 5,
+            })
+            newsletter = env["mailing.list"].create({"name": "Race newsletter"})
+            audience = env["mailchimp.audience"].create({
+                "name": "Race", "account_id": account.id, "mailchimp_list_id": self.list_id,
+                "mailing_list_id": newsletter.id,
+            })
+            contacts = env["mailing.contact"].create([
+                {"name": f"Racer {i}", "email": f"racer{i}@example.org", "list_ids": [(4, newsletter.id)]}
+                for i in range(odoo_only)
+            ])
+            cr.commit()
+            self.ids = {"account": account.id, "list": newsletter.id, "audience": audience.id,
+                        "contacts": contacts.ids, "cron": audience.cron_id.id}
+        self.addCleanup(self.cleanup_committed)
+
+    def cleanup_committed(self):
+        with self.db.cursor() as cr:
+            env = api.Environment(cr, SUPERUSER_ID, {})
+            env["mailchimp.audience"].browse(self.ids["audience"]).unlink()
+            env["mailchimp.account"].browse(self.ids["account"]).unlink()
+            env["mailing.contact"].browse(self.ids["contacts"]).unlink()
+            env["mailing.contact"].search([("email", "like", "racer%@example.org")]).unlink()
+            env["mailing.list"].browse(self.ids["list"]).unlink()
+            cr.commit()
+
+    def env_on(self, cr):
+        return api.Environment(cr, SUPERUSER_ID, {})
+
+    def run_steps(self, until=None, limit=200):
+        """Steps on a real cursor, committed between, as the cron runner does."""
+        for _i in range(limit):
+            with self.db.cursor() as cr:
+                env = self.env_on(cr)
+                audience = env["mailchimp.audience"].browse(self.ids["audience"])
+                if until and audience.current_run_id.stage == until:
+                    return audience.current_run_id.stage
+                result = env["mailchimp.sync"]._step(audience)
+                cr.commit()
+            if result == "done":
+                return result
+            self.assertIn(result, ("partial", "waiting"))
+        self.fail("the cycle did not end")
+
+
+@tagged("post_install", "-at_install")
+class TestEngineRaces(CommittedFixture, SyncCase):
+    def test_two_first_workers_one_is_refused(self):
+        self.setup_committed(odoo_only=3)
+        with self.db.cursor() as cr1, self.db.cursor() as cr2:
+            audience1 = self.env_on(cr1)["mailchimp.audience"].browse(self.ids["audience"])
+            audience2 = self.env_on(cr2)["mailchimp.audience"].browse(self.ids["audience"])
+            first = self.env_on(cr1)["mailchimp.sync"]._step(audience1)
+            second = self.env_on(cr2)["mailchimp.sync"]._step(audience2)
+            self.assertEqual(first, "partial")
+            self.assertEqual(second, "busy", "the second worker is refused, not crashed")
+            cr1.commit()
+            cr2.rollback()
+            # Once the first committed, the audience is free again.
+            third = self.env_on(cr2)["mailchimp.sync"]._step(audience2)
+            self.assertEqual(third, "partial")
+            cr2.rollback()
+        with self.db.cursor() as cr:
+            cr.execute("SELECT count(*) FROM mailchimp_sync_run WHERE audience_id = %s", (self.ids["audience"],))
+            self.assertEqual(cr.fetchone()[0], 1, "one cycle, not two")
+
+    def test_abort_refused_while_a_step_runs(self):
+        self.setup_committed(odoo_only=3)
+        self.run_steps(until="submit")
+        with self.db.cursor() as cr1, self.db.cursor() as cr2:
+            env1, env2 = self.env_on(cr1), self.env_on(cr2)
+            self.assertEqual(env1["mailchimp.sync"]._step(env1["mailchimp.audience"].browse(self.ids["audience"])),
+                             "partial", "the submit step claims the updates")
+            with self.assertRaises(UserError) as caught:
+                env2["mailchimp.audience"].browse(self.ids["audience"]).action_abort()
+            self.assertIn("running right now", str(caught.exception))
+            cr2.rollback()
+            cr1.rollback()  # the step never committed (killed, say): nothing was claimed
+        with self.db.cursor() as cr:
+            env = self.env_on(cr)
+            audience = env["mailchimp.audience"].browse(self.ids["audience"])
+            result = audience.action_abort()
+            cr.commit()
+            self.assertIn("3 unsent update(s) cancelled", result["params"]["message"])
+            members = env["mailchimp.member"].search([("audience_id", "=", audience.id)])
+            self.assertEqual(set(members.mapped("sync_status")), {"todo"}, "the rows go back in line")
+            self.assertFalse(audience.current_run_id)
+            self.assertFalse(audience.in_sync)
+        # The next cycle sends them, once.
+        self.run_steps()
+        self.emulator.control.run_batches()
+        self.assertEqual(self.emulator.control.member(self.list_id, "racer1@example.org")["status"], "subscribed")
+        with self.db.cursor() as cr:
+            cr.execute("""SELECT count(*) FROM mailchimp_update
+                           WHERE audience_id = %s AND state IN ('sent', 'done')""", (self.ids["audience"],))
+            self.assertEqual(cr.fetchone()[0], 3)
+
+    def test_webhook_during_a_reconcile_chunk(self):
+        """The chunk holds its rows; the webhook's one-row reconcile waits,
+        retries on a fresh snapshot (as Odoo's HTTP layer does) and finds
+        the chunk's update: one operation for the member, never two."""
+        self.setup_committed(odoo_only=3)
+        self.run_steps(until="reconcile")
+        with self.db.cursor() as cr:
+            cr.execute("SELECT id FROM mailchimp_member WHERE audience_id = %s AND email = 'racer1@example.org'",
+                       (self.ids["audience"],))
+            member_id = cr.fetchone()[0]
+        outcome = {}
+        chunk_cr = self.db.cursor()
+        try:
+            env1 = self.env_on(chunk_cr)
+            audience1 = env1["mailchimp.audience"].browse(self.ids["audience"])
+            rows = env1["mailchimp.reconcile"]._load_rows(audience1)  # locks the chunk's rows
+
+            # The webhook's environment is made here: making one takes the
+            # registry's lock, which the test runner's thread holds.
+            cr2 = self.db.cursor()
+            env2 = self.env_on(cr2)
+            audience2 = env2["mailchimp.audience"].browse(self.ids["audience"])
+
+            def webhook():
+                # What Odoo's HTTP layer does around a request
+                # (odoo.service.model.retrying): on a serialization
+                # failure, roll back and run the request again.
+                for _try in range(5):
+                    try:
+                        env2["mailchimp.sync"]._sync_members(audience2, [member_id], from_mailchimp=True)
+                        cr2.commit()
+                        outcome["done"] = True
+                        break
+                    except (errors.SerializationFailure, errors.LockNotAvailable) as exc:
+                        outcome.setdefault("retries", []).append(type(exc).__name__)
+                        cr2.rollback()
+                        env2.invalidate_all()
+                    except Exception as exc:  # noqa: BLE001 - reported by the assertion below
+                        outcome["error"] = repr(exc)[:500]
+                        break
+                cr2.close()
+
+            thread = threading.Thread(target=webhook)
+            thread.start()
+            thread.join(1.0)
+            self.assertTrue(thread.is_alive(), "the webhook waits for the chunk's lock")
+            env1["mailchimp.reconcile"]._reconcile_rows(audience1, audience1.current_run_id, rows)
+            chunk_cr.commit()
+            thread.join(30)
+            self.assertTrue(outcome.get("done"), outcome)
+            self.assertEqual(outcome.get("retries"), ["SerializationFailure"],
+                             "the webhook ran again on a fresh snapshot, once")
+        finally:
+            chunk_cr.close()
+        with self.db.cursor() as cr:
+            cr.execute("""SELECT count(*) FROM mailchimp_update
+                           WHERE member_id = %s AND state IN ('queued', 'sent')""", (member_id,))
+            self.assertEqual(cr.fetchone()[0], 1, "one live operation for the member")
+
+    def test_update_cancelled_before_its_batch_is_sent(self):
+        """A claimed batch not yet sending: an unsubscribe cancels the
+        update, and the sender sends what is left (here: nothing)."""
+        self.setup_committed(odoo_only=1)
+        self.run_steps(until="submit")
+        with self.db.cursor() as cr:
+            env = self.env_on(cr)
+            audience = env["mailchimp.audience"].browse(self.ids["audience"])
+            self.assertEqual(env["mailchimp.batch"]._stage_submit(audience, audience.current_run_id, 1e18), False)
+            batch_id = env["mailchimp.batch"].search([("audience_id", "=", audience.id)]).id
+            cr.postcommit.clear()  # the worker dies before its commit runs the sender
+            cr.commit()
+        with self.db.cursor() as cr:
+            env = self.env_on(cr)
+            self.assertEqual(env["mailchimp.batch"].browse(batch_id).submit_state, "claimed")
+            update_ids = env["mailchimp.batch"].browse(batch_id).update_ids.ids
+            cancelled = env["mailchimp.update"]._cancel(update_ids, "The person left")
+            cr.commit()
+        self.assertEqual(cancelled, update_ids)
+        before = self.emulator.control.stats()["requests"]
+        with self.db.cursor() as cr:
+            self.env_on(cr)["mailchimp.batch"]._send_claimed(cr.dbname, [batch_id])
+        with self.db.cursor() as cr:
+            cr.execute("SELECT submit_state FROM mailchimp_batch WHERE id = %s", (batch_id,))
+            self.assertEqual(cr.fetchone()[0], "lost")
+        self.assertEqual(self.emulator.control.stats()["requests"], before, "nothing was sent")
+
+    def test_unsubscribe_webhook_while_the_subscribe_is_in_flight(self):
+        """The subscribe already left: it runs at Mailchimp, and the
+        webhook queues the unsubscribe that follows it; nobody is mailed a
+        confirmation after they left."""
+        self.setup_committed(odoo_only=1)
+        self.run_steps()  # submitted, not run yet by Mailchimp
+        with self.db.cursor() as cr:
+            env = self.env_on(cr)
+            audience = env["mailchimp.audience"].browse(self.ids["audience"])
+            row = env["mailchimp.member"].search([("audience_id", "=", audience.id)])
+            self.assertEqual(row.update_ids.batch_id.submit_state, "submitted")
+        # Mailchimp runs the subscribe, then the person unsubscribes there.
+        self.emulator.control.run_batches()
+        self.emulator.control.admin_update(self.list_id, "racer0@example.org", status="unsubscribed")
+        member = self.emulator.control.member(self.list_id, "racer0@example.org")
+        with self.db.cursor() as cr:
+            env = self.env_on(cr)
+            audience = env["mailchimp.audience"].browse(self.ids["audience"])
+            env["mailchimp.member"]._merge_page(audience, [member])
+            row = env["mailchimp.member"].search([("audience_id", "=", audience.id)])
+            env["mailchimp.sync"]._sync_members(audience, row.ids, from_mailchimp=True)
+            cr.commit()
+            contact = row.contact_id
+            self.assertTrue(contact.subscription_ids.opt_out, "Mailchimp's later unsubscribe reaches Odoo")
+            queued = row.update_ids.filtered(lambda u: u.state == "queued")
+            self.assertEqual(queued.payload, {"status": "unsubscribed"})
+        # The batch settles (the subscribe went through), then the next
+        # cycle sends the unsubscribe.
+        with self.db.cursor() as cr:
+            env = self.env_on(cr)
+            env["mailchimp.batch"]._cron_poll_batches(min_age_minutes=0, limit=10, recheck_seconds=0)
+            cr.commit()
+        self.run_steps()
+        self.emulator.control.run_batches()
+        self.assertEqual(self.emulator.control.member(self.list_id, "racer0@example.org")["status"], "unsubscribed")
+
+
+@tagged("post_install", "-at_install")
+class TestExactlyOnceSubmit(SyncCase):
+    def test_lost_answer_is_found_at_mailchimp_not_sent_again(self):
+        for i in range(3):
+            self.contact(f"lost{i}@example.org", [self.newsletter])
+        self.seed()
+        self.account.timeout = 1
+        # Mailchimp takes the batch but answers after the client gave up.
+        self.emulator.control.faults(rules=[{"method": "POST", "path": "/batches$", "kind": "timeout",
+                                             "delay": 2, "count": 1}])
+        with mute_logger("odoo.addons.mailchimp_sync.models.mailchimp_batch"):
+            run = self.sync(settle=False, until="submit")
+            self.assertEqual(self.step(), "partial")  # claims and (after the commit) sends
+        batch = self.env["mailchimp.batch"].search([("audience_id", "=", self.audience.id)])
+        self.assertEqual((batch.submit_state, batch.mailchimp_batch_id), ("sending", False))
+        # Before any answer could have come, the next step waits.
+        self.assertEqual(self.step(), "waiting")
+        self.assertTrue(run.next_retry_at)
+        # Later (the wait simulated by ageing the batch), Mailchimp is asked.
+        self.emulator.control.faults(rules=[])
+        time.sleep(2.5)  # the emulator's delayed request has been handled
+        batch.sending_at = fields.Datetime.now() - timedelta(minutes=5)
+        self.assertEqual(self.step(), "partial", "an unfinished candidate: wait for its results")
+        self.emulator.control.run_batches()
+        batch.sending_at = fields.Datetime.now() - timedelta(minutes=5)
+        for _i in range(5):
+            if self.step() == "done":
+                break
+        batch.invalidate_recordset()
+        self.assertEqual(batch.submit_state, "submitted")
+        self.assertTrue(batch.mailchimp_batch_id, "adopted the batch Mailchimp holds")
+        self.settle()
+        self.assertEqual(len(self.emulator.control.state(self.list_id)["batches"]), 1,
+                         "Mailchimp received one batch, not two")
+        self.assertEqual(self.env["mailchimp.batch"].search_count(
+            [("audience_id", "=", self.audience.id), ("submit_state", "=", "submitted")]), 1)
+        updates = self.env["mailchimp.update"].search([("audience_id", "=", self.audience.id)])
+        self.assertEqual(set(updates.mapped("state")), {"done"})
+        self.assertEqual(len(updates), 3, "each update sent once")
+
+    def test_refused_connection_requeues_at_once(self):
+        self.contact("gone@example.org", [self.newsletter])
+        self.seed()
+        self.sync(settle=False, until="submit")
+        self.emulator.control.faults(rules=[{"method": "POST", "path": "/batches$", "kind": "500", "count": 1}])
+        with mute_logger("odoo.addons.mailchimp_sync.models.mailchimp_batch"):
+            self.step()
+        batch = self.env["mailchimp.batch"].search([("audience_id", "=", self.audience.id)])
+        self.assertEqual(batch.submit_state, "sending", "a 500 may still have created it")
+        batch.sending_at = fields.Datetime.now() - timedelta(minutes=5)
+        self.assertEqual(self.step(), "partial")
+        batch.invalidate_recordset()
+        self.assertEqual(batch.submit_state, "lost", "Mailchimp has no such batch: queued again")
+        run = self.sync()
+        self.assertEqual(self.mc("gone@example.org")["status"], "subscribed")
+        self.assertEqual(run.batches_sent, 2)
+
+
+@tagged("post_install", "-at_install")
+class TestScheduledActions(SyncCase):
+    def test_each_mapped_audience_has_its_own_action(self):
+        self.seed()
+        cron = self.audience.cron_id
+        self.assertTrue(cron.active)
+        self.assertIn(f"_cron_sync_audience({self.audience.id})", cron.code)
+        self.audience.mailing_list_id = False
+        self.assertFalse(self.audience.cron_id)
+        self.assertFalse(cron.exists(), "unmapping removes the action")
+
+    def test_failure_is_recorded_on_its_audience_and_retried_later(self):
+        self.contact("fail@example.org", [self.newsletter])
+        self.seed()
+        self.emulator.control.faults(rules=[{"method": "GET", "path": "/members$", "kind": "503", "count": 1}])
+        with mute_logger("odoo.addons.mailchimp_sync.models.mailchimp_sync"):
+            self.env["mailchimp.audience"]._cron_sync_audience(self.audience.id)
+        run = self.audience.current_run_id
+        self.assertEqual(self.audience.sync_stage, "failing")
+        self.assertIn("will retry", dict(self.audience._fields["sync_stage"].selection)["failing"])
+        self.assertGreater(run.next_retry_at, fields.Datetime.now())
+        self.assertNotIn("object at 0x", run.message)
+        triggers = self.env["ir.cron.trigger"].search([("cron_id", "=", self.audience.cron_id.id)])
+        self.assertTrue(triggers.filtered(lambda t: t.call_at >= run.next_retry_at - timedelta(seconds=1)))
+        # Called again before the retry time: nothing happens.
+        self.env["mailchimp.audience"]._cron_sync_audience(self.audience.id)
+        self.assertEqual(run.failure_count, 1)
+
+    def test_an_unexpected_error_stops_only_its_audience(self):
+        self.seed()
+        other_list = self.env["mailing.list"].create({"name": "Other"})
+        broken = self.env["mailchimp.audience"].create({
+            "name": "Broken", "account_id": self.env["mailchimp.account"].create({"name": "No key"}).id,
+            "mailchimp_list_id": "nokey00001", "mailing_list_id": other_list.id,
+        })
+        with mute_logger("odoo.addons.mailchimp_sync.models.mailchimp_sync"):
+            self.env["mailchimp.audience"]._cron_sync_audience(broken.id)
+        self.assertEqual(broken.sync_stage, "failing")
+        self.assertTrue(broken.current_run_id.message)
+        self.env["mailchimp.audience"]._cron_sync_audience(self.audience.id)
+        self.assertEqual(self.audience.sync_stage, "remove_invalid", "the other audience goes on")
+
+    def test_two_audiences_sync_at_the_same_time(self):
+        """Two cron workers, two audiences: both hold their audience at once."""
+        self.seed()
+        other_list = self.env["mailing.list"].create({"name": "Second"})
+        second = self.env["mailchimp.audience"].create({
+            "name": "Second", "account_id": self.account.id, "mailchimp_list_id": self.list_id + "x",
+            "mailing_list_id": other_list.id,
+        })
+        Sync = self.env["mailchimp.sync"]
+        self.assertTrue(Sync._lock_audience(self.audience))
+        self.assertTrue(Sync._lock_audience(second), "a second audience is not blocked by the first")
+
+    def test_sync_now_triggers_the_action(self):
+        self.seed()
+        result = self.audience.action_sync_now()
+        self.assertEqual(result["params"]["title"], "Sync started")
+        self.assertTrue(self.env["ir.cron.trigger"].search([("cron_id", "=", self.audience.cron_id.id)]))
+        self.assertFalse(self.audience.current_run_id, "nothing ran in the request itself")
+
+    def test_step_stays_bounded(self):
+        self.seed(generate=3000)
+        result = self.env["mailchimp.sync"]._step(self.audience, 0.0001)
+        self.assertEqual(result, "partial")
+        self.assertEqual(self.audience.current_run_id.fetch_offset, 1000, "one page, then the step ends")
+
+
+@tagged("post_install", "-at_install")
+class TestSerializationIsRetried(CommittedFixture, SyncCase):
+    def test_step_meeting_a_concurrent_write_ends_cleanly(self):
+        self.setup_committed(odoo_only=2)
+        self.run_steps(until="reconcile")
+        with self.db.cursor() as cr1, self.db.cursor() as cr2:
+            env1 = self.env_on(cr1)
+            audience1 = env1["mailchimp.audience"].browse(self.ids["audience"])
+            cr1.execute("SELECT 1")  # the step's snapshot starts here
+            cr2.execute("UPDATE mailchimp_member SET sync_error = 'x' WHERE audience_id = %s",
+                        (self.ids["audience"],))
+            cr2.commit()
+            with mute_logger("odoo.sql_db"):
+                result = env1["mailchimp.sync"]._step(audience1)
+            self.assertIn(result, ("partial", "busy"))
+            cr1.rollback()
+        self.assertEqual(self.run_steps(), "done")
+
