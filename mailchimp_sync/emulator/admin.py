@@ -216,12 +216,12 @@ def state(emu, query):
             if list_id and lst.id != list_id:
                 continue
             d = {"id": lst.id, "name": lst.name, "web_id": lst.web_id,
-                 "merge_fields": [mf.to_json(lst.id, store.base_url) for mf in lst.merge_fields.values()],
+                 "merge_fields": [mf.to_json(lst.id, store.link_base) for mf in lst.merge_fields.values()],
                  "interest_categories": [{"id": c.id, "title": c.title, "type": c.type,
                                           "interests": [{"id": i.id, "name": i.name}
                                                         for i in c.interests.values()]}
                                          for c in lst.categories.values()],
-                 "webhooks": [w.to_json(lst.id, store.base_url) for w in lst.webhooks.values()],
+                 "webhooks": [w.to_json(lst.id, store.link_base) for w in lst.webhooks.values()],
                  "tags": dict(lst.tag_ids), "forgotten": sorted(lst.forgotten),
                  "member_count": len(lst.members)}
             ms = sorted(lst.members.values(), key=lambda m: m.seq)[:limit]

@@ -174,7 +174,7 @@ def get_lists(req):
         h = mem.subscriber_hash(email)
         lists = [x for x in lists if h in x.members]
     items = [x.to_json(req.store, inc) for x in lists]
-    out = collection(req, "lists", items, links.collection(req.store.base_url, "/lists", "Lists", "/", "Root"))
+    out = collection(req, "lists", items, links.collection(req.store.link_base, "/lists", "Lists", "/", "Root"))
     out["constraints"] = {"may_create": True, "max_instances": 100,
                           "current_total_instances": len(req.store.lists)}
     return out
@@ -277,7 +277,7 @@ def get_tags(req):
     from .util import iso
     items = [{"id": lst.tag_ids.get(n, 0), "name": n, "date_added": iso(t)}
              for n, t in sorted(m.tags.items())]
-    return collection(req, "tags", items, links.member_tags_collection(req.store.base_url, lst.id, m.id))
+    return collection(req, "tags", items, links.member_tags_collection(req.store.link_base, lst.id, m.id))
 
 
 # --- merge fields -------------------------------------------------------------
@@ -296,7 +296,7 @@ def _merge_field(req):
 @route("/lists/{list_id}/merge-fields", "GET")
 def list_merge_fields(req):
     lst = req.lst()
-    items = [mf.to_json(lst.id, req.store.base_url) for mf in lst.merge_fields.values()]
+    items = [mf.to_json(lst.id, req.store.link_base) for mf in lst.merge_fields.values()]
     t = req.query.get("type", [None])[0]
     if t:
         items = [x for x in items if x["type"] == t]
@@ -304,7 +304,7 @@ def list_merge_fields(req):
     if req_only is not None:
         items = [x for x in items if x["required"] == as_bool(req_only)]
     return collection(req, "merge_fields", items,
-                      links.collection(req.store.base_url, f"/lists/{lst.id}/merge-fields", "Lists/MergeFields",
+                      links.collection(req.store.link_base, f"/lists/{lst.id}/merge-fields", "Lists/MergeFields",
                                        f"/lists/{lst.id}", "Lists"), {"list_id": lst.id})
 
 
@@ -317,13 +317,13 @@ def add_merge_field(req):
         raise schema_error([{"field": "", "message": "Required fields were not provided: "
                              + ", ".join(missing)}])
     mf = req.store.add_merge_field(lst, body)
-    return mf.to_json(lst.id, req.store.base_url)
+    return mf.to_json(lst.id, req.store.link_base)
 
 
 @route("/lists/{list_id}/merge-fields/{merge_id}", "GET")
 def get_merge_field(req):
     lst, mf = _merge_field(req)
-    return mf.to_json(lst.id, req.store.base_url)
+    return mf.to_json(lst.id, req.store.link_base)
 
 
 @route("/lists/{list_id}/merge-fields/{merge_id}", "PATCH")
@@ -344,7 +344,7 @@ def update_merge_field(req):
         for m in lst.members.values():
             m.merge[mf.tag] = m.merge.pop(old, "")
     lst.touch()
-    return mf.to_json(lst.id, req.store.base_url)
+    return mf.to_json(lst.id, req.store.link_base)
 
 
 @route("/lists/{list_id}/merge-fields/{merge_id}", "DELETE")
@@ -363,14 +363,14 @@ CATEGORY_TYPES = ("checkboxes", "dropdown", "radio", "hidden")
 
 def _cat_json(req, lst, cat):
     return {"list_id": lst.id, "id": cat.id, "title": cat.title, "display_order": cat.display_order,
-            "type": cat.type, "_links": links.category_links(req.store.base_url, lst.id, cat.id)}
+            "type": cat.type, "_links": links.category_links(req.store.link_base, lst.id, cat.id)}
 
 
 def _interest_json(req, lst, cat, it):
     count = sum(1 for m in lst.members.values() if it.id in m.interests and m.status == "subscribed")
     return {"category_id": cat.id, "list_id": lst.id, "id": it.id, "name": it.name,
             "subscriber_count": str(count), "display_order": it.display_order,
-            "_links": links.interest_links(req.store.base_url, lst.id, cat.id, it.id)}
+            "_links": links.interest_links(req.store.link_base, lst.id, cat.id, it.id)}
 
 
 def _category(req):
@@ -389,7 +389,7 @@ def list_categories(req):
     if t:
         items = [x for x in items if x["type"] == t]
     return collection(req, "categories", items,
-                      links.collection(req.store.base_url, f"/lists/{lst.id}/interest-categories",
+                      links.collection(req.store.link_base, f"/lists/{lst.id}/interest-categories",
                                        "Lists/InterestCategories", f"/lists/{lst.id}", "Lists"),
                       {"list_id": lst.id})
 
@@ -446,7 +446,7 @@ def list_interests(req):
     items = [_interest_json(req, lst, cat, it) for it in cat.interests.values()]
     path = f"/lists/{lst.id}/interest-categories/{cat.id}"
     return collection(req, "interests", items,
-                      links.collection(req.store.base_url, path + "/interests", "Lists/Interests", path,
+                      links.collection(req.store.link_base, path + "/interests", "Lists/Interests", path,
                                        "Lists/InterestCategories"),
                       {"list_id": lst.id, "category_id": cat.id})
 
@@ -536,10 +536,10 @@ def _flags(given, names, base=None, default=False):
 @route("/lists/{list_id}/webhooks", "GET")
 def list_webhooks(req):
     lst = req.lst()
-    items = [w.to_json(lst.id, req.store.base_url) for w in lst.webhooks.values()]
+    items = [w.to_json(lst.id, req.store.link_base) for w in lst.webhooks.values()]
     # the SDK sends no paging parameters and Mailchimp answers with all of them
     return {"webhooks": items, "list_id": lst.id, "total_items": len(items),
-            "_links": links.collection(req.store.base_url, f"/lists/{lst.id}/webhooks", "Lists/Webhooks",
+            "_links": links.collection(req.store.link_base, f"/lists/{lst.id}/webhooks", "Lists/Webhooks",
                                        f"/lists/{lst.id}", "Lists")}
 
 
@@ -553,7 +553,7 @@ def add_webhook(req):
     wh = Webhook(hex_id(10), body["url"], _flags(body.get("events"), Webhook.EVENTS, default=dflt),
                  _flags(body.get("sources"), Webhook.SOURCES, default=dflt))
     lst.webhooks[wh.id] = wh
-    return wh.to_json(lst.id, req.store.base_url)
+    return wh.to_json(lst.id, req.store.link_base)
 
 
 def _webhook(req):
@@ -567,7 +567,7 @@ def _webhook(req):
 @route("/lists/{list_id}/webhooks/{webhook_id}", "GET")
 def get_webhook(req):
     lst, wh = _webhook(req)
-    return wh.to_json(lst.id, req.store.base_url)
+    return wh.to_json(lst.id, req.store.link_base)
 
 
 @route("/lists/{list_id}/webhooks/{webhook_id}", "PATCH")
@@ -580,7 +580,7 @@ def update_webhook(req):
         wh.url = body["url"]
     wh.events = _flags(body.get("events"), Webhook.EVENTS, wh.events)
     wh.sources = _flags(body.get("sources"), Webhook.SOURCES, wh.sources)
-    return wh.to_json(lst.id, req.store.base_url)
+    return wh.to_json(lst.id, req.store.link_base)
 
 
 @route("/lists/{list_id}/webhooks/{webhook_id}", "DELETE")
@@ -593,14 +593,14 @@ def delete_webhook(req):
 
 def _bw_json(req, bw):
     return {"id": bw["id"], "url": bw["url"], "enabled": bw["enabled"],
-            "_links": links.batch_webhook_links(req.store.base_url, bw["id"])}
+            "_links": links.batch_webhook_links(req.store.link_base, bw["id"])}
 
 
 @route("/batch-webhooks", "GET")
 def list_batch_webhooks(req):
     items = [_bw_json(req, b) for b in req.store.batch_webhooks.values()]
     return collection(req, "webhooks", items,
-                      links.collection(req.store.base_url, "/batch-webhooks", "BatchWebhooks", "/", "Root"))
+                      links.collection(req.store.link_base, "/batch-webhooks", "BatchWebhooks", "/", "Root"))
 
 
 @route("/batch-webhooks", "POST", prelock=_validate_prelock)
@@ -659,7 +659,7 @@ def start_batch(req):
 def list_batches(req):
     items = [req.api.batches.to_json(b) for b in req.store.batches.values()]
     return collection(req, "batches", items,
-                      links.collection(req.store.base_url, "/batches", "Batches", "/", "Root"))
+                      links.collection(req.store.link_base, "/batches", "Batches", "/", "Root"))
 
 
 @route("/batches/{batch_id}", "GET")

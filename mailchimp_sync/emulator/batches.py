@@ -75,7 +75,7 @@ class BatchRunner:
 
     def to_json(self, b):
         out = {k: b[k] for k in PUBLIC_KEYS}
-        out["_links"] = links.batch_links(self.store.base_url, b["id"])
+        out["_links"] = links.batch_links(self.store.link_base, b["id"])
         return out
 
     def delete(self, bid):

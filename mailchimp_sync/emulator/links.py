@@ -5,7 +5,8 @@ Every resource and every collection carries an array of
 the schema paths follow recorded Mailchimp responses (lists, members, merge
 fields, interest categories, interests, webhooks, batches); hrefs are
 absolute, on the emulator's own base URL (``Store.base_url``), so a client
-can follow them.  Links to endpoints the emulator does not implement
+can follow them; with the ``resource_links`` setting off (``base`` None)
+every ``_links`` is empty.  Links to endpoints the emulator does not implement
 (activity, segments, ...) are listed as Mailchimp lists them and answer 404.
 
 Members are listed by the thousand, so their links are built from strings
@@ -64,6 +65,8 @@ def _item(base, href, parent_href, defn, extra=()):
 
 def collection(base, path, defn, parent_path, parent_defn, create=True):
     """Links of a collection envelope: self, parent, create (POST)."""
+    if base is None:
+        return []
     api, schema = _roots(base)
     href = api + path
     out = [{"rel": "self", "href": href, "method": "GET", "targetSchema": _coll(schema, defn),
@@ -86,6 +89,8 @@ _LIST_SUBS = (("abuse-reports", "Lists/Abuse"), ("activity", None), ("clients", 
 
 
 def list_links(base, list_id):
+    if base is None:
+        return []
     api, schema = _roots(base)
     href = f"{api}/lists/{list_id}"
     out = [_self(href, schema, "Lists"), _parent_collection(api + "/lists", schema, "Lists"),
@@ -121,6 +126,8 @@ def _member_parts(base, list_id):
 
 
 def member_links(base, list_id, member_id):
+    if base is None:
+        return []
     prefix, resp, parent, patch, put, activity, goals, notes = _member_parts(base, list_id)
     href = prefix + member_id
     return [
@@ -148,12 +155,16 @@ def member_tags_collection(base, list_id, member_id):
 # --- merge fields, interest categories, interests, webhooks -----------------
 
 def merge_field_links(base, list_id, merge_id):
+    if base is None:
+        return []
     api = _roots(base)[0]
     coll = f"{api}/lists/{list_id}/merge-fields"
     return _item(base, f"{coll}/{merge_id}", coll, "Lists/MergeFields")
 
 
 def category_links(base, list_id, category_id):
+    if base is None:
+        return []
     api, schema = _roots(base)
     coll = f"{api}/lists/{list_id}/interest-categories"
     href = f"{coll}/{category_id}"
@@ -162,12 +173,16 @@ def category_links(base, list_id, category_id):
 
 
 def interest_links(base, list_id, category_id, interest_id):
+    if base is None:
+        return []
     api = _roots(base)[0]
     coll = f"{api}/lists/{list_id}/interest-categories/{category_id}/interests"
     return _item(base, f"{coll}/{interest_id}", coll, "Lists/Interests")
 
 
 def webhook_links(base, list_id, webhook_id):
+    if base is None:
+        return []
     api = _roots(base)[0]
     coll = f"{api}/lists/{list_id}/webhooks"
     return _item(base, f"{coll}/{webhook_id}", coll, "Lists/Webhooks")
@@ -177,6 +192,8 @@ def webhook_links(base, list_id, webhook_id):
 
 def batch_links(base, batch_id):
     """Mailchimp lists a batch's parent first, and a batch cannot be updated."""
+    if base is None:
+        return []
     api, schema = _roots(base)
     href = f"{api}/batches/{batch_id}"
     return [_parent_collection(api + "/batches", schema, "Batches"), _self(href, schema, "Batches"),
@@ -184,5 +201,7 @@ def batch_links(base, batch_id):
 
 
 def batch_webhook_links(base, webhook_id):
+    if base is None:
+        return []
     api = _roots(base)[0]
     return _item(base, f"{api}/batch-webhooks/{webhook_id}", api + "/batch-webhooks", "BatchWebhooks")

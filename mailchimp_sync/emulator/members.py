@@ -86,7 +86,7 @@ MEMBER_KEYS = {
     "tags_count": lambda s, L, m: len(m.tags),
     "tags": _tags_json,
     "list_id": lambda s, L, m: L.id,
-    "_links": lambda s, L, m: links.member_links(s.base_url, L.id, m.id),
+    "_links": lambda s, L, m: links.member_links(s.link_base, L.id, m.id),
 }
 
 
@@ -767,6 +767,6 @@ def list_members(store, lst, query):
     for k in ("list_id", "total_items", "_links"):
         if tree is None or k in tree:
             out[k] = (lst.id if k == "list_id" else len(rows) if k == "total_items"
-                      else links.members_collection(store.base_url, lst.id))
+                      else links.members_collection(store.link_base, lst.id))
     x = csv_param(query, "exclude_fields")
     return drop(out, field_tree(x)) if x else out

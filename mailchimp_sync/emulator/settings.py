@@ -29,6 +29,7 @@ DEFAULTS = {
     "merge_validate_unverified": True,      # §5.8 [U] check US phones, URLs and ZIP codes
     "put_tags_on_create": True,             # §5.7 [R] PUT's `tags` applied when the PUT creates the member
     "member_tags_limit": 50,                # §4.2 [D] tags shown on a member
+    "resource_links": True,                 # §2 [V] _links filled; False: empty, lighter payloads
     "touch_on_minor_fields": True,          # §5.6 [U] language/vip/location/ip changes move last_changed
     "json_parse_error_title": "JSON Parse Error",  # §6.2 [U] title spelling
     # --- webhooks sent (§8) ---
@@ -72,6 +73,7 @@ SETTING_DOCS = {
     "default_merge_fields": "§4.3 [U] merge fields of a new list",
     "unknown_interest_error": "§4.2 [U] unknown interest id on write",
     "untyped_error_titles": "§6.1 [V/R] errors sent without `type`",
+    "resource_links": "§2 [V] _links of resources and collections (off: empty arrays)",
     "merge_null": "§5.8 [R] a null merge value",
     "merge_date_output": "§4.2 [U] how date merge values are returned",
     "merge_validate_unverified": "§5.8 [U] US phone, URL and ZIP checks",

@@ -230,7 +230,7 @@ class MailList:
                       "merge_field_count": len(self.merge_fields), "avg_sub_rate": 0,
                       "avg_unsub_rate": 0, "target_sub_rate": 0, "open_rate": 0, "click_rate": 0,
                       "last_sub_date": iso(self.last_sub), "last_unsub_date": iso(self.last_unsub)},
-            "_links": links.list_links(store.base_url, self.id),
+            "_links": links.list_links(store.link_base, self.id),
         }
         if include_total:
             out["stats"]["total_contacts"] = len(self.members)
@@ -248,6 +248,11 @@ class Store:
         # absolute base of every href (_links, results archives); the server sets its own URL
         self.base_url = "http://127.0.0.1"
         self.reset_data()
+
+    @property
+    def link_base(self):
+        """Base URL of ``_links`` hrefs, or None when the ``resource_links`` setting is off."""
+        return self.base_url if self.settings["resource_links"] else None
 
     def reset_data(self):
         self.lists = OrderedDict()

@@ -223,3 +223,12 @@ def test_batch_links_and_links_inside_batch_results(sdk_client, emulator, seeded
                 rows += json.loads(data)
     body = json.loads(rows[0]["response"])
     assert link(body, "self")["href"] == f"{emulator.api_base}/lists/{lid}/members/{h('anna@example.org')}"
+
+
+def test_links_can_be_switched_off(sdk_client, emulator, seeded):
+    emulator.control.settings(resource_links=False)
+    lid = seeded["id"]
+    page = sdk_client.lists.get_list_members_info(lid)
+    assert page["_links"] == [] and page["members"][0]["_links"] == []
+    assert sdk_client.lists.get_list(lid)["_links"] == []
+    assert sdk_client.lists.get_list_merge_fields(lid)["merge_fields"][0]["_links"] == []
