@@ -227,7 +227,8 @@ class MailchimpBatch(models.Model):
     def _find_at_mailchimp(self):
         """A ``sending`` batch whose answer was lost: adopt the Mailchimp batch
         that holds its operations, or put its updates back in line when
-        Mailchimp has none.  False while that cannot be told yet."""
+        Mailchimp has none.  While a candidate batch is still running at
+        Mailchimp this cannot be told: WaitUntil a minute later."""
         client = self.account_id._get_client()
         known = set(self.search([("account_id", "=", self.account_id.id),
                                  ("mailchimp_batch_id", "!=", False)]).mapped("mailchimp_batch_id"))
@@ -237,21 +238,16 @@ class MailchimpBatch(models.Model):
             if b.get("id") not in known
             and (parse_mailchimp_datetime(b.get("submitted_at")) or datetime.max) >= since
         ]
-        if not candidates:
-            self._mark_lost("Mailchimp never received this batch; its updates were queued again.")
-            return True
         ours = set(self.update_ids.filtered(lambda u: u.state == "sent").ids)
         for candidate in candidates:
-            if candidate.get("status") != "finished":
-                continue
-            if self._results_mention(client, candidate, ours):
+            if candidate.get("status") == "finished" and self._results_mention(client, candidate, ours):
                 self._record_submitted(candidate, len(ours))
                 self.status = "finished"
                 return True
-        if all(c.get("status") == "finished" for c in candidates):
-            self._mark_lost("Mailchimp never received this batch; its updates were queued again.")
-            return True
-        return False
+        if any(c.get("status") != "finished" for c in candidates):
+            raise WaitUntil(fields.Datetime.now() + timedelta(minutes=1))
+        self._mark_lost("Mailchimp never received this batch; its updates were queued again.")
+        return True
 
     def _results_mention(self, client, candidate, update_ids):
         url = candidate.get("response_body_url")

@@ -98,3 +98,24 @@ def environment(dbname):
         # Close the pool so the database can be dropped afterwards.
         Registry.delete(dbname)
         odoo.sql_db.close_db(dbname)
+
+
+def run_like_the_cron_runner(env, audience, max_calls=100000):
+    """Run ``audience``'s cycle to its end as Odoo's cron runner runs the
+    audience's scheduled action: one call, then a commit (which also sends
+    the batches claimed in that call), again and again.  A run that waits
+    (a lost answer being checked) is woken at once here, as a trigger would.
+    Returns the run."""
+    Audience = env["mailchimp.audience"]
+    run = audience.current_run_id
+    for _call in range(max_calls):
+        Audience._cron_sync_audience(audience.id)
+        env.cr.commit()
+        run = run or env["mailchimp.sync.run"].search([("audience_id", "=", audience.id)], limit=1)
+        if not audience.current_run_id:
+            return run
+        if audience.current_run_id.state == "failing":
+            raise RuntimeError(f"the sync failed: {audience.current_run_id.message}")
+        if audience.current_run_id.next_retry_at:
+            audience.current_run_id.next_retry_at = False
+    raise RuntimeError("the cycle did not end")

@@ -11,3 +11,4 @@ from . import test_sync_rules
 from . import test_security
 from . import test_operator_view
 from . import test_engine
+from . import test_engine_kill
