@@ -15,6 +15,12 @@ class MailBlacklist(models.Model):
             """
             CREATE OR REPLACE FUNCTION mailchimp_sync_blacklist_stamp() RETURNS trigger AS $$
             BEGIN
+                -- (the sync marking an address Mailchimp cleaned is not a
+                -- change made in Odoo: see mailing.subscription)
+                IF current_setting('mailchimp_sync.own_write', true) = 'on' THEN
+                    NEW.mailchimp_changed_at := COALESCE(NEW.mailchimp_changed_at, TIMESTAMP '1970-01-01');
+                    RETURN NEW;
+                END IF;
                 IF TG_OP = 'INSERT' OR NEW.active IS DISTINCT FROM OLD.active THEN
                     NEW.mailchimp_changed_at := clock_timestamp() AT TIME ZONE 'UTC';
                 END IF;

@@ -17,7 +17,7 @@ TRUST_OVERRIDE = [
 SYNC_STAGES = (
     [("idle", "Idle")]
     + [stage for stage in RUN_STAGES if stage[0] != "done"]
-    + [("failing", "Failing, will retry")]
+    + [("failing", "Failing, will retry"), ("confirm", "Waiting for confirmation")]
 )
 # Steps of one cron call end well inside Odoo's default limit_time_real
 # (120 s): the runner kills a worker that overruns it.
@@ -105,6 +105,16 @@ class MailchimpAudience(models.Model):
         default="unknown",
         copy=False,
         readonly=True,
+    )
+    safety_share = fields.Float(
+        string="Safety Valve (%)", default=5.0, tracking=True,
+        help="A sync whose plan would opt out or unsubscribe more than this share of the audience's "
+        "subscribed members (or more than the cap below, whichever is smaller) stops before changing "
+        "anything and waits for a manager's confirmation.",
+    )
+    safety_max = fields.Integer(
+        string="Safety Valve Cap", default=1000, tracking=True,
+        help="The most people one sync may opt out or unsubscribe without a manager's confirmation.",
     )
     webhook_message = fields.Char(readonly=True, copy=False)
 
@@ -389,8 +399,8 @@ class MailchimpAudience(models.Model):
             run = audience.current_run_id
             if not run:
                 audience.sync_stage = "idle"
-            elif run.state == "failing":
-                audience.sync_stage = "failing"
+            elif run.state in ("failing", "confirm"):
+                audience.sync_stage = run.state
             else:
                 audience.sync_stage = run.stage if run.stage != "done" else "idle"
 
@@ -511,7 +521,7 @@ class MailchimpAudience(models.Model):
         if result == "partial":
             Cron._notify_progress(done=1, remaining=1)
             return
-        if result in ("failed", "waiting"):
+        if result in ("failed", "waiting") and audience.current_run_id.next_retry_at:
             audience.cron_id._trigger(at=audience.current_run_id.next_retry_at)
         elif result == "busy":
             audience.cron_id._trigger(at=fields.Datetime.now() + timedelta(seconds=30))
@@ -565,6 +575,8 @@ class MailchimpAudience(models.Model):
                     _logger.info("Batch %s could not be deleted: %s", batch.mailchimp_batch_id, exc)
                 stopped += 1
             running._abandon(reason)
+            elif run.state == "confirm":
+                audience.sync_progress = run.message
             cancelled += len(Update._cancel(queued.ids, reason))
             self.env["mailchimp.member"].browse(member_ids).write({"sync_status": "todo", "sync_error": False})
             if audience.current_run_id:
@@ -590,3 +602,35 @@ class MailchimpAudience(models.Model):
         for audience in self:
             self.env["mailchimp.webhook"]._register_all(audience.account_id, audience)
         return True
+    def _notify_started(self, message, title):
+        """The notification of a started sync; closing it lets the form
+        watch for the scheduled action to pick the cycle up (the
+        ``mailchimp_sync_watch`` client action, static/src/views), since
+        nothing shows on the audience before its first step."""
+        action = self._notify(message, title)
+        action["params"]["next"] = {
+            "type": "ir.actions.client",
+            "tag": "mailchimp_sync_watch",
+            "params": {
+                "audience_ids": self.ids,
+                # The run to look past: a newer one is the sync just started.
+                "last_run_ids": {str(a.id): a.sudo().run_ids[:1].id or 0 for a in self},
+            },
+        }
+        return action
+
+    def action_confirm_plan(self):
+        """A manager confirms a plan the safety valve stopped: the cycle goes
+        on from where it stopped, applying it."""
+        self.check_access("write")
+        if not self.env.user.has_group("mailchimp_sync.group_mailchimp_manager"):
+            raise UserError(self.env._("Only a Mailchimp manager may confirm a plan the safety valve stopped."))
+        for audience in self.sudo():
+            run = audience.current_run_id
+            if run.state != "confirm":
+                continue
+            run.write({"state": "running", "plan_confirmed": True})
+            audience.cron_id._trigger()
+        return self._notify(self.env._("Confirmed: the sync goes on and applies the plan."),
+                            self.env._("Plan confirmed"), "warning")
+

@@ -570,3 +570,60 @@ class MailchimpMember(models.Model):
                                     count=len(still_failed), why="; ".join(reasons[:3])))
         kind = "warning" if (still_failed or waiting) else "success"
         return self.audience_id[:1]._notify(" ".join(parts), self.env._("Retried"), kind)
+    @api.model
+    def _mark_cleaned(self, audience, member_ids):
+        """Mailchimp cleaned these members' addresses (hard bounce or abuse),
+        learnt by a fetch or a webhook: mark each address as bouncing or
+        blacklist it, as the audience says, and give the opt-out the
+        'cleaned' reason, so Odoo stops mailing a dead address.  Set-based
+        and idempotent: an address already marked is left alone."""
+        if not member_ids:
+            return
+        cr = self.env.cr
+        Subscription = self.env["mailing.subscription"]
+        with Subscription._mailchimp_own_writes():
+            if audience.cleaned_action == "blacklist":
+                cr.execute(
+                    """INSERT INTO mail_blacklist (email, active, create_uid, write_uid, create_date, write_date)
+                       SELECT DISTINCT lower(m.email), TRUE, %(uid)s, %(uid)s,
+                              now() AT TIME ZONE 'UTC', now() AT TIME ZONE 'UTC'
+                         FROM mailchimp_member m
+                        WHERE m.id = ANY(%(ids)s) AND m.mc_status = 'cleaned' AND m.email IS NOT NULL
+                       ON CONFLICT (email) DO UPDATE SET active = TRUE WHERE NOT mail_blacklist.active
+                    RETURNING email""",
+                    {"uid": self.env.uid, "ids": list(member_ids)},
+                )
+                line = self.env._("Mailchimp cleaned this address (a hard bounce or a complaint): "
+                                  "it is blacklisted.")
+                cr.execute("SELECT id FROM mailing_contact WHERE email_normalized = ANY(%s)",
+                           ([r[0] for r in cr.fetchall()],))
+            else:
+                cr.execute(
+                    """UPDATE mailing_contact c SET message_bounce = 5
+                         FROM mailchimp_member m
+                        WHERE m.id = ANY(%s) AND m.mc_status = 'cleaned'
+                          AND c.email_normalized = lower(m.email) AND COALESCE(c.message_bounce, 0) < 5
+                    RETURNING c.id""",
+                    (list(member_ids),),
+                )
+                line = self.env._("Mailchimp cleaned this address (a hard bounce or a complaint): "
+                                  "it is marked as bouncing.")
+            marked = [r[0] for r in cr.fetchall()]
+            cleaned = self.env.ref("mailchimp_sync.optout_reason_mailchimp_cleaned", raise_if_not_found=False)
+            generic = self.env.ref("mailchimp_sync.optout_reason_mailchimp", raise_if_not_found=False)
+            if cleaned:
+                cr.execute(
+                    """UPDATE mailing_subscription s SET opt_out_reason_id = %(cleaned)s
+                         FROM mailchimp_member m
+                        WHERE m.id = ANY(%(ids)s) AND m.mc_status = 'cleaned' AND s.contact_id = m.contact_id
+                          AND s.list_id = %(list)s AND s.opt_out
+                          AND (s.opt_out_reason_id IS NULL OR s.opt_out_reason_id = %(generic)s)""",
+                    {"cleaned": cleaned.id, "generic": generic.id if generic else None,
+                     "ids": list(member_ids), "list": audience.mailing_list_id.id},
+                )
+        if marked:
+            self.env["mailing.contact"]._mailchimp_log_notes(audience, {cid: [line] for cid in marked})
+        self.env["mailing.contact"].invalidate_model()
+        self.env["mail.blacklist"].invalidate_model()
+        self.env["mailing.subscription"].invalidate_model()
+

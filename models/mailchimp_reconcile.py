@@ -1,4 +1,5 @@
 import json
+import logging
 
 from psycopg2.extras import execute_values
 
@@ -8,6 +9,7 @@ from ..mailchimp_sync.reconcile import AudienceRules, reconcile_row, row_state_f
 
 CHUNK = 5000
 
+_logger = logging.getLogger(__name__)
 
 class MailchimpReconcile(models.AbstractModel):
     """Reconcile cache rows: load a chunk (under the rows' locks), decide
@@ -144,7 +146,10 @@ class MailchimpReconcile(models.AbstractModel):
                 )
             row_vals.append((row["id"], decision.status, decision.reason, json.dumps(sent)))
         self.env["mailing.subscription"]._mailchimp_apply(audience, subscribe, unsubscribe)
-        self.env["mailchimp.member"]._apply_names(names)
+        # A cleaned address learnt by the fetch is marked as the webhook does.
+        self.env["mailchimp.member"]._mark_cleaned(
+            audience, [r["id"] for r in rows if r["mc_status"] == "cleaned" and r["contact_id"]])
+        data.apply()
         queued = Update._queue(audience, updates, unsent)
         run.reconciled += len(rows)
         run.to_add += to_add
@@ -159,12 +164,88 @@ class MailchimpReconcile(models.AbstractModel):
             # Our own writes are not Odoo-side changes to reconcile again.
             self.env["mailchimp.member"]._refresh_odoo_state(audience, [r["id"] for r in rows], mark_todo=False)
 
-    @staticmethod
-    def _final_contact_name(row, decision):
-        if decision.odoo_names:
-            first, last = decision.odoo_names
-            return " ".join(p for p in (first, last) if p) or row["contact_name"]
-        return row["contact_name"]
+    def _write_data_failures(self, failures):
+        """The reasons of rows that failed on their data: [(row id, sentence)]."""
+        if failures:
+            execute_values(
+                self.env.cr._obj,
+                """UPDATE mailchimp_member m SET sync_error = v.reason
+                     FROM (VALUES %s) AS v(id, reason) WHERE m.id = v.id""",
+                failures,
+            )
+            self.env["mailchimp.member"].invalidate_model(["sync_error"])
+
+    @api.model
+    def _reconcile_rows_one_by_one(self, audience, run, rows):
+        """Reconcile each row in a savepoint of its own: one poisoned row
+        (bad data, a bug) is failed with the reason instead of stalling the
+        whole audience in this stage for good."""
+        for row in rows:
+            try:
+                with self.env.cr.savepoint():
+                    self._reconcile_rows(audience, run, [row])
+            except Exception as exc:  # noqa: BLE001 - recorded on the row, the cycle goes on
+                _logger.warning("Audience %s: cache row %s could not be reconciled: %s",
+                                audience.id, row["id"], exc, exc_info=True)
+                self.env.invalidate_all()
+                self.env.cr.execute(
+                    "UPDATE mailchimp_member SET sync_status = 'fail', sync_error = %s WHERE id = %s",
+                    (self.env._("This row could not be reconciled (%(error)s: %(detail)s). Correct the "
+                                "contact or the member, then use Retry; the details are in the server log.",
+                                error=type(exc).__name__, detail=str(exc)[:200]), row["id"]),
+                )
+                run.failed += 1
+
+    @api.model
+    def _plan(self, audience):
+        """The safety valve: count, in SQL, the rows the reconcile would opt
+        out in Odoo or unsubscribe at Mailchimp (Mailchimp, or Odoo, changed
+        last; overrides included).  More than the audience's share (default
+        5 %) of its subscribed members, or than its cap (default 1,000),
+        whichever is smaller (but never fewer than 10 people), and the run
+        waits for a manager's confirmation with the counts and examples:
+        then the plan has a ``message``."""
+        override = audience.trust_override or ""
+        self.env.cr.execute(
+            """
+            SELECT count(*) FILTER (WHERE o), count(*) FILTER (WHERE u),
+                   (array_agg(email ORDER BY id) FILTER (WHERE o))[1:5],
+                   (array_agg(email ORDER BY id) FILTER (WHERE u))[1:5],
+                   (SELECT count(*) FROM mailchimp_member
+                     WHERE audience_id = %(aud)s AND (odoo_subscribed OR mc_status IN ('subscribed', 'pending')))
+              FROM (
+                SELECT id, email,
+                       odoo_subscribed AND mc_status IS NOT NULL AND mc_status NOT IN ('subscribed', 'pending')
+                       AND odoo_changed IS NOT NULL
+                       AND (%(ov)s = 'mailchimp'
+                            OR (%(ov)s != 'odoo' AND odoo_changed < COALESCE(mc_status_changed, odoo_changed)))
+                         AS o,
+                       NOT COALESCE(odoo_subscribed, FALSE) AND mc_status IN ('subscribed', 'pending')
+                       AND odoo_changed IS NOT NULL
+                       AND (%(ov)s = 'odoo'
+                            OR (%(ov)s != 'mailchimp' AND odoo_changed >= COALESCE(mc_status_changed, odoo_changed)))
+                         AS u
+                  FROM mailchimp_member
+                 WHERE audience_id = %(aud)s AND sync_status = 'todo'
+              ) plan
+            """,
+            {"aud": audience.id, "ov": override},
+        )
+        opt_outs, unsubscribes, out_examples, unsub_examples, subscribed = self.env.cr.fetchone()
+        plan = {"plan_opt_outs": opt_outs, "plan_unsubscribes": unsubscribes}
+        limit = max(min(subscribed * (audience.safety_share or 0) / 100.0, audience.safety_max or 0), 10)
+        if opt_outs + unsubscribes <= limit:
+            return plan
+        plan["message"] = self.env._(
+            "This sync would opt out %(opt_outs)s contact(s) in Odoo (for example %(out_examples)s) and "
+            "unsubscribe %(unsubscribes)s member(s) at Mailchimp (for example %(unsub_examples)s): more "
+            "than the safety valve allows (%(limit)s). Nothing was changed. Check the mapping and the "
+            "trust settings; if the plan is right, a manager confirms it with 'Confirm and Continue'.",
+            opt_outs=opt_outs, unsubscribes=unsubscribes, limit=int(limit),
+            out_examples=", ".join(out_examples or []) or "-",
+            unsub_examples=", ".join(unsub_examples or []) or "-",
+        )
+        return plan
 
     def _write_rows(self, row_vals):
         execute_values(

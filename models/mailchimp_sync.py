@@ -38,6 +38,16 @@ STAT_TABLES = (
 )
 
 
+class WaitForConfirmation(Exception):  # noqa: N818 - a signal, not an error
+    """The plan would opt out an unusual share of the audience: a manager
+    confirms first.  Carries what the run shows (written after the
+    step's savepoint is rolled back)."""
+
+    def __init__(self, values):
+        super().__init__(values)
+        self.values = values
+
+
 class BudgetSpent(Exception):
     """The stage stopped because the step's budget is spent; it resumes later."""
 
@@ -68,8 +78,11 @@ class MailchimpSync(models.AbstractModel):
         """Run one bounded step of ``audience``'s cycle (starting one if none
         is open).  Returns 'busy' (another worker has the audience, or the
         account's cap is reached), 'partial' (more steps needed), 'waiting'
-        (nothing to do before the run's ``next_retry_at``), 'done' (the
-        cycle finished) or 'failed' (recorded on the run; retried)."""
+        (nothing to do before the run's ``next_retry_at``), 'confirm' (a
+        manager must confirm the plan first), 'done' (the cycle finished)
+        or 'failed' (recorded on the run; retried)."""
+        if audience.current_run_id.state == "confirm":
+            return "confirm"
         deadline = time.monotonic() + max(budget or audience.max_time or 30, 0.001)
         if not self._lock_audience(audience) or not self._take_account_slot(audience.account_id):
             return "busy"
@@ -82,6 +95,9 @@ class MailchimpSync(models.AbstractModel):
         except WaitUntil as wait:
             run.next_retry_at = wait.when
             return "waiting"
+        except WaitForConfirmation as wait:
+            run.write(dict(wait.values, state="confirm"))
+            return "confirm"
         except (errors.SerializationFailure, errors.LockNotAvailable, errors.DeadlockDetected):
             # A webhook or a user changed the same rows: the next step, with
             # a fresh snapshot, does this unit again.
@@ -222,12 +238,21 @@ class MailchimpSync(models.AbstractModel):
         if not run.cursor:
             self._ensure_statistics()
             run.progress_total = self.env["mailchimp.member"].search_count(
+            plan = Reconcile._plan(audience)
+            run.write({"plan_opt_outs": plan["plan_opt_outs"], "plan_unsubscribes": plan["plan_unsubscribes"]})
+            if not run.plan_confirmed and plan.get("message"):
+                raise WaitForConfirmation(plan)
                 [("audience_id", "=", audience.id), ("sync_status", "=", "todo")])
         while True:
             rows = Reconcile._load_rows(audience, run.cursor)
             if not rows:
                 return True
-            Reconcile._reconcile_rows(audience, run, rows)
+            if run.failure_count >= 2:
+                # This chunk failed twice the same way: decide its rows one
+                # by one, fail the ones that break with the reason, go on.
+                Reconcile._reconcile_rows_one_by_one(audience, run, rows)
+            else:
+                Reconcile._reconcile_rows(audience, run, rows)
             run.write({"cursor": rows[-1]["id"], "progress_done": run.progress_done + len(rows)})
             self._check_budget(deadline)
 

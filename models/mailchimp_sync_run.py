@@ -42,8 +42,8 @@ class MailchimpSyncRun(models.Model):
     started_at = fields.Datetime(default=fields.Datetime.now, required=True)
     ended_at = fields.Datetime()
     state = fields.Selection(
-        [("running", "Running"), ("failing", "Failing, will retry"), ("done", "Done"),
-         ("failed", "Failed"), ("aborted", "Aborted")],
+        [("running", "Running"), ("failing", "Failing, will retry"),
+         ("confirm", "Waiting for confirmation"), ("done", "Done"), ("failed", "Failed"), ("aborted", "Aborted")],
         default="running",
         required=True,
         index=True,
@@ -74,6 +74,9 @@ class MailchimpSyncRun(models.Model):
     batches_sent = fields.Integer()
     message = fields.Text()
     failure_count = fields.Integer(help="Consecutive failed steps of this cycle.")
+    plan_opt_outs = fields.Integer(help="Opt-outs in Odoo the reconcile planned when it was checked.")
+    plan_unsubscribes = fields.Integer(help="Unsubscribes at Mailchimp the reconcile planned.")
+    plan_confirmed = fields.Boolean(help="A manager confirmed a plan larger than the safety valve allows.")
     next_retry_at = fields.Datetime(help="When a failing cycle is tried again.")
     # History (the graph and pivot of the run log): the audience as the run
     # left it, and what the run changed on each side.  Filled when the

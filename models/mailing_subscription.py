@@ -1,3 +1,5 @@
+from contextlib import contextmanager
+
 from odoo import api, fields, models
 
 
@@ -26,6 +28,11 @@ class MailingSubscription(models.Model):
             """
             CREATE OR REPLACE FUNCTION mailchimp_sync_subscription_stamp() RETURNS trigger AS $$
             BEGIN
+                -- The sync applying Mailchimp's state is not a change made
+                -- in Odoo: it keeps the stamp it was given (or had).
+                IF current_setting('mailchimp_sync.own_write', true) = 'on' THEN
+                    RETURN NEW;
+                END IF;
                 IF TG_OP = 'INSERT'
                    OR COALESCE(NEW.opt_out, FALSE) IS DISTINCT FROM COALESCE(OLD.opt_out, FALSE) THEN
                     NEW.mailchimp_changed_at := clock_timestamp() AT TIME ZONE 'UTC';
@@ -71,6 +78,27 @@ class MailingSubscription(models.Model):
         ``subscribe`` and ``unsubscribe`` are [(contact id, list id)].  An
         opt-out gets a reason that names Mailchimp; each changed contact
         gets a note signed by the system, naming the audience."""
+        with self._mailchimp_own_writes():
+            self._mailchimp_write(subscribe, unsubscribe)
+        if not (subscribe or unsubscribe):
+            return
+        self._mailchimp_notes(audience, subscribe, unsubscribe)
+
+    @contextmanager
+    def _mailchimp_own_writes(self):
+        """Writes made inside are the sync applying Mailchimp's state, not
+        changes made in Odoo: the change-stamp triggers leave them alone, so
+        the next reconcile does not let "Odoo" win against the member whose
+        state was just copied (issue #3 of the reconcile defects)."""
+        self.env.flush_all()
+        self.env.cr.execute("SELECT set_config('mailchimp_sync.own_write', 'on', true)")
+        try:
+            yield
+            self.env.flush_all()
+        finally:
+            self.env.cr.execute("SELECT set_config('mailchimp_sync.own_write', 'off', true)")
+
+    def _mailchimp_write(self, subscribe, unsubscribe):
         cr = self.env.cr
         if subscribe:
             # One row per pair: two cache rows of one contact may both opt it in.
@@ -78,8 +106,11 @@ class MailingSubscription(models.Model):
             cr.execute(
                 """
                 INSERT INTO mailing_subscription (contact_id, list_id, opt_out, create_uid, write_uid,
-                                                  create_date, write_date)
-                SELECT c, l, FALSE, %(uid)s, %(uid)s, now() AT TIME ZONE 'UTC', now() AT TIME ZONE 'UTC'
+                                                  create_date, write_date, mailchimp_changed_at)
+                -- A membership the sync creates has no history of Odoo's own:
+                -- older than anything Mailchimp did, until a person changes it.
+                SELECT c, l, FALSE, %(uid)s, %(uid)s, now() AT TIME ZONE 'UTC', now() AT TIME ZONE 'UTC',
+                       TIMESTAMP '1970-01-01'
                   FROM unnest(%(c)s::int[], %(l)s::int[]) AS x(c, l)
                 ON CONFLICT (contact_id, list_id) DO UPDATE
                    SET opt_out = FALSE, opt_out_reason_id = NULL, opt_out_datetime = NULL,
@@ -101,8 +132,9 @@ class MailingSubscription(models.Model):
                 """,
                 {"reason": reason.id if reason else None, "c": list(contacts), "l": list(lists)},
             )
-        if not (subscribe or unsubscribe):
-            return
+        self.invalidate_model()
+
+    def _mailchimp_notes(self, audience, subscribe, unsubscribe):
         names = {ml.id: ml.name for ml in self.env["mailing.list"].browse({lst for _c, lst in subscribe + unsubscribe})}
         per_contact = {}
         for pairs, text in ((subscribe, self.env._("Subscribed at Mailchimp: %s")),
