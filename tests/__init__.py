@@ -12,3 +12,4 @@ from . import test_security
 from . import test_operator_view
 from . import test_engine
 from . import test_engine_kill
+from . import test_reconcile_defects
