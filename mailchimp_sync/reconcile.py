@@ -162,7 +162,12 @@ def reconcile_row(row, rules):
     elif row.odoo_subscribed:
         if not mc_known:
             if not row.email:
-                return _fail("Subscribed in Odoo but the contact has no usable email address.")
+                return _fail(reasons.NO_EMAIL)
+            if row.blacklisted or row.bouncing:
+                # Never create at Mailchimp an address Odoo knows is dead or
+                # unwanted, as for a resubscribe (issue 11, item 8).
+                code = reasons.BLACKLISTED_IN_ODOO if row.blacklisted else reasons.BOUNCING_IN_ODOO
+                return _fail(code, mc_status=None)
             body = {
                 "email_address": row.email,
                 "status": "pending" if rules.double_optin else "subscribed",
