@@ -410,6 +410,8 @@ class MailchimpAudience(models.Model):
             run = audience.current_run_id
             if not run:
                 audience.sync_progress = False
+            elif run.state == "confirm":
+                audience.sync_progress = run.message
             elif run.state == "failing":
                 audience.sync_progress = self.env._(
                     "%(message)s Next try: %(when)s.", message=run.message or "",
@@ -575,8 +577,6 @@ class MailchimpAudience(models.Model):
                     _logger.info("Batch %s could not be deleted: %s", batch.mailchimp_batch_id, exc)
                 stopped += 1
             running._abandon(reason)
-            elif run.state == "confirm":
-                audience.sync_progress = run.message
             cancelled += len(Update._cancel(queued.ids, reason))
             self.env["mailchimp.member"].browse(member_ids).write({"sync_status": "todo", "sync_error": False})
             if audience.current_run_id:
