@@ -237,11 +237,11 @@ class MailchimpSync(models.AbstractModel):
         Reconcile = self.env["mailchimp.reconcile"]
         if not run.cursor:
             self._ensure_statistics()
-            run.progress_total = self.env["mailchimp.member"].search_count(
             plan = Reconcile._plan(audience)
             run.write({"plan_opt_outs": plan["plan_opt_outs"], "plan_unsubscribes": plan["plan_unsubscribes"]})
             if not run.plan_confirmed and plan.get("message"):
                 raise WaitForConfirmation(plan)
+            run.progress_total = self.env["mailchimp.member"].search_count(
                 [("audience_id", "=", audience.id), ("sync_status", "=", "todo")])
         while True:
             rows = Reconcile._load_rows(audience, run.cursor)
