@@ -2,7 +2,7 @@
 
 Mailchimp's ``last_changed`` moves on *any* edit of a member, so it cannot
 tell which field changed.  We keep a change time per field (status, names,
-each interest) that moves to ``last_changed`` only when that field's value
+each interest, each merge field) that moves to ``last_changed`` only when that field's value
 differs from what we cached before.
 """
 
@@ -20,7 +20,16 @@ FETCH_FIELDS = [
     "merge_fields.FNAME",
     "merge_fields.LNAME",
     "interests",
+    "tags",
+    "tags_count",
 ]
+
+
+def fetch_fields(merge_tags=()):
+    """FETCH_FIELDS plus the merge fields a sync maps (only those: a list
+    may have dozens, and each is on every member of every page)."""
+    extra = [f"merge_fields.{tag}" for tag in sorted(set(merge_tags)) if tag not in ("FNAME", "LNAME")]
+    return FETCH_FIELDS + extra
 
 STATUSES = ("subscribed", "pending", "unsubscribed", "cleaned", "transactional", "archived")
 
@@ -58,7 +67,11 @@ def merge_member(cached, member):
     :param member: the member as Mailchimp returned it.
     :returns: dict with subscriber_hash, email, mc_status, mc_last_changed,
         mc_status_changed, mc_first_name, mc_last_name, mc_name_changed,
-        mc_interests, mc_interests_changed, mc_unique_email_id.
+        mc_interests, mc_interests_changed, mc_unique_email_id,
+        mc_merge_fields, mc_merge_fields_changed (merge tag -> value and its
+        change time; tags the member did not carry keep their cached value),
+        mc_tags (tag names, sorted; None: not read) and mc_tags_partial
+        (Mailchimp showed only some of the member's tags).
     """
     cached = cached or {}
     email = (member.get("email_address") or "").strip()
@@ -84,6 +97,17 @@ def merge_member(cached, member):
     for interest_id, value in interests.items():
         old_time = parse_mailchimp_datetime(old_interest_times.get(interest_id))
         interest_times[interest_id] = _iso(moved(old_interests.get(interest_id), old_time, value))
+    merge_values = dict(cached.get("mc_merge_fields") or {})
+    merge_times = dict(cached.get("mc_merge_fields_changed") or {})
+    for tag, value in merge_fields.items():
+        old_time = parse_mailchimp_datetime(merge_times.get(tag))
+        merge_times[tag] = _iso(moved(merge_values.get(tag), old_time, value))
+        merge_values[tag] = value
+    if isinstance(member.get("tags"), list):
+        tags = sorted({t.get("name") for t in member["tags"] if isinstance(t, dict) and t.get("name")})
+        partial = (member.get("tags_count") or 0) > len(tags)
+    else:
+        tags, partial = cached.get("mc_tags"), bool(cached.get("mc_tags_partial"))
     return {
         "subscriber_hash": member.get("id") or subscriber_hash(email),
         "email": email,
@@ -96,4 +120,8 @@ def merge_member(cached, member):
         "mc_interests": interests,
         "mc_interests_changed": interest_times,
         "mc_unique_email_id": member.get("unique_email_id") or None,
+        "mc_merge_fields": merge_values,
+        "mc_merge_fields_changed": merge_times,
+        "mc_tags": tags,
+        "mc_tags_partial": partial,
     }

@@ -18,6 +18,8 @@ Rules, per field (the subscription and each interest):
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from . import merge_fields as merge_fields_mod
+
 MAILCHIMP = "mailchimp"
 ODOO = "odoo"
 SUBSCRIBED_STATUSES = frozenset({"subscribed", "pending"})
@@ -57,17 +59,45 @@ class RowState:
     # An unsent update of this row asked for 'pending' (reference issue #10).
     pending_cancelled: bool = False
     interests: dict = field(default_factory=dict)  # interest id -> InterestState
-    # names: (first, last) on each side, and what each side held at the
-    # last sync (None: never synced)
-    odoo_names: tuple = ("", "")
-    odoo_names_changed: datetime | None = None
-    mc_names: tuple = ("", "")
-    mc_names_changed: datetime | None = None
-    synced_names: tuple | None = None
-    odoo_tags: frozenset = frozenset()
-    synced_tags: frozenset = frozenset()
-    merge_fields: dict = field(default_factory=dict)  # extra merge fields from extensions
+    # Data: the mapped merge fields (FNAME and LNAME among them), merge tag
+    # -> FieldState; their values as both sides last agreed on (canonical,
+    # by tag; a tag absent: never agreed).
+    fields: dict = field(default_factory=dict)
     synced_merge_fields: dict = field(default_factory=dict)
+    merge_fields: dict = field(default_factory=dict)  # extra merge fields from extensions, Odoo → Mailchimp
+    # Tags: the contact's (None: no contact), Mailchimp's (None: never
+    # read; ``mc_tags_partial``: Mailchimp showed only some of them), and
+    # the set both sides last agreed on (None: never synced).  Only tags
+    # starting with ``tag_prefix`` take part.
+    odoo_tags: frozenset | None = frozenset()
+    mc_tags: frozenset | None = None
+    mc_tags_partial: bool = False
+    synced_tags: frozenset | None = frozenset()
+    tag_prefix: str = ""
+    # Email: the contact's address (normalized), and whether another member
+    # of this audience at Mailchimp already has it.
+    odoo_email: str | None = None
+    odoo_email_taken: bool = False
+
+
+@dataclass
+class FieldState:
+    """One mapped merge field of one row, on both sides.
+
+    ``odoo``: the Odoo value in plain Python (``odoo_known`` False: the row
+    has no record to read it from, e.g. no partner); ``mc``: Mailchimp's
+    value as it answered (``mc_known`` False: not read yet).  Each side's
+    change time decides when both moved since they last agreed."""
+
+    type: str = "text"
+    options: dict = field(default_factory=dict)
+    direction: str = merge_fields_mod.BOTH
+    odoo: object = None
+    odoo_known: bool = True
+    odoo_changed: datetime | None = None
+    mc: object = None
+    mc_known: bool = True
+    mc_changed: datetime | None = None
 
 
 @dataclass
@@ -92,12 +122,20 @@ class Decision:
     final_subscribed: bool = False
     odoo_subscribe: bool | None = None
     odoo_interests: dict = field(default_factory=dict)
-    odoo_names: tuple | None = None
     mc_body: dict | None = None
     tags: list = field(default_factory=list)
-    synced_names: tuple | None = None
+    # Data for Odoo: merge tag -> Mailchimp's canonical value to write into
+    # the mapped field; tag names to add to and remove from the contact.
+    odoo_values: dict = field(default_factory=dict)
+    odoo_tags_add: frozenset = frozenset()
+    odoo_tags_remove: frozenset = frozenset()
+    # What both sides agree on once the decision is applied (None: keep
+    # what was agreed before).
     synced_tags: frozenset | None = None
     synced_merge_fields: dict | None = None
+    # Values that could not go to the other side (merge_fields.DataProblem):
+    # the row fails with them, the rest of its changes still go.
+    data_problems: list = field(default_factory=list)
 
 
 def who_changed_last(odoo_changed, mc_changed, mc_known, override=None):
@@ -132,10 +170,6 @@ def split_name(name):
 def join_name(first, last):
     """Join first and last names the way Mailchimp's full_name does."""
     return " ".join(p for p in ((first or "").strip(), (last or "").strip()) if p)
-
-
-def _norm_names(names):
-    return tuple((n or "").strip() for n in (names or ("", "")))
 
 
 def reconcile_row(row, rules):
@@ -226,45 +260,139 @@ def _reconcile_interests(row, decision, body, mc_member_exists):
 
 
 def _reconcile_data(row, decision, body):
+    """Merge fields, tags and the email address of a row that ends up
+    subscribed.  Each merge field and each tag goes the way of the side
+    that changed it since both last agreed; a merge field both sides
+    changed goes to the later change.  Values that cannot go to the other
+    side are listed in ``decision.data_problems``."""
     merge_fields = {}
-    odoo_names = _norm_names(row.odoo_names)
-    mc_names = _norm_names(row.mc_names)
-    synced = _norm_names(row.synced_names) if row.synced_names is not None else None
-    final_names = odoo_names
-    if odoo_names != mc_names:
-        odoo_moved = synced is None or odoo_names != synced
-        mc_moved = synced is None or mc_names != synced
-        if odoo_moved and mc_moved:
-            # Both sides differ from what we last saw: who changed last.
-            side = who_changed_last(row.odoo_names_changed, row.mc_names_changed, True)
-        else:
-            side = ODOO if odoo_moved else MAILCHIMP
-        # Never blank out a name with an empty one.
-        if side == ODOO and not any(odoo_names):
-            side = MAILCHIMP
-        if side == MAILCHIMP and not any(mc_names):
-            side = ODOO
-        if side == ODOO:
-            merge_fields["FNAME"], merge_fields["LNAME"] = odoo_names
-        else:
-            decision.odoo_names = mc_names
-            final_names = mc_names
-    decision.synced_names = final_names
+    synced = dict(row.synced_merge_fields)
+    for tag, state in sorted(row.fields.items()):
+        _reconcile_field(tag, state, synced, merge_fields, decision)
+    # Fields defined in code (the extension point) go Odoo → Mailchimp,
+    # and only when their value changed since it was last sent.
     for key, value in sorted(row.merge_fields.items()):
-        if row.synced_merge_fields.get(key) != value:
+        if key in row.fields:
+            continue
+        if synced.get(key) != value:
             merge_fields[key] = value
-    decision.synced_merge_fields = dict(row.merge_fields)
+        synced[key] = value
+    decision.synced_merge_fields = synced
     if merge_fields:
         body["merge_fields"] = merge_fields
-    # Tags go one way, Odoo → Mailchimp, and only tags we put there are
-    # ever removed: tags set by Mailchimp users stay.
-    odoo_tags = frozenset(row.odoo_tags)
-    added = sorted(odoo_tags - row.synced_tags)
-    removed = sorted(row.synced_tags - odoo_tags)
-    decision.tags = [{"name": t, "status": "active"} for t in added] + [
-        {"name": t, "status": "inactive"} for t in removed
+    renamed = _reconcile_email(row, decision, body)
+    # A tags operation runs on the member's hash, which a rename changes
+    # (and Mailchimp does not keep a batch's order): tags wait for the
+    # next sync, once the rename is settled.
+    if not renamed:
+        _reconcile_tags(row, decision)
+
+
+def _reconcile_field(tag, state, synced, merge_fields, decision):
+    """Decide one mapped merge field; updates ``synced`` (canonical values
+    both sides agree on, by tag), ``merge_fields`` (to send) and
+    ``decision.odoo_values`` (to write in Odoo)."""
+    if not state.odoo_known:
+        return  # no Odoo record holds this field for this row
+    mtype, options = state.type, state.options
+    try:
+        odoo = merge_fields_mod.canonical(mtype, options, state.odoo)
+        odoo_problem = None
+    except merge_fields_mod.MergeValueError as exc:
+        odoo, odoo_problem = None, exc.problem(tag)
+    mc = merge_fields_mod.canonical(mtype, options, state.mc, strict=False) if state.mc_known else None
+    agreed = synced.get(tag)
+    known = tag in synced
+    if odoo_problem is None and mc is not None and odoo == mc:
+        synced[tag] = odoo
+        return
+    odoo_moved = odoo_problem is not None or not known or odoo != agreed
+    mc_moved = mc is not None and (not known or mc != agreed)
+    to_mc = state.direction != merge_fields_mod.TO_ODOO
+    to_odoo = state.direction != merge_fields_mod.TO_MAILCHIMP and mc is not None
+    if not to_odoo:
+        side = ODOO if to_mc else None
+    elif not to_mc:
+        side = MAILCHIMP
+    elif odoo_moved and mc_moved:
+        side = who_changed_last(state.odoo_changed, state.mc_changed, True)
+    else:
+        side = ODOO if odoo_moved else MAILCHIMP
+    # An empty value wins only as a deliberate clear of a value both sides
+    # agreed on: never on a first sync, never by standing still.
+    if side == ODOO and odoo_problem is None and merge_fields_mod.is_empty(odoo) and not (known and odoo_moved):
+        side = MAILCHIMP if to_odoo else None
+    if side == MAILCHIMP and merge_fields_mod.is_empty(mc) and not (known and mc_moved):
+        side = ODOO if to_mc and (odoo_problem or not merge_fields_mod.is_empty(odoo)) else None
+    if side == ODOO:
+        if odoo_problem is not None:
+            decision.data_problems.append(odoo_problem)
+            return
+        merge_fields[tag] = odoo
+        synced[tag] = odoo
+    elif side == MAILCHIMP:
+        decision.odoo_values[tag] = mc
+        synced[tag] = mc
+
+
+def _reconcile_email(row, decision, body):
+    """An address changed in Odoo goes to the same member at Mailchimp (the
+    new ``email_address`` sent to the old hash), not to a new member; an
+    address another member already has fails the row.  Returns whether a
+    rename is queued."""
+    new, old = row.odoo_email, (row.email or "")
+    if row.mc_status is None or not new or new.lower() == old.lower():
+        return False
+    if row.odoo_email_taken:
+        decision.data_problems.append(
+            merge_fields_mod.DataProblem(merge_fields_mod.EMAIL_TAKEN, "", new, {"email": new, "old": old}))
+        return False
+    body["email_address"] = new
+    return True
+
+
+def _reconcile_tags(row, decision):
+    """Tags both ways, each from the side that changed it since both last
+    agreed: on the agreed set, a tag one side added is added on the other
+    and a tag one side removed is removed on the other.  Without an agreed
+    set (first sync) nothing is removed; without Mailchimp's set (never
+    read) it holds what was agreed."""
+    if row.odoo_tags is None:
+        return
+    prefix = row.tag_prefix or ""
+
+    def scoped(tags):
+        return frozenset(t for t in tags or () if t.startswith(prefix))
+
+    odoo = scoped(row.odoo_tags)
+    agreed = scoped(row.synced_tags) if row.synced_tags is not None else frozenset()
+    mc = scoped(row.mc_tags) if row.mc_tags is not None else agreed
+    add_mc, remove_mc, add_odoo, remove_odoo, final = set(), set(), set(), set(), set()
+    for tag in odoo | mc | agreed:
+        in_odoo, in_mc, was = tag in odoo, tag in mc, tag in agreed
+        if in_odoo and in_mc:
+            final.add(tag)
+        elif in_odoo:
+            if not was:
+                add_mc.add(tag)
+                final.add(tag)
+            elif row.mc_tags_partial:
+                final.add(tag)  # Mailchimp showed only some tags: it may well have it
+            else:
+                remove_odoo.add(tag)
+        elif in_mc:
+            if was:
+                remove_mc.add(tag)
+            else:
+                add_odoo.add(tag)
+                final.add(tag)
+    decision.tags = [{"name": t, "status": "active"} for t in sorted(add_mc)] + [
+        {"name": t, "status": "inactive"} for t in sorted(remove_mc)
     ]
-    decision.synced_tags = odoo_tags
+    decision.odoo_tags_add = frozenset(add_odoo)
+    decision.odoo_tags_remove = frozenset(remove_odoo)
+    # Tags outside the prefix are neither ours nor agreed on.
+    decision.synced_tags = frozenset(final)
 
 
 def merge_superseded(new_body, old_bodies):
@@ -302,14 +430,17 @@ def _as_datetime(value):
     return datetime.fromisoformat(value)
 
 
-def row_state_from_cache(row, interests, extra_fields):
+def row_state_from_cache(row, interests, extra_fields, mappings=(), tag_prefix=""):
     """Build the :class:`RowState` of one cache row as the models load it.
 
     ``row`` is a dict of the cache columns and of the joined contact
-    (``contact_name``, ``first_name``, ``last_name``, ``contact_email``,
-    ``bounce``, ``blacklisted``, ``contact_write_date``, ``tags``,
-    ``other_sub``); ``interests`` is a list of (interest id, override);
-    ``extra_fields`` maps contact id to the extension merge fields.
+    (``contact_email``, ``bounce``, ``blacklisted``, ``tags``,
+    ``other_sub``, ``email_taken``, and ``odoo_values``: merge tag ->
+    (Odoo value in plain Python, its change time) for the mapped fields
+    the row's records hold); ``interests`` is a list of (interest id,
+    override); ``extra_fields`` maps contact id to the extension merge
+    fields; ``mappings`` lists the mapped merge fields as (tag, type,
+    options, direction); ``tag_prefix`` scopes the tags that sync.
     """
     sent = row.get("sent_data") or {}
     mc_interests = row.get("mc_interests") or {}
@@ -326,14 +457,28 @@ def row_state_from_cache(row, interests, extra_fields):
         )
         for key, override in interests
     }
-    if row.get("first_name") or row.get("last_name"):
-        odoo_names = (row.get("first_name") or "", row.get("last_name") or "")
-    else:
-        contact_name = row.get("contact_name")
-        odoo_names = split_name(contact_name if contact_name != row.get("contact_email") else "")
-    synced_names = tuple(sent["names"]) if sent.get("names") is not None else None
+    mc_values = dict(row.get("mc_merge_fields") or {})
+    mc_value_times = dict(row.get("mc_merge_fields_changed") or {})
+    # Rows read before merge fields were kept whole have the names only.
+    for tag, column in (("FNAME", "mc_first_name"), ("LNAME", "mc_last_name")):
+        if tag not in mc_values and row.get(column) is not None:
+            mc_values[tag] = row[column]
+            mc_value_times[tag] = row.get("mc_name_changed")
+    odoo_values = row.get("odoo_values") or {}
+    field_states = {}
+    for tag, mtype, options, direction in mappings:
+        odoo_value, odoo_changed = odoo_values.get(tag, (None, None))
+        field_states[tag] = FieldState(
+            type=mtype, options=options or {}, direction=direction,
+            odoo=odoo_value, odoo_known=tag in odoo_values, odoo_changed=_as_datetime(odoo_changed),
+            mc=mc_values.get(tag), mc_known=bool(row["mc_status"]) and tag in mc_values,
+            mc_changed=_as_datetime(mc_value_times.get(tag)),
+        )
+    mc_tags = row.get("mc_tags")
+    contact_email = row.get("contact_email")
     return RowState(
-        email=row.get("email") or row.get("contact_email"),
+        # A member still to create gets the contact's address as it is now.
+        email=(contact_email if not row["mc_status"] and contact_email else row.get("email") or contact_email),
         mc_status=row["mc_status"],
         mc_status_changed=row.get("mc_status_changed"),
         odoo_subscribed=bool(row.get("odoo_subscribed")),
@@ -343,13 +488,14 @@ def row_state_from_cache(row, interests, extra_fields):
         bouncing=(row.get("bounce") or 0) > 0,
         other_row_subscribed=bool(row.get("other_sub")),
         interests=interest_states,
-        odoo_names=odoo_names if row.get("contact_id") else ("", ""),
-        odoo_names_changed=row.get("contact_write_date"),
-        mc_names=(row.get("mc_first_name") or "", row.get("mc_last_name") or ""),
-        mc_names_changed=row.get("mc_name_changed"),
-        synced_names=synced_names,
-        odoo_tags=frozenset(row.get("tags") or ()),
-        synced_tags=frozenset(sent.get("tags") or ()),
-        merge_fields=extra_fields.get(row.get("contact_id"), {}),
+        fields=field_states,
         synced_merge_fields=sent.get("merge_fields") or {},
+        merge_fields=extra_fields.get(row.get("contact_id"), {}),
+        odoo_tags=frozenset(row["tags"]) if row.get("contact_id") and row.get("tags") is not None else None,
+        mc_tags=frozenset(mc_tags) if mc_tags is not None and row["mc_status"] else None,
+        mc_tags_partial=bool(row.get("mc_tags_partial")),
+        synced_tags=frozenset(sent["tags"]) if sent.get("tags") is not None else None,
+        tag_prefix=tag_prefix or "",
+        odoo_email=contact_email if row.get("contact_id") else None,
+        odoo_email_taken=bool(row.get("email_taken")),
     )

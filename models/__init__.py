@@ -1,6 +1,7 @@
 from . import mailchimp_account
 from . import mailchimp_audience
 from . import mailchimp_interest
+from . import mailchimp_merge_field
 from . import mailchimp_member
 from . import mailchimp_update
 from . import mailchimp_batch

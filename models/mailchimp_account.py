@@ -348,7 +348,7 @@ class MailchimpAccount(models.Model):
             vals = {
                 "name": lst.get("name") or lst["id"],
                 "merge_fields": [
-                    {k: field.get(k) for k in ("tag", "name", "type", "required", "merge_id")}
+                    {k: field.get(k) for k in ("tag", "name", "type", "required", "merge_id", "options")}
                     for field in merge_fields
                 ],
             }
@@ -360,6 +360,7 @@ class MailchimpAccount(models.Model):
                 audience = Audience.create(dict(vals, account_id=self.id, mailchimp_list_id=lst["id"]))
                 created += 1
             audience._update_interests(interests)
+            self.env["mailchimp.merge.field"]._update_from_mailchimp(audience, merge_fields)
         gone = [a.name for list_id, a in existing.items() if list_id not in details]
         message = self.env._(
             "%(created)s audience(s) added, %(updated)s updated.", created=created, updated=updated

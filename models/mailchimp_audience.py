@@ -50,6 +50,22 @@ class MailchimpAudience(models.Model):
     merge_fields = fields.Json(
         readonly=True, copy=False, help="Merge fields as last fetched from Mailchimp."
     )
+    merge_field_ids = fields.One2many(
+        "mailchimp.merge.field", "audience_id", string="Merge Field Mappings",
+        default=lambda self: self.env["mailchimp.merge.field"]._default_mapping_commands(),
+        help="Which Odoo field each Mailchimp merge field is kept in sync with, and which way.",
+    )
+    tag_prefix = fields.Char(
+        tracking=True,
+        help="Only tags whose name starts with this text sync, both ways (e.g. 'MC: '). "
+        "Empty: every tag of the contact and of the member syncs.",
+    )
+    update_partners = fields.Boolean(
+        string="Partners Follow Contacts",
+        tracking=True,
+        help="When a synced mailing contact's name or email changes (at Mailchimp or in Odoo), its "
+        "partner takes the new name and email too. Off: partners are never changed by the sync.",
+    )
     trust_override = fields.Selection(
         TRUST_OVERRIDE,
         copy=False,

@@ -11,6 +11,7 @@ from odoo.tools import mute_logger
 
 from ..mailchimp_sync.batches import MAX_OPERATIONS, build_operation, iter_results_archive
 from ..mailchimp_sync.exceptions import MailchimpError, MailchimpNotFoundError
+from ..mailchimp_sync.merge_fields import EMAIL_TAKEN, DataProblem
 from ..mailchimp_sync.members import merge_member, parse_mailchimp_datetime
 
 _logger = logging.getLogger(__name__)
@@ -332,7 +333,8 @@ class MailchimpBatch(models.Model):
         cr.execute(
             """SELECT u.id, u.member_id, u.kind, u.payload, m.mc_status,
                       m.mc_status_changed, m.mc_first_name, m.mc_last_name, m.mc_name_changed,
-                      m.mc_interests, m.mc_interests_changed
+                      m.mc_interests, m.mc_interests_changed, m.mc_merge_fields, m.mc_merge_fields_changed,
+                      m.mc_tags, m.mc_tags_partial
                  FROM mailchimp_update u JOIN mailchimp_member m ON m.id = u.member_id
                 WHERE u.batch_id = %s AND u.state = 'sent'
              ORDER BY u.member_id
@@ -350,7 +352,9 @@ class MailchimpBatch(models.Model):
                 done.append((update_id, result.status_code))
                 if kind == "member" and isinstance(result.body, dict) and result.body.get("status"):
                     cached = dict(zip(("mc_status", "mc_status_changed", "mc_first_name", "mc_last_name",
-                                       "mc_name_changed", "mc_interests", "mc_interests_changed"),
+                                       "mc_name_changed", "mc_interests", "mc_interests_changed",
+                                       "mc_merge_fields", "mc_merge_fields_changed", "mc_tags",
+                                       "mc_tags_partial"),
                                       cached_values, strict=True))
                     member_vals.append((member_id, merge_member(cached, result.body)))
                 continue
@@ -360,6 +364,7 @@ class MailchimpBatch(models.Model):
             else:
                 fail_rows.append((member_id, result.error_text()))
         self._write_results(done, failed, requeue, member_vals, fail_rows)
+        self._settle_data(results)
         self.write({"result_state": "done", "result_message": f"{len(done)} done, {len(failed)} failed, "
                                                                f"{len(requeue)} queued again as pending"})
         return len(done) + len(failed)
@@ -422,6 +427,71 @@ class MailchimpBatch(models.Model):
         )
         self.env["mailchimp.member"].invalidate_model()
         self.env["mailchimp.update"].invalidate_model()
+
+    def _settle_data(self, results):
+        """What the batch's results mean for the rows' data, once settled:
+        tags applied at Mailchimp join the cached member's tags; data
+        Mailchimp refused (merge fields, tags) is no longer taken as agreed
+        on, so the next decision does not read it as a change made at
+        Mailchimp; and a rename refused because the new address is another
+        member's says so."""
+        cr = self.env.cr
+        cr.execute(
+            """SELECT u.id, u.member_id, u.kind, u.payload, m.email, m.mc_tags, m.sent_data
+                 FROM mailchimp_update u JOIN mailchimp_member m ON m.id = u.member_id
+                WHERE u.batch_id = %s AND u.id = ANY(%s)
+             ORDER BY u.id""",
+            (self.id, list(results)),
+        )
+        mc_tags, sent, reasons = {}, {}, []
+        for update_id, member_id, kind, stored_payload, email, tags, sent_data in cr.fetchall():
+            result, payload = results[update_id], stored_payload or {}
+            if kind == "tags":
+                changes = {t.get("name"): t.get("status") == "active" for t in payload.get("tags") or ()}
+                if result.ok:
+                    current = set(mc_tags.get(member_id, tags) or ())
+                    mc_tags[member_id] = sorted((current | {n for n, on in changes.items() if on})
+                                                - {n for n, on in changes.items() if not on})
+                    continue
+                data = sent.setdefault(member_id, dict(sent_data or {}))
+                agreed = set(data.get("tags") or ())
+                data["tags"] = sorted((agreed - {n for n, on in changes.items() if on})
+                                      | {n for n, on in changes.items() if not on})
+                continue
+            if result.ok:
+                continue
+            if payload.get("merge_fields"):
+                data = sent.setdefault(member_id, dict(sent_data or {}))
+                data["merge_fields"] = {k: v for k, v in (data.get("merge_fields") or {}).items()
+                                        if k not in payload["merge_fields"]}
+            new_email = payload.get("email_address")
+            renaming = new_email and email and new_email.lower() != email.lower()
+            if renaming and result.status_code == 400 and result.title == "Member Exists":
+                problem = DataProblem(EMAIL_TAKEN, "", new_email, {"email": new_email, "old": email})
+                reasons.append((member_id, self.env["mailchimp.merge.field"]._describe_problems(
+                    self.audience_id, [problem])))
+        if mc_tags:
+            execute_values(
+                cr._obj,
+                """UPDATE mailchimp_member m SET mc_tags = v.tags::jsonb
+                     FROM (VALUES %s) AS v(id, tags) WHERE m.id = v.id""",
+                [(member_id, json.dumps(tags)) for member_id, tags in mc_tags.items()],
+            )
+        if sent:
+            execute_values(
+                cr._obj,
+                """UPDATE mailchimp_member m SET sent_data = v.sent::jsonb
+                     FROM (VALUES %s) AS v(id, sent) WHERE m.id = v.id""",
+                [(member_id, json.dumps(data)) for member_id, data in sent.items()],
+            )
+        if reasons:
+            execute_values(
+                cr._obj,
+                """UPDATE mailchimp_member m SET sync_error = v.reason
+                     FROM (VALUES %s) AS v(id, reason) WHERE m.id = v.id""",
+                reasons,
+            )
+        self.env["mailchimp.member"].invalidate_model()
 
     def _abandon(self, reason, status="aborted"):
         """Stop following these batches (aborted, expired): what they still

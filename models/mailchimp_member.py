@@ -26,12 +26,14 @@ SYNC_STATUSES = [
 MC_COLUMNS = (
     "subscriber_hash", "email", "mc_status", "mc_last_changed", "mc_status_changed", "mc_first_name",
     "mc_last_name", "mc_name_changed", "mc_interests", "mc_interests_changed", "mc_unique_email_id",
+    "mc_merge_fields", "mc_merge_fields_changed", "mc_tags", "mc_tags_partial",
 )
 MC_TYPES = {
     "subscriber_hash": "varchar", "email": "varchar", "mc_status": "varchar", "mc_last_changed": "timestamp",
     "mc_status_changed": "timestamp", "mc_first_name": "varchar", "mc_last_name": "varchar",
     "mc_name_changed": "timestamp", "mc_interests": "jsonb", "mc_interests_changed": "jsonb",
-    "mc_unique_email_id": "varchar",
+    "mc_unique_email_id": "varchar", "mc_merge_fields": "jsonb", "mc_merge_fields_changed": "jsonb",
+    "mc_tags": "jsonb", "mc_tags_partial": "boolean",
 }
 CREATE_CHUNK = 5000
 
@@ -76,6 +78,15 @@ class MailchimpMember(models.Model):
     mc_interests = fields.Json(string="Interests at Mailchimp")
     mc_interests_changed = fields.Json(string="Interest Change Times at Mailchimp")
     mc_unique_email_id = fields.Char(string="Mailchimp Unique Email ID")
+    mc_merge_fields = fields.Json(string="Merge Fields at Mailchimp")
+    mc_merge_fields_changed = fields.Json(
+        string="Merge Field Change Times at Mailchimp",
+        help="Per merge field, when its value last changed at Mailchimp (it moves only when the value does).",
+    )
+    mc_tags = fields.Json(string="Tags at Mailchimp")
+    mc_tags_partial = fields.Boolean(
+        string="Some Tags Not Shown", help="Mailchimp showed only some of this member's tags (it shows 50)."
+    )
 
     # Odoo side
     contact_id = fields.Many2one(
@@ -172,12 +183,14 @@ class MailchimpMember(models.Model):
         cr = self.env.cr
         cr.execute(
             """SELECT subscriber_hash, mc_status, mc_status_changed, mc_first_name, mc_last_name,
-                      mc_name_changed, mc_interests, mc_interests_changed, mc_last_changed, email
+                      mc_name_changed, mc_interests, mc_interests_changed, mc_last_changed, email,
+                      mc_merge_fields, mc_merge_fields_changed, mc_tags, mc_tags_partial
                  FROM mailchimp_member WHERE audience_id = %s AND subscriber_hash = ANY(%s)""",
             (audience.id, list(by_hash)),
         )
         keys = ("subscriber_hash", "mc_status", "mc_status_changed", "mc_first_name", "mc_last_name",
-                "mc_name_changed", "mc_interests", "mc_interests_changed", "mc_last_changed", "email")
+                "mc_name_changed", "mc_interests", "mc_interests_changed", "mc_last_changed", "email",
+                "mc_merge_fields", "mc_merge_fields_changed", "mc_tags", "mc_tags_partial")
         cached = {row[0]: dict(zip(keys, row, strict=True)) for row in cr.fetchall()}
         records = []
         for member_hash, member in by_hash.items():
@@ -185,7 +198,7 @@ class MailchimpMember(models.Model):
             values = merge_member(old, member)
             if old and all(old[k] == values[k] for k in
                            ("mc_last_changed", "mc_status", "email", "mc_first_name", "mc_last_name",
-                            "mc_interests")):
+                            "mc_interests", "mc_merge_fields", "mc_tags", "mc_tags_partial")):
                 continue  # unchanged (typically the echo of our own update): no write
             records.append(values)
         if not records:
@@ -218,7 +231,9 @@ class MailchimpMember(models.Model):
     @api.model
     def _write_fetched_values(self, member_vals):
         """Write the Mailchimp side of rows from [(id, merge_member values)]
-        (settled batch results)."""
+        (settled batch results).  A row whose member's address changed (a
+        rename sent from Odoo) moves to the new subscriber hash."""
+        self._release_hashes([(member_id, values["subscriber_hash"]) for member_id, values in member_vals])
         rows = [{"id": member_id, **values} for member_id, values in member_vals]
         sets = ", ".join(f"{c} = x.{c}" for c in MC_COLUMNS if c != "mc_unique_email_id")
         self.env.cr.execute(
@@ -485,25 +500,176 @@ class MailchimpMember(models.Model):
                      JOIN res_partner_category t ON t.id = rel.res_partner_category_id
                     WHERE rel.mailing_contact_id = {contact_expr}"""
 
+    def _data_snapshot_sql(self, audience):
+        """SQL of a fingerprint of the Odoo data a row syncs (aliases ``c``:
+        the contact, ``p``: its partner): address, name, tags and every
+        mapped field, with the audience's data settings.  A row whose
+        fingerprint differs from the one stored at its last reconcile has
+        Odoo data to reconcile (the sync's own writes are in the stored one)."""
+        Mapping = self.env["mailchimp.merge.field"]
+        columns = []
+        for mapping in Mapping._of(audience):
+            alias = "p" if mapping.odoo_model == "res.partner" else "c"
+            columns.append(f'{alias}."{mapping._column()}"')
+        config = Mapping._data_config(audience)
+        return (
+            f"""md5(jsonb_build_array(%(data_config)s::text, c.email_normalized, c.name,
+                                      ({self._tags_sql('c.id')}){"".join(", " + c for c in columns)})::text)""",
+            {"data_config": config},
+        )
+
     @api.model
     def _mark_data_changes(self, audience):
-        """Mark rows whose names or tags changed on either side since the
-        last sync.  Other addons extend
+        """Mark rows whose Odoo data (address, names, tags, mapped fields)
+        changed since their last reconcile; Mailchimp's changes are marked
+        by the fetch.  A failed row is marked again once its Odoo data
+        changes: that may be the fix.  Other addons extend
         ``mailchimp.sync._mailchimp_extra_merge_fields`` and may override
         this to mark rows of their own."""
+        snapshot, params = self._data_snapshot_sql(audience)
         self.env.cr.execute(
             f"""
             UPDATE mailchimp_member m SET sync_status = 'todo'
               FROM mailing_contact c
-             WHERE m.audience_id = %(aud)s AND m.contact_id = c.id AND m.sync_status = 'ok'
+         LEFT JOIN res_partner p ON p.id = c.partner_id
+             WHERE m.audience_id = %(aud)s AND m.contact_id = c.id
                AND m.mc_status IN ('subscribed', 'pending')
-               AND (m.sent_data IS NULL
-                    OR c.name IS DISTINCT FROM m.sent_data->>'odoo_name'
-                    OR COALESCE(m.mc_first_name, '') IS DISTINCT FROM COALESCE(m.sent_data->'names'->>0, '')
-                    OR COALESCE(m.mc_last_name, '') IS DISTINCT FROM COALESCE(m.sent_data->'names'->>1, '')
-                    OR ({self._tags_sql('c.id')}) IS DISTINCT FROM COALESCE(m.sent_data->'tags', '[]'::jsonb))
+               AND (m.sync_status = 'ok' OR (m.sync_status = 'fail' AND m.sent_data ? 'odoo'))
+               AND (m.sent_data->>'odoo') IS DISTINCT FROM {snapshot}
             """,
-            {"aud": audience.id},
+            {"aud": audience.id, **params},
+        )
+        self.invalidate_model()
+
+    @api.model
+    def _store_data_snapshots(self, audience, member_ids):
+        """After a reconcile: remember each row's Odoo data as it now is
+        (the fingerprint of ``_data_snapshot_sql``, and the contact's name
+        and address, which its partner may follow next time)."""
+        if not member_ids:
+            return
+        snapshot, params = self._data_snapshot_sql(audience)
+        self.env.cr.execute(
+            f"""
+            UPDATE mailchimp_member m
+               SET sent_data = COALESCE(m.sent_data, '{{}}'::jsonb)
+                               || jsonb_build_object('odoo', {snapshot},
+                                                     'contact', jsonb_build_array(c.name, c.email_normalized))
+              FROM mailing_contact c
+         LEFT JOIN res_partner p ON p.id = c.partner_id
+             WHERE m.id = ANY(%(ids)s) AND m.contact_id = c.id
+            """,
+            {"ids": list(member_ids), **params},
+        )
+        self.invalidate_model(["sent_data"])
+
+    @api.model
+    def _partners_follow_contacts(self, audience, member_ids):
+        """Where the audience says so, a partner takes its mailing
+        contact's name and email when they changed since the row's last
+        reconcile (at Mailchimp, or in Odoo); a partner is never changed
+        otherwise.  Few rows change at once: one ORM write per partner, so
+        the partner's chatter records the change."""
+        if not audience.update_partners or not member_ids:
+            return 0
+        self.env.flush_all()
+        self.env.cr.execute(
+            """SELECT p.id,
+                      CASE WHEN m.sent_data->'contact'->>0 IS DISTINCT FROM c.name
+                            AND NULLIF(c.name, '') IS NOT NULL AND p.name IS DISTINCT FROM c.name
+                           THEN c.name END,
+                      CASE WHEN m.sent_data->'contact'->>1 IS DISTINCT FROM c.email_normalized
+                            AND c.email_normalized IS NOT NULL
+                            AND p.email_normalized IS DISTINCT FROM c.email_normalized
+                           THEN c.email END
+                 FROM mailchimp_member m
+                 JOIN mailing_contact c ON c.id = m.contact_id
+                 JOIN res_partner p ON p.id = c.partner_id
+                WHERE m.id = ANY(%s) AND m.sent_data ? 'contact'""",
+            (list(member_ids),),
+        )
+        Partner = self.env["res.partner"].sudo()
+        changed = 0
+        for partner_id, name, email in self.env.cr.fetchall():
+            vals = {k: v for k, v in (("name", name), ("email", email)) if v}
+            if vals:
+                Partner.browse(partner_id).write(vals)
+                changed += 1
+        return changed
+
+    @api.model
+    def _apply_tags(self, add, remove):
+        """Tags decided from Mailchimp: add and remove [(contact id, tag
+        name)] on the contacts, in bulk; a tag Odoo does not have yet is
+        created.  Returns how many links changed."""
+        if not add and not remove:
+            return 0
+        cr = self.env.cr
+        names = sorted({name for _contact, name in add})
+        tag_ids = {}
+        if names:
+            cr.execute(
+                """SELECT DISTINCT ON (name->>'en_US') name->>'en_US', id FROM res_partner_category
+                    WHERE name->>'en_US' = ANY(%s) ORDER BY name->>'en_US', id""",
+                (names,),
+            )
+            tag_ids = dict(cr.fetchall())
+            missing = [name for name in names if name not in tag_ids]
+            if missing:
+                created = self.env["res.partner.category"].with_context(lang="en_US").create(
+                    [{"name": name} for name in missing])
+                self.env.flush_all()
+                tag_ids.update(zip(missing, created.ids, strict=True))
+        changed = 0
+        if add:
+            execute_values(
+                cr._obj,
+                """INSERT INTO mailing_contact_res_partner_category_rel (mailing_contact_id, res_partner_category_id)
+                   VALUES %s ON CONFLICT DO NOTHING""",
+                [(contact_id, tag_ids[name]) for contact_id, name in add],
+            )
+            changed += cr.rowcount
+        if remove:
+            execute_values(
+                cr._obj,
+                """DELETE FROM mailing_contact_res_partner_category_rel rel
+                    USING res_partner_category t, (VALUES %s) AS v(contact_id, name)
+                    WHERE rel.mailing_contact_id = v.contact_id AND rel.res_partner_category_id = t.id
+                      AND t.name->>'en_US' = v.name""",
+                remove,
+            )
+            changed += cr.rowcount
+        self.env["mailing.contact"].invalidate_model(["tag_ids"])
+        return changed
+
+    @api.model
+    def _release_hashes(self, moves):
+        """Before rows move to another subscriber hash (an email change
+        settled): a row already holding that hash in the audience is the
+        same member as read by a fetch meanwhile, or an Odoo-only row of
+        the new address.  It gives the hash up and is emptied (its unsent
+        updates cancelled); the next sync drops it.  ``moves``: [(row id,
+        new hash)]."""
+        if not moves:
+            return
+        self.env.cr.execute(
+            """SELECT o.id FROM mailchimp_member o
+                 JOIN mailchimp_member m ON m.audience_id = o.audience_id AND m.id <> o.id
+                 JOIN jsonb_to_recordset(%s::jsonb) AS x(id int, hash varchar)
+                   ON x.id = m.id AND o.subscriber_hash = x.hash""",
+            (json.dumps([{"id": member_id, "hash": new_hash} for member_id, new_hash in moves]),),
+        )
+        others = [r[0] for r in self.env.cr.fetchall()]
+        if not others:
+            return
+        self.env["mailchimp.update"]._cancel_unsent_of(
+            others, self.env._("Cancelled: another row of this member took its new address."))
+        self.env.cr.execute(
+            """UPDATE mailchimp_member
+                  SET subscriber_hash = NULL, mc_status = NULL, contact_id = NULL, partner_id = NULL,
+                      sync_status = 'ok', sync_error = NULL
+                WHERE id = ANY(%s)""",
+            (others,),
         )
         self.invalidate_model()
 

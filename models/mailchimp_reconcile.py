@@ -44,7 +44,9 @@ class MailchimpReconcile(models.AbstractModel):
                    m.odoo_subscribed, m.odoo_changed, m.odoo_interests, m.odoo_interests_changed,
                    m.sent_data, m.sync_status, c.name AS contact_name, c.first_name, c.last_name,
                    c.email_normalized AS contact_email, COALESCE(c.message_bounce, 0) AS bounce,
-                   c.write_date AS contact_write_date, COALESCE(b.active, FALSE) AS blacklisted
+                   c.write_date AS contact_write_date, COALESCE(b.active, FALSE) AS blacklisted,
+                   m.mc_merge_fields, m.mc_merge_fields_changed, m.mc_tags, m.mc_tags_partial,
+                   c.partner_id AS contact_partner_id
               FROM mailchimp_member m
          LEFT JOIN mailing_contact c ON c.id = m.contact_id
          LEFT JOIN mail_blacklist b ON b.email = c.email_normalized
@@ -74,12 +76,28 @@ class MailchimpReconcile(models.AbstractModel):
             (contact_ids,),
         )
         tags = dict(cr.fetchall())
+        # Addresses changed in Odoo that another member of the audience
+        # already has at Mailchimp: the rename would be refused.
+        renamed = {r["id"]: r["contact_email"] for r in rows
+                   if r["mc_status"] and r["contact_email"] and r["contact_email"] != (r["email"] or "").lower()}
+        taken = set()
+        if renamed:
+            cr.execute(
+                """SELECT e.key::int FROM jsonb_each_text(%s::jsonb) AS e(key, email)
+                    WHERE EXISTS (SELECT 1 FROM mailchimp_member o
+                                   WHERE o.audience_id = %s AND o.subscriber_hash = md5(e.email)
+                                     AND o.mc_status IS NOT NULL AND o.id <> e.key::int)""",
+                (json.dumps(renamed), audience.id),
+            )
+            taken = {r[0] for r in cr.fetchall()}
+        self.env["mailchimp.merge.field"]._load_odoo_values(audience, rows)
         in_flight = self.env["mailchimp.update"]._in_flight_members(member_ids)
         for row in rows:
             row["in_flight"] = row["id"] in in_flight
             contact_id = row["contact_id"]
             row["other_sub"] = any(i != row["id"] for i in subscribed_rows.get(contact_id, ()))
             row["tags"] = tags.get(contact_id, []) if contact_id else None
+            row["email_taken"] = row["id"] in taken
         return rows
 
     @api.model
@@ -102,26 +120,29 @@ class MailchimpReconcile(models.AbstractModel):
         )
         Update = self.env["mailchimp.update"]
         unsent = Update._unsent_for([r["id"] for r in rows])
-        subscribe, unsubscribe, names, updates, row_vals = [], [], [], [], []
+        Mapping = self.env["mailchimp.merge.field"]
+        mappings = Mapping._specs(audience)
+        data = Mapping._data_writer(audience, rows)
+        subscribe, unsubscribe, updates, row_vals, data_rows = [], [], [], [], []
         # Counted here and written once: an ORM write per row would cost
         # more than the decision itself.
         to_add = to_remove = failed = 0
         list_id = audience.mailing_list_id.id
         for row in rows:
-            state = row_state_from_cache(row, interests, extra)
+            state = row_state_from_cache(row, interests, extra, mappings, audience.tag_prefix)
             state.pending_cancelled = any(
                 u["payload"].get("status") == "pending" for u in unsent.get(row["id"], []) if u["kind"] == "member"
             )
             decision = reconcile_row(state, rules)
+            if decision.final_subscribed:
+                data.collect(row, decision)
             contact_id = row["contact_id"]
             if decision.odoo_subscribe is not None:
                 (subscribe if decision.odoo_subscribe else unsubscribe).append((contact_id, list_id))
             for interest_id, value in decision.odoo_interests.items():
                 (subscribe if value else unsubscribe).append((contact_id, interest_lists[interest_id]))
-            if decision.odoo_names and contact_id:
-                names.append((contact_id, *decision.odoo_names))
             body, tags = decision.mc_body, decision.tags
-            if body and "email_address" in body and tags:
+            if body and row["mc_status"] is None and tags:
                 # A member we create gets its tags in the same request: a
                 # separate tags operation could run before the create.
                 body["tags"] = [t["name"] for t in tags if t["status"] == "active"]
@@ -137,13 +158,15 @@ class MailchimpReconcile(models.AbstractModel):
                 updates.append((row["id"], "tags", {"tags": tags}))
             failed += decision.status == "fail"
             sent = dict(row["sent_data"] or {})
-            if decision.status != "fail" and decision.final_subscribed:
-                sent.update(
-                    names=list(decision.synced_names or ("", "")),
-                    tags=sorted(decision.synced_tags or ()),
-                    merge_fields=decision.synced_merge_fields or {},
-                    odoo_name=self._final_contact_name(row, decision),
-                )
+            if decision.final_subscribed and decision.synced_merge_fields is not None:
+                # What both sides now agree on (a failed value keeps what
+                # was agreed before); tags held back by a rename stay.
+                sent.pop("names", None)
+                sent.pop("odoo_name", None)
+                sent["merge_fields"] = decision.synced_merge_fields
+                if decision.synced_tags is not None:
+                    sent["tags"] = sorted(decision.synced_tags)
+                data_rows.append(row["id"])
             row_vals.append((row["id"], decision.status, decision.reason, json.dumps(sent)))
         self.env["mailing.subscription"]._mailchimp_apply(audience, subscribe, unsubscribe)
         # A cleaned address learnt by the fetch is marked as the webhook does.
@@ -160,6 +183,10 @@ class MailchimpReconcile(models.AbstractModel):
         run.odoo_opt_outs += len(unsubscribe)
         run.updates_queued += queued
         self._write_rows(row_vals)
+        self._write_data_failures(data.describe_failures())
+        Member = self.env["mailchimp.member"]
+        Member._partners_follow_contacts(audience, data_rows)
+        Member._store_data_snapshots(audience, data_rows)
         if subscribe or unsubscribe:
             # Our own writes are not Odoo-side changes to reconcile again.
             self.env["mailchimp.member"]._refresh_odoo_state(audience, [r["id"] for r in rows], mark_todo=False)

@@ -20,7 +20,7 @@ from odoo.exceptions import UserError
 from odoo.tools import SQL, mute_logger
 
 from ..mailchimp_sync.exceptions import MailchimpError
-from ..mailchimp_sync.members import FETCH_FIELDS, format_mailchimp_datetime
+from ..mailchimp_sync.members import format_mailchimp_datetime
 from .mailchimp_batch import WaitUntil
 
 _logger = logging.getLogger(__name__)
@@ -203,7 +203,8 @@ class MailchimpSync(models.AbstractModel):
         while True:
             status = run.fetch_status or None
             for page in client.iter_member_pages(
-                audience.mailchimp_list_id, fields=FETCH_FIELDS, since_last_changed=since,
+                audience.mailchimp_list_id, fields=self.env["mailchimp.merge.field"]._fetch_fields(audience),
+                since_last_changed=since,
                 status=status, offset=run.fetch_offset, overlap=PAGE_OVERLAP,
             ):
                 run.fetched_changed += self.env["mailchimp.member"]._merge_page(audience, page.members)

@@ -13,3 +13,4 @@ from . import test_operator_view
 from . import test_engine
 from . import test_engine_kill
 from . import test_reconcile_defects
+from . import test_data_sync

@@ -12,6 +12,7 @@ import pytest
 
 from mailchimp_sync.reconcile import (
     AudienceRules,
+    FieldState,
     InterestState,
     RowState,
     join_name,
@@ -211,41 +212,58 @@ def test_interests_ignored_when_final_state_unsubscribed():
 
 # -- names, tags, merge fields ---------------------------------------------------
 
+def name_fields(odoo, mc, odoo_changed=T0, mc_changed=T0):
+    """FNAME and LNAME as the two default mappings (both ways)."""
+    return {
+        tag: FieldState(odoo=odoo[i], odoo_changed=odoo_changed, mc=mc[i], mc_changed=mc_changed)
+        for i, tag in enumerate(("FNAME", "LNAME"))
+    }
+
+
+def agreed(names):
+    return {} if names is None else {"FNAME": names[0], "LNAME": names[1]}
+
+
 def test_names_follow_the_side_that_changed():
-    row = make_row("subscribed", "subscribed", "tie", odoo_names=("Anna", "Smith"),
-                   mc_names=("Anna", "Jones"), synced_names=("Anna", "Jones"))
+    row = make_row("subscribed", "subscribed", "tie", fields=name_fields(("Anna", "Smith"), ("Anna", "Jones")),
+                   synced_merge_fields=agreed(("Anna", "Jones")))
     decision = reconcile_row(row, AudienceRules())
-    assert decision.mc_body == {"merge_fields": {"FNAME": "Anna", "LNAME": "Smith"}}
-    row = make_row("subscribed", "subscribed", "tie", odoo_names=("Anna", "Smith"),
-                   mc_names=("Anna", "Jones"), synced_names=("Anna", "Smith"))
+    assert decision.mc_body == {"merge_fields": {"LNAME": "Smith"}}
+    row = make_row("subscribed", "subscribed", "tie", fields=name_fields(("Anna", "Smith"), ("Anna", "Jones")),
+                   synced_merge_fields=agreed(("Anna", "Smith")))
     decision = reconcile_row(row, AudienceRules())
-    assert decision.mc_body is None and decision.odoo_names == ("Anna", "Jones")
+    assert decision.mc_body is None and decision.odoo_values == {"LNAME": "Jones"}
     assert decision.status == "ok"
+    assert decision.synced_merge_fields == {"FNAME": "Anna", "LNAME": "Jones"}
 
 
-def test_names_both_changed_latest_wins_and_empty_never_wins():
-    row = make_row("subscribed", "subscribed", "tie", odoo_names=("Anna", "Smith"),
-                   mc_names=("Ann", "Smith"), synced_names=None,
-                   odoo_names_changed=EARLY, mc_names_changed=LATE)
-    assert reconcile_row(row, AudienceRules()).odoo_names == ("Ann", "Smith")
-    row.odoo_names_changed, row.mc_names_changed = LATE, EARLY
-    assert reconcile_row(row, AudienceRules()).mc_body["merge_fields"]["FNAME"] == "Anna"
-    row = make_row("subscribed", "subscribed", "tie", odoo_names=("", ""),
-                   mc_names=("Ann", "Smith"), synced_names=("Ann", "Smith"))
+def test_names_both_changed_latest_wins_and_empty_wins_only_as_a_clear():
+    row = make_row("subscribed", "subscribed", "tie",
+                   fields=name_fields(("Anna", "Smith"), ("Ann", "Smith"), odoo_changed=EARLY, mc_changed=LATE))
+    assert reconcile_row(row, AudienceRules()).odoo_values == {"FNAME": "Ann"}
+    row.fields["FNAME"].odoo_changed, row.fields["FNAME"].mc_changed = LATE, EARLY
+    assert reconcile_row(row, AudienceRules()).mc_body["merge_fields"] == {"FNAME": "Anna"}
+    # Never agreed on: an empty name never overwrites one
+    row = make_row("subscribed", "subscribed", "tie", fields=name_fields(("", ""), ("Ann", "Smith"), LATE, EARLY))
     decision = reconcile_row(row, AudienceRules())
-    assert decision.mc_body is None and decision.odoo_names == ("Ann", "Smith")
+    assert decision.mc_body is None and decision.odoo_values == {"FNAME": "Ann", "LNAME": "Smith"}
+    # Agreed on, then cleared in Odoo: the clear is a change like any other
+    row = make_row("subscribed", "subscribed", "tie", fields=name_fields(("Ann", ""), ("Ann", "Smith")),
+                   synced_merge_fields=agreed(("Ann", "Smith")))
+    assert reconcile_row(row, AudienceRules()).mc_body == {"merge_fields": {"LNAME": ""}}
 
 
 def test_unchanged_data_is_not_resent():
-    row = make_row("subscribed", "subscribed", "tie", odoo_names=("Anna", "Smith"),
-                   mc_names=("Anna", "Smith"), synced_names=("Anna", "Smith"),
-                   odoo_tags=frozenset({"VIP"}), synced_tags=frozenset({"VIP"}),
-                   merge_fields={"CITY": "Gent"}, synced_merge_fields={"CITY": "Gent"})
+    row = make_row("subscribed", "subscribed", "tie", fields=name_fields(("Anna", "Smith"), ("Anna", "Smith")),
+                   synced_merge_fields={**agreed(("Anna", "Smith")), "CITY": "Gent"},
+                   odoo_tags=frozenset({"VIP"}), mc_tags=frozenset({"VIP"}), synced_tags=frozenset({"VIP"}),
+                   merge_fields={"CITY": "Gent"})
     decision = reconcile_row(row, AudienceRules())
     assert decision.mc_body is None and decision.tags == [] and decision.status == "ok"
+    assert not decision.odoo_values and not decision.odoo_tags_add and not decision.odoo_tags_remove
 
 
-def test_tags_one_way_and_only_ours_removed():
+def test_tags_mailchimp_never_read_holds_what_was_agreed():
     row = make_row("subscribed", "subscribed", "tie", odoo_tags=frozenset({"VIP", "Donor"}),
                    synced_tags=frozenset({"VIP", "Old"}))
     decision = reconcile_row(row, AudienceRules())

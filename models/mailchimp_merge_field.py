@@ -1,0 +1,464 @@
+import re
+
+from odoo import api, fields, models
+from odoo.exceptions import ValidationError
+
+from ..mailchimp_sync import merge_fields as mf
+from ..mailchimp_sync.members import fetch_fields
+from ..mailchimp_sync.reconcile import split_name
+
+MERGE_TYPES = [
+    ("text", "Text"),
+    ("number", "Number"),
+    ("address", "Address"),
+    ("phone", "Phone"),
+    ("date", "Date"),
+    ("birthday", "Birthday"),
+    ("url", "Website"),
+    ("imageurl", "Image URL"),
+    ("dropdown", "Drop-down"),
+    ("radio", "Radio Buttons"),
+    ("zip", "ZIP Code"),
+]
+DIRECTIONS = [
+    (mf.BOTH, "Both ways"),
+    (mf.TO_MAILCHIMP, "Odoo → Mailchimp"),
+    (mf.TO_ODOO, "Mailchimp → Odoo"),
+]
+ODOO_MODELS = ("mailing.contact", "res.partner")
+# The two default mappings every audience starts with.
+DEFAULT_MAPPINGS = (
+    ("FNAME", "First Name", "first_name"),
+    ("LNAME", "Last Name", "last_name"),
+)
+_COLUMN_RE = re.compile(r"^[a-z_][a-z0-9_]*$")
+
+
+class MailchimpMergeField(models.Model):
+    """A merge field of an audience at Mailchimp, and the Odoo field it is
+    kept in sync with (of the mailing contact or of its partner), in one
+    direction or both.
+
+    Values are converted and checked by the merge field's type in the core
+    (``mailchimp_sync.merge_fields``).  Each side has its own change time
+    per field: Mailchimp's moves only when the field's value changes (the
+    cache keeps one per merge tag); Odoo keeps no time per field, so the
+    contact's (or partner's) last write stands for it: a field both sides
+    changed goes to the later change, where an unrelated later edit of the
+    same contact counts as a change of every mapped field.
+    """
+
+    _name = "mailchimp.merge.field"
+    _description = "Mailchimp Merge Field Mapping"
+    _order = "audience_id, sequence, id"
+    _rec_name = "tag"
+
+    audience_id = fields.Many2one("mailchimp.audience", required=True, ondelete="cascade", index=True)
+    sequence = fields.Integer(default=10)
+    tag = fields.Char(string="Merge Tag", required=True, help="The field's tag at Mailchimp, as in *|FNAME|*.")
+    name = fields.Char(string="Mailchimp Field", help="The field's label at Mailchimp.")
+    field_type = fields.Selection(MERGE_TYPES, string="Type", required=True, default="text")
+    options = fields.Json(help="The field's options at Mailchimp (choices, date or phone format).")
+    required = fields.Boolean(string="Required at Mailchimp", readonly=True)
+    choices = fields.Char(compute="_compute_choices", help="The values Mailchimp offers for this field.")
+    odoo_field_id = fields.Many2one(
+        "ir.model.fields",
+        string="Odoo Field",
+        ondelete="cascade",
+        domain=[("model", "in", ODOO_MODELS), ("store", "=", True),
+                ("ttype", "in", ("char", "text", "selection", "date", "many2one", "integer", "float"))],
+        help="The field of the mailing contact (or of its partner) this merge field is kept in sync "
+        "with. Leave empty to leave the merge field alone.",
+    )
+    odoo_model = fields.Char(related="odoo_field_id.model", string="Of")
+    direction = fields.Selection(DIRECTIONS, required=True, default=mf.BOTH)
+
+    _sql_constraints = [
+        ("tag_uniq", "unique(audience_id, tag)", "A merge tag is mapped once per audience."),
+    ]
+
+    @api.depends("options", "field_type")
+    def _compute_choices(self):
+        for mapping in self:
+            choices = (mapping.options or {}).get("choices") if mapping.field_type in mf.CHOICE_TYPES else None
+            mapping.choices = ", ".join(choices) if choices else False
+
+    @api.constrains("odoo_field_id", "field_type", "direction", "audience_id")
+    def _check_odoo_field(self):
+        for mapping in self.filtered("odoo_field_id"):
+            odoo_field = mapping.odoo_field_id
+            if odoo_field.model not in ODOO_MODELS or not odoo_field.store or not _COLUMN_RE.match(odoo_field.name):
+                raise ValidationError(self.env._(
+                    "%(field)s cannot be synced: choose a stored field of the mailing contact or of its partner.",
+                    field=odoo_field.field_description))
+            allowed = mf.ODOO_TYPES.get(mapping.field_type, frozenset())
+            if odoo_field.ttype not in allowed:
+                raise ValidationError(self.env._(
+                    "The Mailchimp field %(tag)s holds a %(type)s; the Odoo field %(field)s cannot hold it. "
+                    "Choose a field of one of these kinds: %(kinds)s.",
+                    tag=mapping.tag, type=dict(MERGE_TYPES)[mapping.field_type],
+                    field=odoo_field.field_description, kinds=", ".join(sorted(allowed))))
+            writers = mapping.audience_id.merge_field_ids.filtered(
+                lambda m, f=odoo_field: m.odoo_field_id == f and m.direction != mf.TO_MAILCHIMP)
+            if len(writers) > 1:
+                raise ValidationError(self.env._(
+                    "%(field)s would be written from two Mailchimp fields (%(tags)s): map it once, or send "
+                    "the others Odoo → Mailchimp only.",
+                    field=odoo_field.field_description, tags=", ".join(writers.mapped("tag"))))
+
+    # ------------------------------------------------------------------
+    # Configuration
+    # ------------------------------------------------------------------
+
+    @api.model_create_multi
+    def create(self, vals_list):
+        mappings = super().create(vals_list)
+        mappings.filtered("odoo_field_id")._request_full_sync()
+        return mappings
+
+    def write(self, vals):
+        res = super().write(vals)
+        if {"odoo_field_id", "direction", "field_type", "options"} & set(vals):
+            self.filtered("odoo_field_id")._request_full_sync()
+        return res
+
+    def _request_full_sync(self):
+        """A new mapping needs every member's value of the field, which
+        only a full fetch reads (an incremental one reads members changed
+        lately): the next cycle is a full one."""
+        audiences = self.audience_id.filtered(lambda a: a.last_fetch_at and not a.full_sync_requested)
+        audiences.sudo().full_sync_requested = True
+
+    @api.model
+    def _default_mapping_commands(self):
+        """FNAME and LNAME, kept in sync with the contact's first and last
+        names both ways: every audience starts with them."""
+        Field = self.env["ir.model.fields"]
+        return [
+            (0, 0, {"tag": tag, "name": name, "field_type": "text", "sequence": i,
+                    "odoo_field_id": Field._get("mailing.contact", fname).id})
+            for i, (tag, name, fname) in enumerate(DEFAULT_MAPPINGS)
+        ]
+
+    @api.model
+    def _of(self, audience):
+        """The audience's mappings that sync (those with an Odoo field)."""
+        return audience.merge_field_ids.filtered("odoo_field_id")
+
+    @api.model
+    def _specs(self, audience):
+        """The mappings as the core reads them: [(tag, type, options, direction)]."""
+        return [(m.tag, m.field_type, m.options or {}, m.direction) for m in self._of(audience)]
+
+    @api.model
+    def _data_config(self, audience):
+        """The audience's data settings as one text: a change of any of them
+        makes every row's data worth reconciling again."""
+        mappings = ";".join(
+            f"{m.tag}={m.odoo_model}.{m.odoo_field_id.name}:{m.direction}:{m.field_type}" for m in self._of(audience))
+        return f"{mappings}|{audience.tag_prefix or ''}|{audience.update_partners}"
+
+    @api.model
+    def _fetch_fields(self, audience):
+        """The member fields the fetch asks for: the core's, and the merge
+        fields this audience maps."""
+        return fetch_fields(self._of(audience).mapped("tag"))
+
+    @api.model
+    def _update_from_mailchimp(self, audience, remote_fields):
+        """Refresh an audience's merge fields from Mailchimp's list (tag,
+        name, type, options, required): new ones are added unmapped, known
+        ones keep their mapping, ones Mailchimp no longer has are removed
+        (they could not be synced any more)."""
+        known = {m.tag: m for m in audience.merge_field_ids}
+        for i, remote in enumerate(remote_fields):
+            tag = remote.get("tag")
+            if not tag:
+                continue
+            vals = {
+                "name": remote.get("name") or tag,
+                "field_type": remote.get("type") if remote.get("type") in dict(MERGE_TYPES) else "text",
+                "options": remote.get("options") or {},
+                "required": bool(remote.get("required")),
+            }
+            mapping = known.pop(tag, None)
+            if mapping:
+                changed = {k: v for k, v in vals.items() if mapping[k] != v}
+                if changed:
+                    mapping.write(changed)
+            else:
+                self.create(dict(vals, audience_id=audience.id, tag=tag, sequence=10 + i))
+        if known:
+            self.browse([m.id for m in known.values()]).unlink()
+
+    def _column(self):
+        """The mapped field's column (checked to be a plain stored field)."""
+        self.ensure_one()
+        name = self.odoo_field_id.name
+        if not _COLUMN_RE.match(name or "") or not self.env[self.odoo_model]._fields[name].store:
+            raise ValidationError(self.env._("%s is not a stored field.", name))
+        return name
+
+    def _is_name_part(self):
+        """The contact's first or last name: read with the full name as a
+        fallback, and written together so the full name stays whole."""
+        return self.odoo_model == "mailing.contact" and self.odoo_field_id.name in ("first_name", "last_name")
+
+    # ------------------------------------------------------------------
+    # Values of a reconcile chunk
+    # ------------------------------------------------------------------
+
+    def _lang(self):
+        # Names of related records and option labels go to Mailchimp in one
+        # language, whoever runs the sync: the company's.
+        return self.env.ref("base.main_company").sudo().partner_id.lang or "en_US"
+
+    @api.model
+    def _load_odoo_values(self, audience, rows):
+        """Give each loaded row ``odoo_values``: merge tag -> (the mapped
+        Odoo field's value in plain Python, its record's last write), read
+        for the whole chunk at once.  A many2one gives its record's name, a
+        selection its label.  Fields of a row without a partner are left out."""
+        mappings = self._of(audience)
+        for row in rows:
+            row["odoo_values"] = {}
+        if not mappings:
+            return
+        lang = self._lang()
+        for model, key in (("mailing.contact", "contact_id"), ("res.partner", "contact_partner_id")):
+            of_model = mappings.filtered(lambda m, model=model: m.odoo_model == model)
+            ids = {row[key] for row in rows if row.get(key)}
+            if not of_model or not ids:
+                continue
+            fnames = set(of_model.odoo_field_id.mapped("name")) | {"write_date"}
+            if any(m._is_name_part() for m in of_model):
+                fnames |= {"first_name", "last_name", "name", "email_normalized"}
+            records = self.env[model].sudo().with_context(lang=lang, active_test=False).browse(ids)
+            data = {r["id"]: r for r in records.read(sorted(fnames))}
+            # A value that is only the field's default (a partner's type,
+            # say, on a partner the sync just created) holds no change to
+            # oppose to Mailchimp's.
+            defaults = records.default_get(sorted(set(of_model.odoo_field_id.mapped("name"))))
+            labels = {
+                m.tag: dict(records._fields[m.odoo_field_id.name]._description_selection(records.env))
+                for m in of_model if m.odoo_field_id.ttype == "selection"
+            }
+            for row in rows:
+                record = data.get(row.get(key))
+                if not record:
+                    continue
+                if "first_name" in fnames and model == "mailing.contact":
+                    row["odoo_names"] = self._effective_names(record)
+                for mapping in of_model:
+                    value = self._plain_value(mapping, record, labels.get(mapping.tag))
+                    raw = record[mapping.odoo_field_id.name]
+                    default = defaults.get(mapping.odoo_field_id.name)
+                    is_default = default not in (None, False) and (raw[0] if isinstance(raw, tuple) else raw) == default
+                    row["odoo_values"][mapping.tag] = (value, None if is_default else record["write_date"])
+
+    @staticmethod
+    def _effective_names(record):
+        """A contact's (first, last): its own, else its full name split (a
+        name that is only the address counts as none)."""
+        if record["first_name"] or record["last_name"]:
+            return (record["first_name"] or "", record["last_name"] or "")
+        return split_name(record["name"] if record["name"] != record["email_normalized"] else "")
+
+    @classmethod
+    def _plain_value(cls, mapping, record, labels):
+        name = mapping.odoo_field_id.name
+        if mapping._is_name_part():
+            return cls._effective_names(record)[0 if name == "first_name" else 1]
+        value = record[name]
+        ttype = mapping.odoo_field_id.ttype
+        if value is False and ttype not in ("integer", "float"):
+            return None
+        if ttype == "many2one":
+            return value[1]
+        if ttype == "selection":
+            return labels.get(value, value)
+        return value
+
+    def _data_writer(self, audience, rows):
+        """A :class:`DataWriter` for one reconcile chunk of ``audience``."""
+        return DataWriter(self.env, audience, rows)
+
+    # ------------------------------------------------------------------
+    # Sentences
+    # ------------------------------------------------------------------
+
+    @api.model
+    def _describe_problems(self, audience, problems):
+        """One sentence per value that could not go to the other side, and
+        what to do; ``problems`` are ``merge_fields.DataProblem``."""
+        labels = {m.tag: m.name or m.tag for m in audience.merge_field_ids}
+        sentences = []
+        for problem in problems:
+            if problem.code == mf.EMAIL_TAKEN:
+                sentences.append(self.env._(
+                    "The address changed in Odoo to %(email)s, but another member of this audience at "
+                    "Mailchimp already has it, so the member keeps %(old)s. Merge the two contacts or give "
+                    "this one another address; the next sync then tries again.",
+                    email=problem.params.get("email"), old=problem.params.get("old")))
+                continue
+            why = self._why(problem)
+            sentences.append(self.env._(
+                "%(field)s (%(tag)s): %(why)s", field=labels.get(problem.tag, problem.tag), tag=problem.tag, why=why))
+        if any(p.code != mf.EMAIL_TAKEN for p in problems):
+            sentences.append(self.env._(
+                "These values were not synced (the member's other data was). Correct them in Odoo or at "
+                "Mailchimp; the next sync then tries again."))
+        return " ".join(sentences)
+
+    def _why(self, problem):
+        value = problem.value
+        return {
+            mf.NOT_A_NUMBER: lambda: self.env._("“%s” is not a number.", value),
+            mf.NOT_A_WHOLE_NUMBER: lambda: self.env._(
+                "“%s” is not a whole number, and the Odoo field holds whole numbers only.", value),
+            mf.NOT_A_DATE: lambda: self.env._("“%s” is not a date.", value),
+            mf.NOT_A_BIRTHDAY: lambda: self.env._("“%s” is not a birthday (a month and a day).", value),
+            mf.INCOMPLETE_ADDRESS: lambda: self.env._(
+                "“%s” is not a complete address: Mailchimp needs the street, city, state and ZIP code, "
+                "written as “street, city, state, ZIP, country”.", value),
+            mf.NOT_A_PHONE: lambda: self.env._(
+                "“%s” is not a US phone number, and this Mailchimp field takes US numbers only.", value),
+            mf.NOT_A_URL: lambda: self.env._("“%s” is not a web address.", value),
+            mf.NOT_A_ZIP: lambda: self.env._("“%s” is not a US ZIP code.", value),
+            mf.NOT_A_CHOICE: lambda: self.env._(
+                "“%(value)s” is not one of the values Mailchimp offers for this field (%(choices)s).",
+                value=value, choices=problem.params.get("choices", "")),
+            mf.NO_MATCH_IN_ODOO: lambda: self.env._(
+                "Mailchimp's value “%(value)s” matches no %(what)s in Odoo.",
+                value=value, what=problem.params.get("what", "")),
+        }.get(problem.code, lambda: value)()
+
+
+class DataWriter:
+    """The Odoo side of one reconcile chunk's data decisions: collects what
+    each row's decision writes in Odoo (mapped fields, names, tags), checks
+    it can be written, then writes it all at once.  Related records and
+    options are looked up once per distinct value in the chunk, never per
+    row."""
+
+    def __init__(self, env, audience, rows):
+        self.env = env
+        self.audience = audience
+        self.mappings = {m.tag: m for m in env["mailchimp.merge.field"]._of(audience)}
+        self.rows = {row["id"]: row for row in rows}
+        self.names = []  # (contact id, first, last)
+        self.writes = {}  # (model, record id) -> vals
+        self.tags_add, self.tags_remove = [], []
+        self.failed = {}  # row id -> [DataProblem]
+        self.references = self._resolve_references(rows)
+
+    def _resolve_references(self, rows):
+        """{tag: {Mailchimp's text: record id or option key (None: no match)}}
+        for the many2one and selection mappings, over the chunk's values."""
+        refs = {}
+        lang = self.mappings and self.env["mailchimp.merge.field"]._lang()
+        for tag, mapping in self.mappings.items():
+            ttype = mapping.odoo_field_id.ttype
+            if ttype not in ("many2one", "selection") or mapping.direction == mf.TO_MAILCHIMP:
+                continue
+            texts = set()
+            for row in rows:
+                value = (row.get("mc_merge_fields") or {}).get(tag)
+                if not mf.is_empty(value):
+                    texts.add(mf.to_odoo(mapping.field_type, "char",
+                                         mf.canonical(mapping.field_type, mapping.options, value, strict=False)))
+            model = self.env[mapping.odoo_model].with_context(lang=lang)
+            field = model._fields[mapping.odoo_field_id.name]
+            if ttype == "selection":
+                options = field._description_selection(model.env)
+                refs[tag] = {text: mf.match_option(text, options) for text in texts}
+            else:
+                comodel = self.env[field.comodel_name].sudo().with_context(lang=lang, active_test=True)
+                names = comodel._rec_names_search or [comodel._rec_name]
+                refs[tag] = {}
+                for text in texts:
+                    # The same name (or code), without regard to case: never
+                    # a record that only contains it.
+                    domain = ["|"] * (len(names) - 1) + [(name, "=ilike", text) for name in names]
+                    refs[tag][text] = comodel.search(domain, limit=1, order="id").id or None
+        return refs
+
+    def collect(self, row, decision):
+        """Take one row's decision (its data part); a value that cannot be
+        written in Odoo is left out and listed with the row's problems,
+        and the row fails (the rest of its changes still go)."""
+        contact_id = row.get("contact_id")
+        if not contact_id:
+            return
+        names = {}
+        for tag, value in decision.odoo_values.items():
+            mapping = self.mappings.get(tag)
+            if not mapping:
+                continue
+            try:
+                if mapping._is_name_part():
+                    names[mapping.odoo_field_id.name] = mf.to_odoo(mapping.field_type, "char", value) or ""
+                    continue
+                self._collect_value(row, mapping, value)
+            except mf.MergeValueError as exc:
+                decision.data_problems.append(exc.problem(tag))
+                self._forget_agreed(decision, tag, row)
+        if names:
+            first, last = row.get("odoo_names") or ("", "")
+            self.names.append((contact_id, names.get("first_name", first), names.get("last_name", last)))
+        self.tags_add += [(contact_id, tag) for tag in sorted(decision.odoo_tags_add)]
+        self.tags_remove += [(contact_id, tag) for tag in sorted(decision.odoo_tags_remove)]
+        if decision.data_problems:
+            decision.status = "fail"
+            self.failed[row["id"]] = list(decision.data_problems)
+
+    def _collect_value(self, row, mapping, value):
+        ttype = mapping.odoo_field_id.ttype
+        record_id = row["contact_id"] if mapping.odoo_model == "mailing.contact" else row.get("contact_partner_id")
+        if not record_id:
+            return
+        if ttype in ("many2one", "selection"):
+            text = mf.to_odoo(mapping.field_type, "char", value)
+            if text is False:
+                odoo_value = False
+            else:
+                odoo_value = self.references.get(mapping.tag, {}).get(text)
+                if odoo_value is None:
+                    raise mf.MergeValueError(mf.NO_MATCH_IN_ODOO, text, what=mapping.odoo_field_id.field_description)
+        else:
+            current = (row["odoo_values"].get(mapping.tag) or (None, None))[0]
+            odoo_value = mf.to_odoo(mapping.field_type, "char" if ttype == "text" else ttype, value, current)
+        self.writes.setdefault((mapping.odoo_model, record_id), {})[mapping.odoo_field_id.name] = odoo_value
+
+    @staticmethod
+    def _forget_agreed(decision, tag, row):
+        """A value that could not be written is not agreed on: both sides
+        keep what they had, and what was agreed before stays."""
+        agreed = ((row.get("sent_data") or {}).get("merge_fields") or {})
+        if decision.synced_merge_fields is not None:
+            if tag in agreed:
+                decision.synced_merge_fields[tag] = agreed[tag]
+            else:
+                decision.synced_merge_fields.pop(tag, None)
+
+    def apply(self):
+        """Write everything collected: names and tags in bulk SQL, other
+        fields through the ORM (computed fields and the chatter follow),
+        records with the same values in one write, the SQL batched by the
+        ORM's flush.  Then say in words why rows failed."""
+        Member = self.env["mailchimp.member"]
+        Member._apply_names(self.names)
+        Member._apply_tags(self.tags_add, self.tags_remove)
+        groups = {}
+        for (model, record_id), vals in self.writes.items():
+            groups.setdefault((model, tuple(sorted(vals.items()))), []).append(record_id)
+        for (model, vals), ids in groups.items():
+            self.env[model].sudo().browse(ids).write(dict(vals))
+        if self.writes:
+            self.env.flush_all()
+
+    def describe_failures(self):
+        """[(row id, sentence)] of the rows that failed on their data."""
+        Mapping = self.env["mailchimp.merge.field"]
+        return [(row_id, Mapping._describe_problems(self.audience, problems))
+                for row_id, problems in self.failed.items()]
