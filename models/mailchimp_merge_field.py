@@ -63,7 +63,6 @@ class MailchimpMergeField(models.Model):
     choices = fields.Char(compute="_compute_choices", help="The values Mailchimp offers for this field.")
     odoo_field_id = fields.Many2one(
         "ir.model.fields",
-        string="Odoo Field",
         ondelete="cascade",
         domain=[("model", "in", ODOO_MODELS), ("store", "=", True),
                 ("ttype", "in", ("char", "text", "selection", "date", "many2one", "integer", "float"))],
