@@ -11,7 +11,9 @@ import re
 import tarfile
 from dataclasses import dataclass
 
+from . import reasons
 from .client import subscriber_hash
+from .reasons import Reason
 
 MAX_OPERATIONS = 1000
 OPERATION_PREFIX = "odoo_update_"
@@ -82,12 +84,35 @@ class OperationResult:
     def is_compliance_state(self):
         return self.status_code == 400 and self.title == COMPLIANCE_TITLE
 
-    def error_text(self):
-        text = ": ".join(p for p in (self.title, self.detail) if p)
+    def error_reason(self):
+        """Why this operation failed, as a :class:`~.reasons.Reason` the Odoo
+        side puts in words (with what to do next).  Mailchimp's titles are
+        stable identifiers; its details are English prose, read only where
+        one title covers several cases (Invalid Resource)."""
+        title, detail = self.title or "", self.detail or ""
         errors = (self.body or {}).get("errors") if isinstance(self.body, dict) else None
-        if errors:
-            text += " (" + "; ".join(f"{e.get('field') or '-'}: {e.get('message')}" for e in errors) + ")"
-        return text or f"HTTP {self.status_code}"
+        if self.status_code == 400 and title == COMPLIANCE_TITLE:
+            return Reason(reasons.COMPLIANCE_STATE)
+        if self.status_code == 400 and title == "Member Exists":
+            return Reason(reasons.MEMBER_EXISTS)
+        if self.status_code == 400 and title == "Forgotten Email Not Subscribed":
+            return Reason(reasons.FORGOTTEN)
+        if self.status_code == 400 and title == "Invalid Resource":
+            lowered = detail.lower()
+            if "fake or invalid" in lowered or "valid email address" in lowered:
+                return Reason(reasons.INVALID_EMAIL)
+            if '"cleaned."' in lowered or "status is cleaned" in lowered:
+                return Reason(reasons.CLEANED_AT_MAILCHIMP)
+            fields = [e for e in errors or () if isinstance(e, dict) and str(e.get("field") or "").strip()]
+            if "merge fields" in lowered or any(str(e["field"]).startswith("merge_fields") for e in fields):
+                return Reason(reasons.INVALID_MERGE_FIELDS, {"fields": "; ".join(
+                    f"{str(e['field']).removeprefix('merge_fields.')}: {e.get('message') or '-'}" for e in fields
+                ) or detail})
+        if self.status_code == 404:
+            return Reason(reasons.MEMBER_NOT_FOUND)
+        if self.status_code == 429 or self.status_code >= 500:
+            return Reason(reasons.TEMPORARY, {"status": self.status_code})
+        return Reason(reasons.REFUSED, {"status": self.status_code, "title": title, "detail": detail})
 
 
 def parse_result(item):

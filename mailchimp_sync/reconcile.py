@@ -18,6 +18,9 @@ Rules, per field (the subscription and each interest):
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from . import reasons
+from .reasons import Reason
+
 from . import merge_fields as merge_fields_mod
 
 MAILCHIMP = "mailchimp"
@@ -118,7 +121,7 @@ class Decision:
     """
 
     status: str = OK
-    reason: str | None = None
+    reason: Reason | None = None  # why the row fails: a code the Odoo side puts in words
     final_subscribed: bool = False
     odoo_subscribe: bool | None = None
     odoo_interests: dict = field(default_factory=dict)
@@ -182,15 +185,11 @@ def reconcile_row(row, rules):
     if winner == MAILCHIMP:
         if row.odoo_subscribed and not mc_subscribed:
             if row.other_row_subscribed:
-                return _fail(
-                    "This contact is also subscribed at Mailchimp under another email address "
-                    f"in this audience, while {row.email} is {row.mc_status} there: "
-                    "fix the addresses so one member maps to one contact."
-                )
+                return _fail(reasons.OTHER_EMAIL_SUBSCRIBED, email=row.email, mc_status=row.mc_status)
             decision.odoo_subscribe = False
         elif not row.odoo_subscribed and mc_subscribed:
             if not row.has_contact:
-                return _fail("Subscribed at Mailchimp but no Odoo contact could be matched or created.")
+                return _fail(reasons.NO_CONTACT)
             decision.odoo_subscribe = True
         decision.final_subscribed = mc_subscribed
     elif row.odoo_subscribed:
@@ -208,18 +207,12 @@ def reconcile_row(row, rules):
             }
         elif row.mc_status in RESUBSCRIBABLE_STATUSES:
             if row.blacklisted or row.bouncing:
-                why = "blacklisted" if row.blacklisted else "bouncing"
-                return _fail(
-                    f"Subscribed in Odoo but {row.mc_status} at Mailchimp, and the email is "
-                    f"{why} in Odoo: not resubscribed."
-                )
+                code = reasons.BLACKLISTED_IN_ODOO if row.blacklisted else reasons.BOUNCING_IN_ODOO
+                return _fail(code, mc_status=row.mc_status)
             pending = row.pending_cancelled or rules.double_optin
             body = {"status": "pending" if pending else "subscribed"}
         elif row.mc_status == "cleaned":
-            return _fail(
-                "Subscribed in Odoo but cleaned at Mailchimp (bounced or reported abuse): "
-                "Mailchimp cannot resubscribe a cleaned address."
-            )
+            return _fail(reasons.CLEANED_AT_MAILCHIMP)
         decision.final_subscribed = True
     else:
         if mc_subscribed:
@@ -236,8 +229,8 @@ def reconcile_row(row, rules):
     return decision
 
 
-def _fail(reason):
-    return Decision(status=FAIL, reason=reason)
+def _fail(code, **params):
+    return Decision(status=FAIL, reason=Reason(code, params))
 
 
 def _reconcile_interests(row, decision, body, mc_member_exists):

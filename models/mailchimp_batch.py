@@ -13,6 +13,8 @@ from ..mailchimp_sync.batches import MAX_OPERATIONS, build_operation, iter_resul
 from ..mailchimp_sync.exceptions import MailchimpError, MailchimpNotFoundError
 from ..mailchimp_sync.merge_fields import EMAIL_TAKEN, DataProblem
 from ..mailchimp_sync.members import merge_member, parse_mailchimp_datetime
+from ..mailchimp_sync.reasons import NO_RESULT
+from ..tools.user_messages import describe_reason
 
 _logger = logging.getLogger(__name__)
 
@@ -346,7 +348,7 @@ class MailchimpBatch(models.Model):
             result = results.get(update_id)
             if result is None:
                 failed.append((update_id, None, "No result", "Mailchimp returned no result for this operation."))
-                fail_rows.append((member_id, "Mailchimp returned no result for the last update."))
+                fail_rows.append((member_id, describe_reason(self.env, NO_RESULT)))
                 continue
             if result.ok:
                 done.append((update_id, result.status_code))
@@ -362,7 +364,8 @@ class MailchimpBatch(models.Model):
             if result.is_compliance_state and kind == "member" and (payload or {}).get("status") == "subscribed":
                 requeue.append((member_id, update_id, dict(payload, status="pending")))
             else:
-                fail_rows.append((member_id, result.error_text()))
+                reason = result.error_reason()
+                fail_rows.append((member_id, describe_reason(self.env, reason.code, reason.params)))
         self._write_results(done, failed, requeue, member_vals, fail_rows)
         self._settle_data(results)
         self.write({"result_state": "done", "result_message": f"{len(done)} done, {len(failed)} failed, "

@@ -6,6 +6,7 @@ from psycopg2.extras import execute_values
 from odoo import api, models
 
 from ..mailchimp_sync.reconcile import AudienceRules, reconcile_row, row_state_from_cache
+from ..tools.user_messages import describe_reason
 
 CHUNK = 5000
 
@@ -167,7 +168,10 @@ class MailchimpReconcile(models.AbstractModel):
                 if decision.synced_tags is not None:
                     sent["tags"] = sorted(decision.synced_tags)
                 data_rows.append(row["id"])
-            row_vals.append((row["id"], decision.status, decision.reason, json.dumps(sent)))
+            # The reason in the words of the user running the sync: what
+            # failed and what to do next.
+            reason = decision.reason and describe_reason(self.env, decision.reason.code, decision.reason.params)
+            row_vals.append((row["id"], decision.status, reason, json.dumps(sent)))
         self.env["mailing.subscription"]._mailchimp_apply(audience, subscribe, unsubscribe)
         # A cleaned address learnt by the fetch is marked as the webhook does.
         self.env["mailchimp.member"]._mark_cleaned(

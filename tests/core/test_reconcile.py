@@ -10,6 +10,8 @@ from datetime import datetime, timedelta
 
 import pytest
 
+from mailchimp_sync import reasons
+from mailchimp_sync.reasons import Reason
 from mailchimp_sync.reconcile import (
     AudienceRules,
     FieldState,
@@ -94,7 +96,9 @@ def test_subscription_matrix(odoo, mc, timing, override, double_optin):
     got_status = (decision.mc_body or {}).get("status")
     assert (got_odoo, got_status, decision.status) == (odoo_action, mc_status, status)
     if status == "fail":
-        assert decision.reason
+        assert decision.reason == Reason(reasons.CLEANED_AT_MAILCHIMP)
+    else:
+        assert decision.reason is None
     if mc is None and mc_status:
         assert decision.mc_body["email_address"] == "anna@example.org"
 
@@ -109,7 +113,8 @@ def test_no_resubscribe_of_blacklisted_or_bouncing(flag, mc):
     row = make_row("subscribed", mc, "odoo_later", **{flag: True})
     decision = reconcile_row(row, AudienceRules())
     assert decision.status == "fail"
-    assert flag in decision.reason
+    assert decision.reason.code == f"{flag}_in_odoo"
+    assert decision.reason.params == {"mc_status": mc}
     assert decision.mc_body is None
 
 
@@ -123,19 +128,22 @@ def test_same_contact_other_email_fails_instead_of_flip_flopping():
     decision = reconcile_row(row, AudienceRules())
     assert decision.status == "fail"
     assert decision.odoo_subscribe is None
-    assert "another email" in decision.reason
+    assert decision.reason == Reason(
+        reasons.OTHER_EMAIL_SUBSCRIBED, {"email": "anna@example.org", "mc_status": "unsubscribed"}
+    )
 
 
 def test_no_email_fails():
     row = make_row("subscribed", None, "odoo_later")
     row.email = None
-    assert reconcile_row(row, AudienceRules()).status == "fail"
+    decision = reconcile_row(row, AudienceRules())
+    assert (decision.status, decision.reason) == ("fail", Reason(reasons.NO_EMAIL))
 
 
 def test_mailchimp_subscribed_without_contact_fails_clearly():
     row = make_row("no_history", "subscribed", "mc_later", has_contact=False)
     decision = reconcile_row(row, AudienceRules())
-    assert decision.status == "fail"
+    assert (decision.status, decision.reason) == ("fail", Reason(reasons.NO_CONTACT))
 
 
 def test_deleted_contact_unsubscribes_at_mailchimp():
