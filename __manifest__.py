@@ -32,6 +32,10 @@
         "views/res_config_settings_views.xml",
     ],
     "assets": {
+        # The audience form's live sync status (static/src/views).
+        "web.assets_backend": [
+            "mailchimp_sync/static/src/views/**/*",
+        ],
         "web.assets_tests": [
             "mailchimp_sync/static/src/tests/tours/**/*",
         ],
