@@ -26,6 +26,8 @@ class MailBlacklist(models.Model):
                 END IF;
                 RETURN NEW;
             END $$ LANGUAGE plpgsql;
+            CREATE INDEX IF NOT EXISTS mailchimp_sync_blacklist_stamp_idx
+                ON mail_blacklist (mailchimp_changed_at);
             DROP TRIGGER IF EXISTS mailchimp_sync_blacklist_stamp ON mail_blacklist;
             CREATE TRIGGER mailchimp_sync_blacklist_stamp
                 BEFORE INSERT OR UPDATE OF active ON mail_blacklist

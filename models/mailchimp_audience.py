@@ -498,9 +498,14 @@ class MailchimpAudience(models.Model):
         self.ensure_one()
         full = bool(self.full_sync_requested or not self.last_fetch_at or self.trust_override
                     or self.interest_ids.filtered("trust_override"))
+        previous = self.env["mailchimp.sync.run"].search(
+            [("audience_id", "=", self.id), ("state", "=", "done")], order="id desc", limit=1)
         run = self.env["mailchimp.sync.run"].create({
             "audience_id": self.id, "full": full, "stage_timings": {},
             "fetch_since": False if full else self.last_fetch_at - timedelta(minutes=15),
+            # A change stamped while the previous cycle ran may have been
+            # committed after it looked: overlap generously.
+            "odoo_since": False if (full or not previous) else previous.started_at - timedelta(minutes=15),
         })
         self.write({"current_run_id": run.id, "last_sync_start": run.started_at})
         return run

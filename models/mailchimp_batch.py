@@ -323,7 +323,7 @@ class MailchimpBatch(models.Model):
         self.ensure_one()
         if not self._lock_for_settling():
             return 0
-        self.env["mailchimp.sync"]._ensure_statistics()
+        self.env["mailchimp.sync"]._ensure_statistics(stale=False)
         results = {}
         if url:
             with tempfile.SpooledTemporaryFile(max_size=16 << 20) as tmp:

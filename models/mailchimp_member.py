@@ -431,14 +431,21 @@ class MailchimpMember(models.Model):
     # ------------------------------------------------------------------
 
     @api.model
-    def _refresh_odoo_state(self, audience, member_ids=None, mark_todo=True):
+    def _refresh_odoo_state(self, audience, member_ids=None, mark_todo=True, since=None):
         """Recompute the cached Odoo side (subscription and interest lists,
         with their change times) and mark rows whose Odoo side changed.
 
         A blacklisted email counts as not subscribed when the audience says
         so; entering or leaving the blacklist is then a change too.  A
-        deleted contact is not subscribed since its deletion.
+        deleted contact is not subscribed since its deletion.  With
+        ``since`` (an incremental cycle), only the rows the change stamps
+        say may have changed are recomputed: proportional to the changes,
+        not to the audience.
         """
+        if member_ids is None and since:
+            member_ids = self._changed_in_odoo_since(audience, since)
+            if not member_ids:
+                return 0
         bl = self._blacklist_clause(audience)
         bl_time = "b.mailchimp_changed_at" if audience.blacklist_unsubscribes else "NULL::timestamp"
         where_ids = "AND m.id = ANY(%(ids)s)" if member_ids is not None else ""
@@ -493,6 +500,35 @@ class MailchimpMember(models.Model):
         )
         self.invalidate_model()
         return self.env.cr.rowcount
+
+    def _changed_in_odoo_since(self, audience, since):
+        """Rows whose Odoo side may have changed since ``since``: new or to-do
+        rows, rows whose contact was deleted, and rows of contacts whose
+        membership of a mapped list, removal from one, or blacklist entry
+        was stamped since then (the stamps are indexed)."""
+        lists = [audience.mailing_list_id.id] + audience.interest_ids.mailing_list_id.ids
+        self.env.cr.execute(
+            """
+            SELECT id FROM mailchimp_member
+             WHERE audience_id = %(aud)s
+               AND (sync_status = 'todo' OR odoo_subscribed IS NULL OR odoo_deleted_at >= %(since)s)
+            UNION
+            SELECT m.id FROM mailing_subscription s
+              JOIN mailchimp_member m ON m.contact_id = s.contact_id AND m.audience_id = %(aud)s
+             WHERE s.mailchimp_changed_at >= %(since)s AND s.list_id = ANY(%(lists)s)
+            UNION
+            SELECT m.id FROM mailchimp_list_removal r
+              JOIN mailchimp_member m ON m.contact_id = r.contact_id AND m.audience_id = %(aud)s
+             WHERE r.removed_at >= %(since)s AND r.list_id = ANY(%(lists)s)
+            UNION
+            SELECT m.id FROM mail_blacklist b
+              JOIN mailing_contact c ON c.email_normalized = b.email
+              JOIN mailchimp_member m ON m.contact_id = c.id AND m.audience_id = %(aud)s
+             WHERE b.mailchimp_changed_at >= %(since)s
+            """,
+            {"aud": audience.id, "since": since, "lists": lists},
+        )
+        return [r[0] for r in self.env.cr.fetchall()]
 
     def _tags_sql(self, contact_expr):
         return f"""SELECT COALESCE(jsonb_agg(t.name->>'en_US' ORDER BY t.name->>'en_US'), '[]'::jsonb)

@@ -67,7 +67,8 @@ class MailchimpSync(models.AbstractModel):
             "create": self._stage_create,
             "odoo_only": lambda a, r, d: Member._add_odoo_only(a) or True,
             "duplicates": lambda a, r, d: Member._drop_duplicates(a) or True,
-            "odoo_changes": lambda a, r, d: self._ensure_statistics() or Member._refresh_odoo_state(a) >= 0,
+            "odoo_changes": lambda a, r, d: (
+                self._ensure_statistics() or Member._refresh_odoo_state(a, since=r.odoo_since) >= 0),
             "data": lambda a, r, d: Member._mark_data_changes(a) or True,
             "reconcile": self._stage_reconcile,
             "submit": self.env["mailchimp.batch"]._stage_submit,
@@ -174,19 +175,22 @@ class MailchimpSync(models.AbstractModel):
         if time.monotonic() >= deadline:
             raise BudgetSpent()
 
-    def _ensure_statistics(self, force=()):
+    def _ensure_statistics(self, force=(), stale=True):
         """ANALYZE the tables the bulk stages join when their statistics are
-        missing or stale.  Bulk inserts (ours, or an import) leave the
-        planner believing a table has a few rows, and a nested loop over
-        100,000 rows then takes minutes instead of a second."""
+        missing (or, with ``stale``, out of date).  Bulk inserts (ours, or an
+        import) leave the planner believing a table has a few rows, and a
+        nested loop over 100,000 rows then takes minutes instead of a
+        second.  Settling a batch asks only for missing statistics: each
+        batch changes a few thousand rows, and analyzing the cache after
+        every one cost more than settling it."""
         cr = self.env.cr
         cr.execute(
             """SELECT relname FROM pg_stat_user_tables
                 WHERE relname = ANY(%s)
                   AND (relname = ANY(%s)
                        OR (last_analyze IS NULL AND last_autoanalyze IS NULL AND n_live_tup + n_mod_since_analyze > 500)
-                       OR n_mod_since_analyze > 1000 + n_live_tup / 10)""",
-            (list(STAT_TABLES), list(force)),
+                       OR (%s AND n_mod_since_analyze > 1000 + n_live_tup / 10))""",
+            (list(STAT_TABLES), list(force), stale),
         )
         for (table,) in cr.fetchall():
             cr.execute(SQL("ANALYZE %s", SQL.identifier(table)))

@@ -53,6 +53,9 @@ class MailchimpSyncRun(models.Model):
     cursor = fields.Integer(help="Where the current stage resumes (last row id done).")
     fetch_offset = fields.Integer()
     fetch_since = fields.Datetime(help="Lower bound of the fetch (empty: every member).")
+    odoo_since = fields.Datetime(
+        help="Odoo-side changes stamped since then are looked at (empty: every row, on a full sync)."
+    )
     fetch_status = fields.Char(
         help="Which listing the fetch pages: empty for Mailchimp's default listing, "
         "'archived' for the archived members it leaves out."

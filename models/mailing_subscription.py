@@ -52,6 +52,10 @@ class MailingSubscription(models.Model):
                 RETURN OLD;
             END $$ LANGUAGE plpgsql;
 
+            -- the Odoo-changes stage of an incremental cycle reads the
+            -- stamps since the last cycle
+            CREATE INDEX IF NOT EXISTS mailchimp_sync_subscription_stamp_idx
+                ON mailing_subscription (mailchimp_changed_at);
             DROP TRIGGER IF EXISTS mailchimp_sync_subscription_stamp ON mailing_subscription;
             CREATE TRIGGER mailchimp_sync_subscription_stamp
                 BEFORE INSERT OR UPDATE OF opt_out ON mailing_subscription
