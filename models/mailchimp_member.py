@@ -93,7 +93,7 @@ class MailchimpMember(models.Model):
         "mailing.contact", string="Mailing Contact", ondelete="set null", index="btree_not_null"
     )
     partner_id = fields.Many2one(
-        "res.partner", string="Partner", ondelete="set null", index="btree_not_null"
+        "res.partner", ondelete="set null", index="btree_not_null"
     )
     odoo_deleted_at = fields.Datetime(
         string="Contact Deleted", help="When the Odoo contact of this row was deleted."

@@ -3,6 +3,7 @@ the API key goes nowhere but where an administrator sent it; a neutralized
 copy stays quiet; notes are signed by the system; configuration changes are
 tracked; the webhook secret rotates in one step without breaking delivery."""
 
+import contextlib
 import logging
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -81,10 +82,8 @@ class TestKeyStaysHome(MailchimpCase):
     def press_buttons(self, account):
         """Test Connection and Fetch Audiences, whatever they answer."""
         account.action_test_connection()
-        try:
+        with contextlib.suppress(UserError):  # refusing is fine: only where the key went matters
             account.action_fetch_audiences()
-        except UserError:
-            pass
 
     def test_manager_cannot_send_the_key_to_a_listener(self):
         account = self.account.with_user(self.manager)
