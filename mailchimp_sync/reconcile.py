@@ -25,6 +25,8 @@ from . import merge_fields as merge_fields_mod
 
 MAILCHIMP = "mailchimp"
 ODOO = "odoo"
+# Trust override for a newly mapped list: the side that has the membership wins.
+ADD_ONLY = "add"
 SUBSCRIBED_STATUSES = frozenset({"subscribed", "pending"})
 RESUBSCRIBABLE_STATUSES = frozenset({"unsubscribed", "archived", "transactional"})
 
@@ -158,6 +160,15 @@ def who_changed_last(odoo_changed, mc_changed, mc_known, override=None):
     return ODOO if odoo_changed >= mc_changed else MAILCHIMP
 
 
+def resolve_override(override, mc_has):
+    """The side a trust override forces; 'Only add, never remove' (for a
+    newly mapped list) is the side that has the membership (``mc_has``:
+    Mailchimp's), so both sides end with the union and nobody loses it."""
+    if override == ADD_ONLY:
+        return MAILCHIMP if mc_has else ODOO
+    return override
+
+
 def is_subscribed_status(status):
     return status in SUBSCRIBED_STATUSES
 
@@ -180,7 +191,8 @@ def reconcile_row(row, rules):
     decision = Decision()
     mc_known = row.mc_status is not None
     mc_subscribed = is_subscribed_status(row.mc_status)
-    winner = who_changed_last(row.odoo_changed, row.mc_status_changed, mc_known, rules.trust_override)
+    winner = who_changed_last(row.odoo_changed, row.mc_status_changed, mc_known,
+                              resolve_override(rules.trust_override, mc_subscribed))
     body = {}
     if winner == MAILCHIMP:
         if row.odoo_subscribed and not mc_subscribed:
@@ -243,7 +255,7 @@ def _reconcile_interests(row, decision, body, mc_member_exists):
             continue
         if bool(state.mc) == bool(state.odoo):
             continue
-        side = who_changed_last(state.odoo_changed, state.mc_changed, True, state.override)
+        side = who_changed_last(state.odoo_changed, state.mc_changed, True, resolve_override(state.override, state.mc))
         if side == MAILCHIMP:
             decision.odoo_interests[interest_id] = bool(state.mc)
         else:
