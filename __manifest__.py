@@ -20,6 +20,7 @@
         "data/ir_cron_data.xml",
         "views/mailchimp_account_views.xml",
         "views/mailchimp_audience_views.xml",
+        "wizards/mailchimp_mapping_wizard_views.xml",
         "views/mailchimp_merge_field_views.xml",
         "views/mailchimp_member_views.xml",
         "views/mailchimp_update_views.xml",

@@ -322,8 +322,9 @@ class MailchimpAccount(models.Model):
 
         Idempotent: a second fetch only refreshes names and merge fields;
         mappings, options and archived audiences are left as they are.
-        Interests Mailchimp no longer has are removed (they could not be
-        synced any more); audiences it no longer has are reported.
+        Interests Mailchimp no longer has are removed, or kept and marked
+        stale when mapped (not synced, shown on the audience); audiences it
+        no longer has are reported.
         """
         self.ensure_one()
         self.check_access("write")  # configuring audiences is a manager's job

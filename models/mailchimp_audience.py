@@ -2,7 +2,7 @@ import logging
 from datetime import timedelta
 
 from odoo import api, fields, models
-from odoo.exceptions import UserError
+from odoo.exceptions import UserError, ValidationError
 
 from ..mailchimp_sync.exceptions import MailchimpError
 from .mailchimp_sync_run import SYNC_STAGES as RUN_STAGES
@@ -12,6 +12,8 @@ _logger = logging.getLogger(__name__)
 TRUST_OVERRIDE = [
     ("mailchimp", "Trust Mailchimp"),
     ("odoo", "Trust Odoo"),
+    # A newly mapped list: whoever is on it on either side ends up on both.
+    ("add", "Only add, never remove"),
 ]
 
 SYNC_STAGES = (
@@ -194,8 +196,29 @@ class MailchimpAudience(models.Model):
     )
     in_sync = fields.Boolean(
         compute="_compute_sync_stats",
-        help="Synced at least once, no cycle running, and nothing to add, remove, "
-        "reconcile, send or settle. Failed rows are counted apart: they need a look.",
+        help="Synced at least once, no cycle running, no failed rows, as many subscribed on "
+        "both sides, and nothing to add, remove, reconcile, send or settle.",
+    )
+    needs_attention = fields.Boolean(
+        compute="_compute_sync_stats",
+        help="Rows failed, or the two sides do not count the same subscribed members: "
+        "someone should look before trusting the figures.",
+    )
+    mapping_review_pending = fields.Boolean(
+        string="Trust Choice Pending",
+        copy=False,
+        readonly=True,
+        help="The subscription list was newly mapped on an audience that had synced before: "
+        "the next sync is a full one, and a person should confirm which side it trusts.",
+    )
+    mapping_review_needed = fields.Boolean(
+        compute="_compute_mapping_review_needed",
+        help="A newly mapped list (the subscription list or an interest's) waits for a person "
+        "to confirm which side the next full sync trusts.",
+    )
+    stale_interest_names = fields.Char(
+        compute="_compute_stale_interest_names",
+        help="Mapped interests Mailchimp no longer has: they are not synced.",
     )
 
     _sql_constraints = [
@@ -225,6 +248,19 @@ class MailchimpAudience(models.Model):
         for audience in self:
             audience.member_count = totals.get(audience, 0)
             audience.failed_count = fails.get(audience, 0)
+
+    @api.depends("mapping_review_pending", "interest_ids.mapping_review_pending")
+    def _compute_mapping_review_needed(self):
+        for audience in self:
+            audience.mapping_review_needed = audience.mapping_review_pending or any(
+                audience.interest_ids.mapped("mapping_review_pending")
+            )
+
+    @api.depends("interest_ids.stale", "interest_ids.mailing_list_id")
+    def _compute_stale_interest_names(self):
+        for audience in self:
+            stale = audience.interest_ids.filtered(lambda i: i.stale and i.mailing_list_id)
+            audience.stale_interest_names = ", ".join(stale.mapped("display_name")) or False
 
     @api.depends("merge_fields")
     def _compute_merge_fields_text(self):
@@ -288,14 +324,20 @@ class MailchimpAudience(models.Model):
                         audience.last_sync_end
                         and audience.sync_stage == "idle"
                         and not (to_add or to_remove or todo or live or unsent or open_batches)
+                        and not audience.failed_count and mc_sub == odoo_sub  # in_sync tells the truth
                     ),
+                    # in_sync tells the truth: failures or counts that disagree are shown.
+                    "needs_attention": bool(audience.mailing_list_id and audience.sync_stage == "idle"
+                                            and (audience.failed_count or mc_sub != odoo_sub)),
                 }
             )
 
     def _update_interests(self, remote_interests):
         """Create or rename this audience's interests from Mailchimp's list
-        (dicts with id, name, category_id, category_title); remove those
-        Mailchimp no longer has. Mappings are kept."""
+        (dicts with id, name, category_id, category_title).  Of those
+        Mailchimp no longer has, unmapped ones are removed and mapped ones
+        kept, marked stale (not synced, shown on the form); one that comes
+        back is synced again."""
         self.ensure_one()
         Interest = self.env["mailchimp.interest"]
         known = {i.mailchimp_interest_id: i for i in self.interest_ids}
@@ -311,8 +353,29 @@ class MailchimpAudience(models.Model):
                     interest.write(vals)
             else:
                 Interest.create(dict(vals, audience_id=self.id, mailchimp_interest_id=remote["id"]))
-        if known:
-            Interest.browse([i.id for i in known.values()]).unlink()
+        gone = Interest.browse([i.id for i in known.values()])
+        gone.filtered(lambda i: not i.mailing_list_id).unlink()
+        self._mark_stale_interests({remote["id"] for remote in remote_interests})
+
+    def _refresh_interests_stale(self):
+        """Ask Mailchimp which interests the audience has now and mark the
+        mapped ones it no longer has as stale (and those back as not stale),
+        so this cycle's reconcile skips them: an interest deleted at
+        Mailchimp is never sent with Odoo's value.  Called by the fetch
+        stage at the start of each cycle; one call per interest category.
+        Returns nothing; raises MailchimpError when Mailchimp does not answer."""
+        self.ensure_one()
+        remote = self.account_id._get_client().get_all_interests(self.mailchimp_list_id)
+        self._mark_stale_interests({interest["id"] for interest in remote})
+
+    def _mark_stale_interests(self, remote_ids):
+        """Mark this audience's interests missing from ``remote_ids`` (the
+        ids Mailchimp has) stale, and the others not stale."""
+        self.ensure_one()
+        for interest in self.interest_ids:
+            stale = interest.mailchimp_interest_id not in remote_ids
+            if interest.stale != stale:
+                interest.stale = stale
 
     # ------------------------------------------------------------------
     # Screens: what needs attention
@@ -398,6 +461,87 @@ class MailchimpAudience(models.Model):
             "views": [(False, "form")],
         }
 
+    # ------------------------------------------------------------------
+    # Mapping: each list mapped once, and a change is a data change
+    # ------------------------------------------------------------------
+
+    @api.constrains("mailing_list_id")
+    def _check_list_mapped_once(self):
+        self._check_lists_mapped_once(self.mailing_list_id)
+
+    @api.model
+    def _check_lists_mapped_once(self, lists):
+        """A mailing list is mapped once across all audiences: as one
+        audience's subscription list or as one interest's list.  Two
+        mappings of one list would make the sync copy one onto the other
+        (and opt people out of whichever side loses)."""
+        Audience = self.env["mailchimp.audience"].sudo().with_context(active_test=False)
+        Interest = self.env["mailchimp.interest"].sudo()
+        for mailing_list in lists:
+            audiences = Audience.search([("mailing_list_id", "=", mailing_list.id)])
+            interests = Interest.search([("mailing_list_id", "=", mailing_list.id)])
+            if len(audiences) + len(interests) < 2:
+                continue
+            own = interests.filtered(lambda i, audiences=audiences: i.audience_id in audiences)[:1]
+            if own:
+                raise ValidationError(self.env._(
+                    "The interest “%(interest)s” cannot use the list “%(list)s”: it is the subscription "
+                    "list of the audience %(audience)s. An interest needs a list of its own, or every "
+                    "subscribed member would get the interest and everyone else would lose it.",
+                    interest=own.display_name, list=mailing_list.display_name, audience=own.audience_id.name,
+                ))
+            uses = [self.env._("the subscription list of the audience %s", a.name) for a in audiences]
+            uses += [self.env._("the interest “%(interest)s” of the audience %(audience)s",
+                                interest=i.display_name, audience=i.audience_id.name) for i in interests]
+            raise ValidationError(self.env._(
+                "The list “%(list)s” is mapped twice: as %(uses)s. A list can be mapped once, as one "
+                "audience's subscription list or as one interest, across all audiences: choose another "
+                "list, or create a new one.",
+                list=mailing_list.display_name, uses=self.env._(" and as ").join(uses),
+            ))
+
+    def _check_mapping_change_allowed(self):
+        """A cycle reads the mapping from its first stage to its last: a
+        change in between would reconcile half of the rows against one
+        list and half against another."""
+        running = self.filtered("current_run_id")
+        if running:
+            raise UserError(self.env._(
+                "A sync of %s is running: its mapping cannot change now. Wait for the sync to finish "
+                "(or abort it), then change the list.", running[0].name,
+            ))
+
+    def _mapping_changed(self, interests=None):
+        """A list was newly mapped (as the subscription list, or as the list
+        of ``interests``) on these audiences.  On an audience that synced
+        before, the next sync is a full one and, until a person chooses in
+        the mapping wizard, trusts neither side to remove anyone for the
+        newly mapped list ('Only add, never remove'): nobody is opted out
+        because a list was newly mapped."""
+        synced = self.filtered(lambda a: a.last_fetch_at or a.last_sync_end)
+        if not synced:
+            return
+        synced.write({"full_sync_requested": True})
+        if interests is None:
+            synced.write({"trust_override": "add", "mapping_review_pending": True})
+        else:
+            interests.filtered(lambda i: i.audience_id in synced).write(
+                {"trust_override": "add", "mapping_review_pending": True}
+            )
+
+    def action_review_mapping(self):
+        """Open the wizard that asks which side to trust for the newly mapped lists."""
+        self.ensure_one()
+        return {
+            "type": "ir.actions.act_window",
+            "name": self.env._("Review mapping change"),
+            "res_model": "mailchimp.mapping.wizard",
+            "view_mode": "form",
+            "views": [(False, "form")],
+            "target": "new",
+            "context": {"default_audience_id": self.id},
+        }
+
     def _as_sync_operator(self):
         """Mailchimp users (marketing staff) may map lists and run syncs: the
         sync then writes its cache, batches and run log with elevated rights,
@@ -452,7 +596,16 @@ class MailchimpAudience(models.Model):
         return audiences
 
     def write(self, vals):
+        if "trust_override" in vals and not vals["trust_override"]:
+            # The choice is made (or the full sync it was for is done).
+            vals = dict(vals, mapping_review_pending=False)
+        remapped = self.browse()
+        if "mailing_list_id" in vals:
+            remapped = self.filtered(lambda a: a.mailing_list_id.id != (vals["mailing_list_id"] or False))
+            remapped._check_mapping_change_allowed()
         res = super().write(vals)
+        if remapped and vals["mailing_list_id"]:
+            remapped._mapping_changed()
         if {"mailing_list_id", "active", "name", "sync_interval_hours"} & set(vals):
             self._ensure_cron()
         return res

@@ -1,4 +1,4 @@
-from odoo import fields, models
+from odoo import api, fields, models
 
 from .mailchimp_audience import TRUST_OVERRIDE
 
@@ -29,6 +29,23 @@ class MailchimpInterest(models.Model):
         help="For the next full sync only, let this side win every conflict on this "
         "interest. Cleared when that sync completes.",
     )
+    stale = fields.Boolean(
+        string="Gone at Mailchimp",
+        default=False,
+        copy=False,
+        readonly=True,
+        tracking=True,
+        help="Mailchimp no longer has this interest: it is not synced (nobody gains or loses "
+        "it on either side) until it is back at Mailchimp. Map the list to another interest, "
+        "or clear the mapping.",
+    )
+    mapping_review_pending = fields.Boolean(
+        string="Trust Choice Pending",
+        copy=False,
+        readonly=True,
+        help="This interest's list was newly mapped on an audience that had synced before: the "
+        "next sync is a full one, and a person should confirm which side it trusts for this list.",
+    )
 
     _sql_constraints = [
         (
@@ -45,3 +62,21 @@ class MailchimpInterest(models.Model):
                 if interest.category_name
                 else interest.name
             )
+
+    @api.constrains("mailing_list_id", "audience_id")
+    def _check_list_mapped_once(self):
+        self.env["mailchimp.audience"]._check_lists_mapped_once(self.mailing_list_id)
+
+    def write(self, vals):
+        if "trust_override" in vals and not vals["trust_override"]:
+            # The choice is made (or the full sync it was for is done).
+            vals = dict(vals, mapping_review_pending=False)
+        if "mailing_list_id" not in vals:
+            return super().write(vals)
+        new_list = vals["mailing_list_id"] or False
+        changed = self.filtered(lambda i: i.mailing_list_id.id != new_list)
+        changed.audience_id._check_mapping_change_allowed()
+        res = super().write(vals)
+        if new_list:
+            changed.audience_id._mapping_changed(changed)
+        return res

@@ -480,7 +480,7 @@ class MailchimpMember(models.Model):
                         ON s2.contact_id = m.contact_id AND s2.list_id = i.mailing_list_id
                  LEFT JOIN mailchimp_list_removal r2
                         ON r2.contact_id = m.contact_id AND r2.list_id = i.mailing_list_id
-                     WHERE i.audience_id = %(aud)s AND i.mailing_list_id IS NOT NULL
+                     WHERE i.audience_id = %(aud)s AND i.mailing_list_id IS NOT NULL AND i.stale IS NOT TRUE
                        AND m.contact_id IS NOT NULL
                 ) iv ON TRUE
                  WHERE m.audience_id = %(aud)s {where_ids}

@@ -111,7 +111,7 @@ class MailchimpReconcile(models.AbstractModel):
         rows = [r for r in rows if in_flight_too or not r["in_flight"]]
         if not rows:
             return
-        mapped = audience.interest_ids.filtered("mailing_list_id")
+        mapped = audience.interest_ids.filtered(lambda i: i.mailing_list_id and not i.stale)  # stale: gone at Mailchimp
         interest_lists = {i.mailchimp_interest_id: i.mailing_list_id.id for i in mapped}
         # Plain tuples: read once per chunk, not through the ORM per row.
         interests = [(i.mailchimp_interest_id, i.trust_override or None) for i in mapped]

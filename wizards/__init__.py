@@ -1,0 +1,1 @@
+from . import mailchimp_mapping_wizard
