@@ -118,8 +118,10 @@ class MemberEvent:
     """A list webhook, reduced to what the addon acts on.
 
     ``email`` is the member's address now (for ``upemail``: the new one);
-    ``old_email`` is set for ``upemail`` only.  Names come from the merges
-    but are informative only: the member is re-fetched.
+    ``old_email`` is set for ``upemail`` only, and ``new_id``: the
+    renamed member's new ``unique_email_id`` as Mailchimp announces it (the
+    re-fetched member must have it).  Names come from the merges but are
+    informative only: the member is re-fetched.
     """
 
     type: str
@@ -131,6 +133,7 @@ class MemberEvent:
     reason: str | None = None
     first_name: str | None = None
     last_name: str | None = None
+    new_id: str | None = None
 
     @property
     def subscriber_hash(self):
@@ -203,7 +206,7 @@ def parse_member_event(pairs):
         new_email = _email(data, "new_email")
         old_email = _email(data, "old_email")
         return MemberEvent(type=event_type, list_id=list_id, email=new_email, old_email=old_email,
-                           fired_at=fired_at)
+                           fired_at=fired_at, new_id=_text(data, "new_id"))
     email = _email(data, "email")
     merges = data.get("merges")
     first = last = None

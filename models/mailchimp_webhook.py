@@ -351,11 +351,18 @@ class MailchimpWebhook(models.AbstractModel):
             member = client.get_member(audience.mailchimp_list_id, event.email)
         except MailchimpNotFoundError:
             member = None
+        if event.type == "upemail":
+            refusal = self._upemail_unconfirmed(client, audience, event, member)
+            if refusal:
+                return f"upemail ignored: {refusal}"
         # One writer per member: hold the row(s) before reading their state.
         Member = self.env["mailchimp.member"]
         emails = [event.email] + ([event.old_email] if event.type == "upemail" else [])
         Member._lock_rows([r.id for r in (self._row(audience, e) for e in emails) if r])
         if event.type == "upemail":
+            refusal = self._upemail_outdated(audience, event)
+            if refusal:
+                return f"upemail ignored: {refusal}"
             self._move_email(audience, event.old_email, event.email)
         row = self._apply_fetched(audience, event.email, member)
         if not row:
@@ -368,6 +375,41 @@ class MailchimpWebhook(models.AbstractModel):
         if row.mc_status == "cleaned":
             self._mark_cleaned(audience, row)
         return f"{event.type} applied"
+
+    def _upemail_unconfirmed(self, client, audience, event, member):
+        """Why Mailchimp does not confirm this ``upemail`` (None if it does).
+
+        The event moves a contact to another address, so it is believed
+        only when Mailchimp shows the rename: the new address is a member
+        whose ``unique_email_id`` is the ``new_id`` the event announces,
+        and the old address is no member any more (a rename frees it).  A
+        forged or replayed event, or one whose rename was undone since,
+        then renames nobody and unsubscribes nobody."""
+        if not event.fired_at or not event.new_id:
+            return "the event has no time or no new member id"
+        if not member:
+            return "Mailchimp has no member at the new address"
+        if member.get("unique_email_id") != event.new_id:
+            return "the member at the new address is not the one the event names"
+        if subscriber_hash(event.old_email) == subscriber_hash(event.email):
+            return None  # a change of case only: the same member
+        try:
+            client.get_member(audience.mailchimp_list_id, event.old_email)
+        except MailchimpNotFoundError:
+            return None
+        return "the old address is still a member at Mailchimp"
+
+    def _upemail_outdated(self, audience, event):
+        """Why this ``upemail`` is older than what the cache knows (None if
+        it is not): the cache saw the old address as a live member changed
+        after the event's time, so the row is not the member renamed then.
+        A row the cache marked archived itself (Mailchimp answered 404) has
+        a time of Odoo's clock, not Mailchimp's: it proves nothing."""
+        old_row = self._row(audience, event.old_email)
+        if (old_row.mc_status and old_row.mc_status != "archived" and old_row.mc_last_changed
+                and old_row.mc_last_changed > event.fired_at):
+            return "the cache knows a later change of the old address"
+        return None
 
     def _row(self, audience, email):
         return self.env["mailchimp.member"].search(

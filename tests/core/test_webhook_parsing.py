@@ -74,7 +74,7 @@ def test_unsubscribe_upemail_cleaned_campaign():
         ("data[new_email]", "new@example.org"), ("data[old_email]", "old@example.org"),
         ("data[list_id]", "93ab23d636"),
     ])
-    assert (up.email, up.old_email) == ("new@example.org", "old@example.org")
+    assert (up.email, up.old_email, up.new_id) == ("new@example.org", "old@example.org", "50696b797a")
     cleaned = parse_member_event([
         ("type", "cleaned"), ("fired_at", "2009-03-26 22:01:00"), ("data[list_id]", "a6b5da1054"),
         ("data[campaign_id]", "4fjk2ma9xd"), ("data[reason]", "hard"), ("data[email]", "x@example.org"),
