@@ -391,15 +391,35 @@ class MailchimpAccount(models.Model):
     def action_register_webhooks(self):
         """Register (or repair) the batch webhook of the account and the
         member webhook of each of its audiences at Mailchimp."""
+        states = {}
         for account in self:
-            self.env["mailchimp.webhook"]._register_all(account)
-        return True
+            states.update(self.env["mailchimp.webhook"]._register_all(account))
+        return self._webhook_notification(states, self.env._("Webhooks registered"),
+                                          self.env._("Some webhooks are not registered"))
 
     def action_check_webhooks(self):
         """Check, without changing anything, that the webhooks are in place."""
+        states = {}
         for account in self:
-            self.env["mailchimp.webhook"]._check_all(account)
-        return True
+            states.update(self.env["mailchimp.webhook"]._check_all(account))
+        return self._webhook_notification(states, self.env._("Webhooks are healthy"),
+                                          self.env._("Some webhooks need attention"))
+
+    def _webhook_notification(self, states, ok_title, problem_title):
+        """Say what Register/Check Webhooks found: {audience or account: state}."""
+        broken = [record for record, state in states.items() if state != "ok"]
+        if not broken:
+            return self._notification(ok_title, self.env._(
+                "%s webhook(s) in place: Mailchimp tells Odoo about member changes and finished batches "
+                "as they happen.", len(states)), "success")
+        lines = []
+        for record in broken:
+            name = record.name if record._name == "mailchimp.audience" else self.env._("Batch webhook")
+            lines.append(self.env._("%(name)s: %(problem)s", name=name,
+                                    problem=record.webhook_message or self.env._("not registered.")))
+        lines.append(self.env._("The sync still works without them, only later: Mailchimp's changes "
+                                "reach Odoo with the next scheduled sync. Register Webhooks repairs them."))
+        return self._notification(problem_title, " ".join(lines), "warning", sticky=True)
 
     def action_rotate_webhook_secret(self):
         """Give the account a new webhook secret in one step: register the

@@ -286,12 +286,17 @@ class MailchimpAudience(models.Model):
                        count(*) FILTER (WHERE NOT coalesce(odoo_subscribed, false) AND sync_status != 'fail'
                                           AND mc_status IN ('subscribed', 'pending')),
                        count(*) FILTER (WHERE sync_status IN ('todo', 'redo')),
-                       count(*) FILTER (WHERE sync_status = 'live')
-                  FROM mailchimp_member
-                 WHERE audience_id = ANY(%s)
+                       -- In flight: sent and waiting for Mailchimp's answer.  A
+                       -- row whose update is still queued (Retry, a webhook) is
+                       -- counted once, among the unsent, not here as well.
+                       count(*) FILTER (WHERE sync_status = 'live' AND q.member_id IS NULL)
+                  FROM mailchimp_member m
+             LEFT JOIN (SELECT DISTINCT member_id FROM mailchimp_update
+                         WHERE state = 'queued' AND audience_id = ANY(%(ids)s)) q ON q.member_id = m.id
+                 WHERE audience_id = ANY(%(ids)s)
               GROUP BY audience_id
                 """,
-                (self.ids,),
+                {"ids": self.ids},
             )
             stats.update({row[0]: row[1:] for row in self.env.cr.fetchall()})
             updates = dict(
@@ -711,16 +716,20 @@ class MailchimpAudience(models.Model):
                 raise UserError(self.env._("Choose the subscription list of %s first.", audience.name))
             audience._ensure_cron()
             audience.cron_id._trigger()
-        return self._notify(
-            self.env._("The sync runs in the background; this form shows its progress. "
-                       "Reload it to see the latest figures."),
+        return self._notify_started(
+            self.env._("The sync runs in the background, and this form shows its progress as it goes."),
             self.env._("Sync started"),
         )
 
     def action_full_resync(self):
         """Fetch every member again on the next cycle (not only recent changes)."""
         self._as_sync_operator().write({"full_sync_requested": True})
-        return self.action_sync_now()
+        self.action_sync_now()
+        return self._notify_started(
+            self.env._("Every member is fetched from Mailchimp again, not only recent changes. The sync "
+                       "runs in the background, and this form shows its progress as it goes."),
+            self.env._("Full resync started"),
+        )
 
     def action_abort(self):
         """Stop the cycle in progress.  Refused while a worker runs a step
@@ -773,9 +782,24 @@ class MailchimpAudience(models.Model):
 
     def action_register_webhook(self):
         """Register (or repair) this audience's member webhook at Mailchimp."""
+        healthy, broken = [], []
         for audience in self:
-            self.env["mailchimp.webhook"]._register_all(audience.account_id, audience)
-        return True
+            states = self.env["mailchimp.webhook"]._register_all(audience.account_id, audience)
+            (healthy if states.get(audience) == "ok" else broken).append(audience)
+        if not broken:
+            return self._notify(
+                self.env._("Mailchimp now sends the member changes of %s to Odoo as they happen.",
+                           ", ".join(a.name for a in healthy)),
+                self.env._("Webhook registered"),
+            )
+        return self._notify(
+            " ".join(self.env._("%(audience)s: %(problem)s", audience=a.name,
+                                problem=a.webhook_message or self.env._("not registered."))
+                     for a in broken)
+            + " " + self.env._("The sync still works without webhooks, only later: changes made at "
+                               "Mailchimp reach Odoo with the next scheduled sync."),
+            self.env._("Webhook not registered"), "warning",
+        )
     def _notify_started(self, message, title):
         """The notification of a started sync; closing it lets the form
         watch for the scheduled action to pick the cycle up (the

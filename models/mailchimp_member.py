@@ -767,9 +767,13 @@ class MailchimpMember(models.Model):
             parts.append(self.env._("%s row(s) wait for Mailchimp's answer to their last update: retry "
                                     "them once it is settled.", len(waiting)))
         if still_failed:
+            # Which rows, and why (the reasons already say what to do next).
+            emails = still_failed.mapped("email")
             reasons = sorted(set(still_failed.mapped("sync_error")) - {False})
-            parts.append(self.env._("%(count)s row(s) cannot be helped by a retry: %(why)s",
-                                    count=len(still_failed), why="; ".join(reasons[:3])))
+            parts.append(self.env._("%(count)s row(s) cannot be helped by a retry (%(rows)s):",
+                                    count=len(still_failed),
+                                    rows=", ".join(emails[:5]) + (", …" if len(emails) > 5 else "")))
+            parts.extend(reasons[:3])
         kind = "warning" if (still_failed or waiting) else "success"
         return self.audience_id[:1]._notify(" ".join(parts), self.env._("Retried"), kind)
     @api.model

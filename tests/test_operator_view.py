@@ -1,6 +1,9 @@
-"""The operator's view (issue 14): plain-word errors, a run log whose headers
+"""The operator's view (issue 14): actions that say what they did, the live
+status and failing look of the screens, counts that add up, failure
+reasons that say what to do, plain-word errors, a run log whose headers
 fit, a mailing list form that says it is synced, settings in Settings ›
-Email Marketing, the translation template, and each audience's history."""
+Email Marketing, the translation template, and each audience's history.
+(The browser tour, tests/test_tour.py, shows the same screens working.)"""
 
 import importlib.util
 import pathlib
@@ -9,13 +12,14 @@ import socket
 
 from lxml import etree
 
-from odoo.exceptions import UserError, ValidationError
+from odoo.exceptions import AccessError, UserError, ValidationError
 from odoo.tests import HttpCase, new_test_user, tagged
 from odoo.tests.common import _find_executable
 
 from odoo.addons.mailchimp_sync.mailchimp_sync import exceptions as mc
+from odoo.addons.mailchimp_sync.mailchimp_sync import reasons
 from odoo.addons.mailchimp_sync.mailchimp_sync.client import MailchimpClient, error_from_response
-from odoo.addons.mailchimp_sync.tools.user_messages import describe_error
+from odoo.addons.mailchimp_sync.tools.user_messages import describe_error, describe_reason
 
 from .common import SyncCase
 
@@ -50,6 +54,273 @@ class TestOperatorView(SyncCase):
         env = self.env(user=user) if user else self.env
         result = env[model].get_views([(view_id, view_type)])
         return etree.fromstring(result["views"][view_type]["arch"])
+
+    def notification(self, action, kind=None):
+        """The (title, message) of an action that answers with a notification."""
+        self.assertIsInstance(action, dict, "the action says what it did")
+        self.assertEqual((action["type"], action["tag"]), ("ir.actions.client", "display_notification"))
+        params = action["params"]
+        if kind:
+            self.assertEqual(params["type"], kind, params["message"])
+        self.assertTrue(params["title"] and params["message"])
+        self.assertNotRegex(params["message"], r"\b[0-9a-f]{32}\b")
+        return params["title"], params["message"]
+
+    # ------------------------------------------------------------------
+    # Item 1: every action says what it did; the form follows the sync
+    # ------------------------------------------------------------------
+
+    def test_sync_buttons_say_what_they_did(self):
+        self.seed(members=[{"email_address": "carl@example.org", "status": "cleaned",
+                            "last_changed": "2025-01-01T00:00:00+00:00"}])
+        self.contact("carl@example.org", [self.newsletter])
+        audience = self.audience.with_user(self.marketer)
+
+        action = audience.action_sync_now()
+        self.assertEqual(self.notification(action, "success")[0], "Sync started")
+        self.assertFalse(self.audience.run_ids, "Sync Now only triggers the scheduled action")
+        # Closing the notification lets the form watch for the cycle to start,
+        # looking past the runs it already knows.
+        watch = action["params"]["next"]
+        self.assertEqual((watch["type"], watch["tag"]), ("ir.actions.client", "mailchimp_sync_watch"))
+        self.assertEqual(watch["params"], {"audience_ids": [self.audience.id],
+                                           "last_run_ids": {str(self.audience.id): 0}})
+        run = self.sync()
+        self.assertEqual(audience.action_sync_now()["params"]["next"]["params"]["last_run_ids"],
+                         {str(self.audience.id): run.id})
+
+        title, message = self.notification(audience.action_full_resync(), "success")
+        self.assertEqual(title, "Full resync started")
+        self.assertIn("Every member is fetched", message)
+        self.assertTrue(self.audience.full_sync_requested)
+
+        row = self.row("carl@example.org")
+        self.assertEqual(row.sync_status, "fail")
+        title, message = self.notification(row.with_user(self.marketer).action_include_in_next_sync(), "success")
+        self.assertIn("1 row(s) will be reconciled by the next sync", message)
+        title, message = self.notification(row.with_user(self.marketer).action_retry(), "warning")
+        self.assertIn("cannot be helped by a retry (carl@example.org)", message)
+        self.assertIn(describe_reason(self.env, reasons.CLEANED_AT_MAILCHIMP), message)
+
+        self.step()  # a cycle is open
+        self.assertNotEqual(self.audience.sync_stage, "idle")
+        title, message = self.notification(audience.action_abort(), "warning")
+        self.assertEqual(title, "Sync aborted")
+        self.assertIn("reconciled again by the next sync", message)
+        self.assertEqual((self.audience.sync_stage, self.audience.run_ids[:1].state), ("idle", "aborted"))
+
+    def test_webhook_buttons_say_what_they_did(self):
+        self.seed()
+        self.env["ir.config_parameter"].sudo().set_param("mailchimp_sync.webhook_base_url",
+                                                         "https://odoo.example.com")
+        # Mailchimp checks a new URL with a GET first: this one answers nowhere.
+        title, message = self.notification(self.audience.action_register_webhook(), "warning")
+        self.assertEqual(title, "Webhook not registered")
+        self.assertIn("Newsletter: ", message)
+        self.assertIn("next scheduled sync", message)
+        title, _message = self.notification(self.account.action_register_webhooks(), "warning")
+        self.assertEqual(title, "Some webhooks are not registered")
+
+        self.emulator.control.settings(webhook_validate_get=False)
+        title, message = self.notification(self.audience.action_register_webhook(), "success")
+        self.assertEqual(title, "Webhook registered")
+        self.assertIn("Newsletter", message)
+        title, message = self.notification(self.account.action_register_webhooks(), "success")
+        self.assertEqual(title, "Webhooks registered")
+        self.assertIn("2 webhook(s) in place", message)
+        title, _message = self.notification(self.account.action_check_webhooks(), "success")
+        self.assertEqual(title, "Webhooks are healthy")
+
+    def test_form_follows_the_sync(self):
+        """The audience form's live status: a widget that reloads the record
+        while a cycle runs (static/src/views/sync_status), shown to every
+        Mailchimp user; Sync Now has a tooltip that says it runs in the
+        background.  The tour watches it work."""
+        for user in (self.admin, self.marketer):
+            arch = self.arch("mailchimp.audience", "form", user)
+            (widget,) = arch.xpath("//sheet//widget[@name='mailchimp_sync_status']")
+            self.assertEqual(widget.get("invisible"), "not id")
+            self.assertIn("background", arch.xpath("//button[@name='action_sync_now']")[0].get("help"))
+            # The old server-side progress and failure alerts gave way to the widget.
+            self.assertFalse(arch.xpath("//sheet//field[@name='progress_percent']"))
+            self.assertNotIn("The last sync step failed", etree.tostring(arch, encoding="unicode"))
+        assets = self.env["ir.qweb"]._get_asset_bundle("web.assets_backend", js=True, css=True)
+        paths = [f["url"] for f in assets.files]
+        for name in ("sync_status.js", "sync_status.xml", "sync_status.scss"):
+            self.assertTrue(any(p.endswith(f"/static/src/views/sync_status/{name}") for p in paths), name)
+
+    # ------------------------------------------------------------------
+    # Item 3: a failing sync has its own look
+    # ------------------------------------------------------------------
+
+    def test_failing_sync_look(self):
+        self.seed(members=[{"email_address": "anna@example.org", "status": "subscribed"}])
+        self.emulator.control.faults(rules=[
+            {"method": "GET", "path": "^/lists/[^/]+/members$", "kind": "503", "count": 10}])
+        with self.assertLogs("odoo.addons.mailchimp_sync.models.mailchimp_sync", "WARNING"):
+            self.assertEqual(self.step(), "failed")
+        run = self.audience.current_run_id
+        self.assertEqual((run.state, self.audience.sync_stage), ("failing", "failing"))
+        self.assertTrue(self.audience.next_retry_at)
+        self.assertEqual(self.audience.next_retry_at, run.next_retry_at)
+        self.assertIn("Mailchimp had a problem on its side", run.message)
+        label = dict(self.audience._fields["sync_stage"]._description_selection(self.env))["failing"]
+        self.assertEqual(label, "Failing, will retry")
+
+        for user in (self.admin, self.marketer):
+            form = self.arch("mailchimp.audience", "form", user)
+            # Statusbar (red through static/src/views/sync_status.scss) and,
+            # beside it, the time of the next try, only while failing.
+            header = form.xpath("//header")[0]
+            self.assertTrue(header.xpath("./field[@name='sync_stage'][@widget='statusbar']"))
+            (retry,) = header.xpath("./field[@name='next_retry_at']")
+            self.assertEqual(retry.get("invisible"), "sync_stage != 'failing'")
+            self.assertIn("text-danger", retry.get("class"))
+            # Abort only while a cycle is open.
+            (abort,) = header.xpath("./button[@name='action_abort']")
+            self.assertEqual(abort.get("invisible"), "sync_stage == 'idle'")
+            # The run log: the failing state has its own red badge and the next try.
+            (state,) = form.xpath("//field[@name='run_ids']//list/field[@name='state']")
+            self.assertEqual(state.get("widget"), "badge")
+            self.assertEqual(state.get("decoration-danger"), "state in ('failing', 'failed')")
+            self.assertTrue(form.xpath("//field[@name='run_ids']//list/field[@name='next_retry_at']"))
+
+            listing = self.arch("mailchimp.audience", "list", user)
+            (badge,) = listing.xpath("//field[@name='sync_stage']")
+            self.assertEqual((badge.get("widget"), badge.get("decoration-danger")),
+                             ("badge", "sync_stage == 'failing'"))
+            self.assertEqual(listing.xpath("//field[@name='next_retry_at']")[0].get("invisible"),
+                             "sync_stage != 'failing'")
+
+            card = self.arch("mailchimp.audience", "kanban", user)
+            (failing,) = card.xpath("//span[contains(@class, 'o_mailchimp_failing')]")
+            self.assertIn("text-bg-danger", failing.get("class"))
+            self.assertIn("Failing, will retry", "".join(failing.itertext()))
+            self.assertTrue(failing.xpath(".//field[@name='next_retry_at']"))
+
+            runs = self.arch("mailchimp.sync.run", "list", user)
+            (state,) = runs.xpath("//field[@name='state']")
+            self.assertEqual(state.get("decoration-danger"), "state in ('failing', 'failed')")
+            self.assertTrue(runs.xpath("//field[@name='next_retry_at']"))
+
+        # The failure passes: the cycle carries on, and the look goes with it.
+        self.emulator.control.faults()
+        self.sync()
+        self.assertEqual((self.audience.sync_stage, self.audience.next_retry_at), ("idle", False))
+        self.assertEqual(run.state, "done")
+
+    # ------------------------------------------------------------------
+    # Item 4: Retry's counts add up
+    # ------------------------------------------------------------------
+
+    def test_retry_counts_add_up(self):
+        self.seed(members=[
+            {"email_address": "bea@example.org", "status": "unsubscribed", "last_changed": "2025-01-01T00:00:00+00:00"},
+            {"email_address": "carl@example.org", "status": "cleaned", "last_changed": "2025-01-01T00:00:00+00:00"},
+        ])
+        bea = self.contact("bea@example.org", [self.newsletter], message_bounce=3)
+        self.contact("carl@example.org", [self.newsletter])
+        self.sync()
+        audience = self.audience
+
+        def counts():
+            audience.invalidate_recordset()
+            live = self.Member.search([("audience_id", "=", audience.id), ("sync_status", "=", "live")])
+            queued = self.env["mailchimp.update"].search([("audience_id", "=", audience.id), ("state", "=", "queued")])
+            # Each live row is either in flight or waiting to be sent, never both.
+            self.assertEqual(audience.live_count + len(queued.member_id), len(live))
+            return audience.live_count, audience.unsent_count, audience.failed_count
+
+        self.assertEqual(counts(), (0, 0, 2))
+        self.assertIn("bounces in Odoo", self.row("bea@example.org").sync_error)
+        # The address works again: Retry queues the resubscription.  The row
+        # waits to be sent: counted once, as unsent, not also in flight.
+        bea.message_bounce = 0
+        rows = self.row("bea@example.org") | self.row("carl@example.org")
+        title, message = self.notification(rows.with_user(self.marketer).action_retry(), "warning")
+        self.assertIn("1 update(s) queued for the next sync", message)
+        self.assertIn("1 row(s) cannot be helped by a retry (carl@example.org)", message)
+        self.assertEqual(self.row("bea@example.org").sync_status, "live")
+        self.assertEqual(self.row("carl@example.org").sync_status, "fail")
+        self.assertEqual(counts(), (0, 1, 1))
+        # The next sync sends it: in flight, no longer unsent.
+        self.sync(settle=False)
+        self.assertEqual(counts(), (1, 0, 1))
+        self.settle()
+        self.assertEqual(counts(), (0, 0, 1))
+        self.assertEqual(self.mc("bea@example.org")["status"], "subscribed")
+
+    # ------------------------------------------------------------------
+    # Items 5 and 10: reasons say what to do next, in the user's language
+    # ------------------------------------------------------------------
+
+    def test_every_reason_says_what_to_do(self):
+        samples = {
+            reasons.OTHER_EMAIL_SUBSCRIBED: {"email": "old@example.org", "mc_status": "unsubscribed"},
+            reasons.BLACKLISTED_IN_ODOO: {"mc_status": "archived"},
+            reasons.BOUNCING_IN_ODOO: {"mc_status": "unsubscribed"},
+            reasons.INVALID_MERGE_FIELDS: {"fields": "SHOE: Please enter a number"},
+            reasons.TEMPORARY: {"status": 503},
+            reasons.REFUSED: {"status": 405, "title": "Method Not Allowed",
+                              "detail": "Member 0123456789abcdef0123456789abcdef cannot be removed."},
+        }
+        next_steps = ("press retry", "press include in next sync", "remove the contact", "correct",
+                      "ask the person")
+        seen = set()
+        for code in sorted(reasons.CODES):
+            text = describe_reason(self.env, code, samples.get(code))
+            with self.subTest(code=code):
+                self.assertTrue(text.endswith("."), text)
+                self.assertTrue(any(step in text.lower() for step in next_steps), text)
+                self.assertNotRegex(text, r"\b[a-z]+_[a-z_]+\b")  # no code
+                self.assertNotRegex(text, r"\b[0-9a-f]{32}\b|%\(|\bNone\b")
+                seen.add(text)
+        self.assertEqual(len(seen), len(reasons.CODES), "one sentence per code")
+        self.assertIn("old@example.org is unsubscribed there",
+                      describe_reason(self.env, reasons.OTHER_EMAIL_SUBSCRIBED,
+                                      samples[reasons.OTHER_EMAIL_SUBSCRIBED]))
+        self.assertIn("SHOE: Please enter a number",
+                      describe_reason(self.env, reasons.INVALID_MERGE_FIELDS, samples[reasons.INVALID_MERGE_FIELDS]))
+        self.assertIn("details are in the server log", describe_reason(self.env, "something_new", {}))
+        # Translated: through env._(), in the environment's language.
+        self.env["res.lang"]._activate_lang("fr_FR")
+        english = describe_reason(self.env, reasons.CLEANED_AT_MAILCHIMP)
+        self.assertEqual(describe_reason(self.env(context={"lang": "fr_FR"}), reasons.CLEANED_AT_MAILCHIMP), english)
+        if POT.exists():
+            msgids = self._pot_msgids()
+            for code in (reasons.CLEANED_AT_MAILCHIMP, reasons.NO_RESULT, reasons.INVALID_EMAIL):
+                self.assertIn(describe_reason(self.env, code), msgids, code)
+
+    def test_rows_store_the_sentence(self):
+        """What the reconcile decides and what Mailchimp answers both reach
+        the row as the sentence, not as a code or Mailchimp's English."""
+        self.seed(members=[{"email_address": "carl@example.org", "status": "cleaned",
+                            "last_changed": "2025-01-01T00:00:00+00:00"}])
+        self.contact("carl@example.org", [self.newsletter])
+        self.contact("test@example.com", [self.newsletter])  # Mailchimp finds it fake
+        self.sync()
+        self.assertEqual(self.row("carl@example.org").sync_error,
+                         describe_reason(self.env, reasons.CLEANED_AT_MAILCHIMP))
+        fake = self.row("test@example.com")
+        self.assertEqual((fake.sync_status, fake.sync_error),
+                         ("fail", describe_reason(self.env, reasons.INVALID_EMAIL)))
+        # The technical answer stays on the update, for managers.
+        self.assertIn("looks fake or invalid", fake.update_ids.error_detail)
+
+    def test_marketing_users_see_no_subscriber_hash(self):
+        self.seed(members=[{"email_address": "anna@example.org", "status": "subscribed"}])
+        self.sync()
+        row = self.row("anna@example.org")
+        self.assertTrue(row.subscriber_hash)
+        for model in ("mailchimp.member", "mailchimp.update", "mailchimp.batch", "mailchimp.sync.run"):
+            for view_type in ("list", "form", "search"):
+                with self.subTest(model=model, view_type=view_type):
+                    arch = self.env[model].with_user(self.marketer).get_views([(False, view_type)])
+                    self.assertNotIn("subscriber_hash", arch["views"][view_type]["arch"])
+        self.assertIn("subscriber_hash", self.Member.get_views([(False, "form")])["views"]["form"]["arch"])
+        with self.assertRaises(AccessError):
+            row.with_user(self.marketer).read(["subscriber_hash"])
+        self.assertNotIn("subscriber_hash", row.with_user(self.marketer).read()[0])
 
     # ------------------------------------------------------------------
     # Item 2: errors in one sentence
