@@ -577,27 +577,19 @@ class MailchimpMember(models.Model):
         )
         self.invalidate_model()
 
-    @api.model
-    def _store_data_snapshots(self, audience, member_ids):
-        """After a reconcile: remember each row's Odoo data as it now is
-        (the fingerprint of ``_data_snapshot_sql``, and the contact's name
-        and address, which its partner may follow next time)."""
-        if not member_ids:
-            return
+    def _data_snapshot_expression(self, audience):
+        """SQL of what a reconciled row remembers of its Odoo data (alias
+        ``m``: the cache row): the fingerprint of ``_data_snapshot_sql`` and
+        the contact's name and address, which its partner may follow next
+        time.  Parameters are inlined, so it fits in a bulk statement's
+        template (``execute_values``)."""
         snapshot, params = self._data_snapshot_sql(audience)
-        self.env.cr.execute(
-            f"""
-            UPDATE mailchimp_member m
-               SET sent_data = COALESCE(m.sent_data, '{{}}'::jsonb)
-                               || jsonb_build_object('odoo', {snapshot},
-                                                     'contact', jsonb_build_array(c.name, c.email_normalized))
-              FROM mailing_contact c
-         LEFT JOIN res_partner p ON p.id = c.partner_id
-             WHERE m.id = ANY(%(ids)s) AND m.contact_id = c.id
-            """,
-            {"ids": list(member_ids), **params},
-        )
-        self.invalidate_model(["sent_data"])
+        sql = f"""COALESCE((SELECT jsonb_build_object('odoo', {snapshot},
+                                                      'contact', jsonb_build_array(c.name, c.email_normalized))
+                              FROM mailing_contact c
+                         LEFT JOIN res_partner p ON p.id = c.partner_id
+                             WHERE c.id = m.contact_id), '{{}}'::jsonb)"""
+        return self.env.cr.mogrify(sql, params).decode().replace("%", "%%")
 
     @api.model
     def _partners_follow_contacts(self, audience, member_ids):

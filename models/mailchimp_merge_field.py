@@ -212,71 +212,91 @@ class MailchimpMergeField(models.Model):
         # language, whoever runs the sync: the company's.
         return self.env.ref("base.main_company").sudo().partner_id.lang or "en_US"
 
+    def _spec(self):
+        """This mapping as plain values, read once per chunk rather than
+        through the ORM per row: (tag, model, field name, field type, is a
+        name part, merge type, options, direction)."""
+        self.ensure_one()
+        return (self.tag, self.odoo_model, self._column(), self.odoo_field_id.ttype, self._is_name_part(),
+                self.field_type, self.options or {}, self.direction)
+
     @api.model
     def _load_odoo_values(self, audience, rows):
         """Give each loaded row ``odoo_values``: merge tag -> (the mapped
         Odoo field's value in plain Python, its record's last write), read
-        for the whole chunk at once.  A many2one gives its record's name, a
-        selection its label.  Fields of a row without a partner are left out."""
-        mappings = self._of(audience)
+        for the whole chunk in one query per model.  A many2one gives its
+        record's name, a selection its label.  Fields of a row without a
+        partner are left out."""
         for row in rows:
             row["odoo_values"] = {}
-        if not mappings:
+        specs = [m._spec() for m in self._of(audience)]
+        if not specs:
             return
         lang = self._lang()
+        cr = self.env.cr
         for model, key in (("mailing.contact", "contact_id"), ("res.partner", "contact_partner_id")):
-            of_model = mappings.filtered(lambda m, model=model: m.odoo_model == model)
-            ids = {row[key] for row in rows if row.get(key)}
+            of_model = [s for s in specs if s[1] == model]
+            ids = sorted({row[key] for row in rows if row.get(key)})
             if not of_model or not ids:
                 continue
-            fnames = set(of_model.odoo_field_id.mapped("name")) | {"write_date"}
-            if any(m._is_name_part() for m in of_model):
-                fnames |= {"first_name", "last_name", "name", "email_normalized"}
-            records = self.env[model].sudo().with_context(lang=lang, active_test=False).browse(ids)
-            data = {r["id"]: r for r in records.read(sorted(fnames))}
+            Model = self.env[model].sudo().with_context(lang=lang, active_test=False)
+            fnames = sorted({s[2] for s in of_model})
+            names = model == "mailing.contact" and any(s[4] for s in of_model)
+            columns = [
+                f'COALESCE("{f}"->>%(lang)s, "{f}"->>\'en_US\')' if Model._fields[f].translate else f'"{f}"'
+                for f in fnames
+            ]
+            if names:
+                columns += ["first_name", "last_name", "name", "email_normalized"]
+            cr.execute(
+                f"SELECT id, write_date, {', '.join(columns)} FROM {Model._table} WHERE id = ANY(%(ids)s)",
+                {"ids": ids, "lang": lang},
+            )
+            data = {}
+            for row_id, write_date, *values in cr.fetchall():
+                record = dict(zip(fnames, values, strict=False))
+                if names:
+                    record["_names"] = self._effective_names(*values[len(fnames):])
+                data[row_id] = (write_date, record)
             # A value that is only the field's default (a partner's type,
             # say, on a partner the sync just created) holds no change to
             # oppose to Mailchimp's.
-            defaults = records.default_get(sorted(set(of_model.odoo_field_id.mapped("name"))))
-            labels = {
-                m.tag: dict(records._fields[m.odoo_field_id.name]._description_selection(records.env))
-                for m in of_model if m.odoo_field_id.ttype == "selection"
-            }
+            defaults = Model.default_get(fnames)
+            shown = {}  # field -> {stored value: what Mailchimp is sent}
+            for fname in fnames:
+                field = Model._fields[fname]
+                if field.type == "selection":
+                    shown[fname] = dict(field._description_selection(Model.env))
+                elif field.type == "many2one":
+                    related = {r[1][fname] for r in data.values() if r[1][fname]}
+                    shown[fname] = {r.id: r.display_name for r in self.env[field.comodel_name].sudo().with_context(
+                        lang=lang, active_test=False).browse(related)}
             for row in rows:
-                record = data.get(row.get(key))
-                if not record:
+                found = data.get(row.get(key))
+                if not found:
                     continue
-                if "first_name" in fnames and model == "mailing.contact":
-                    row["odoo_names"] = self._effective_names(record)
-                for mapping in of_model:
-                    value = self._plain_value(mapping, record, labels.get(mapping.tag))
-                    raw = record[mapping.odoo_field_id.name]
-                    default = defaults.get(mapping.odoo_field_id.name)
-                    is_default = default not in (None, False) and (raw[0] if isinstance(raw, tuple) else raw) == default
-                    row["odoo_values"][mapping.tag] = (value, None if is_default else record["write_date"])
+                write_date, record = found
+                if names:
+                    row["odoo_names"] = record["_names"]
+                for tag, _model, fname, ttype, name_part, *_rest in of_model:
+                    raw = record[fname]
+                    if name_part:
+                        value = record["_names"][0 if fname == "first_name" else 1]
+                    elif ttype in ("many2one", "selection"):
+                        value = shown[fname].get(raw, raw) if raw is not None else None
+                    else:
+                        value = raw
+                    default = defaults.get(fname)
+                    changed = None if default not in (None, False) and raw == default else write_date
+                    row["odoo_values"][tag] = (value, changed)
 
     @staticmethod
-    def _effective_names(record):
+    def _effective_names(first, last, name, email):
         """A contact's (first, last): its own, else its full name split (a
         name that is only the address counts as none)."""
-        if record["first_name"] or record["last_name"]:
-            return (record["first_name"] or "", record["last_name"] or "")
-        return split_name(record["name"] if record["name"] != record["email_normalized"] else "")
-
-    @classmethod
-    def _plain_value(cls, mapping, record, labels):
-        name = mapping.odoo_field_id.name
-        if mapping._is_name_part():
-            return cls._effective_names(record)[0 if name == "first_name" else 1]
-        value = record[name]
-        ttype = mapping.odoo_field_id.ttype
-        if value is False and ttype not in ("integer", "float"):
-            return None
-        if ttype == "many2one":
-            return value[1]
-        if ttype == "selection":
-            return labels.get(value, value)
-        return value
+        if first or last:
+            return (first or "", last or "")
+        return split_name(name if name != email else "")
 
     def _data_writer(self, audience, rows):
         """A :class:`DataWriter` for one reconcile chunk of ``audience``."""
@@ -344,6 +364,7 @@ class DataWriter:
         self.env = env
         self.audience = audience
         self.mappings = {m.tag: m for m in env["mailchimp.merge.field"]._of(audience)}
+        self.specs = {tag: mapping._spec() for tag, mapping in self.mappings.items()}
         self.rows = {row["id"]: row for row in rows}
         self.names = []  # (contact id, first, last)
         self.writes = {}  # (model, record id) -> vals
@@ -356,30 +377,28 @@ class DataWriter:
         for the many2one and selection mappings, over the chunk's values."""
         refs = {}
         lang = self.mappings and self.env["mailchimp.merge.field"]._lang()
-        for tag, mapping in self.mappings.items():
-            ttype = mapping.odoo_field_id.ttype
-            if ttype not in ("many2one", "selection") or mapping.direction == mf.TO_MAILCHIMP:
+        for tag, (_tag, model, fname, ttype, _name, mtype, options, direction) in self.specs.items():
+            if ttype not in ("many2one", "selection") or direction == mf.TO_MAILCHIMP:
                 continue
             texts = set()
             for row in rows:
                 value = (row.get("mc_merge_fields") or {}).get(tag)
                 if not mf.is_empty(value):
-                    texts.add(mf.to_odoo(mapping.field_type, "char",
-                                         mf.canonical(mapping.field_type, mapping.options, value, strict=False)))
-            model = self.env[mapping.odoo_model].with_context(lang=lang)
-            field = model._fields[mapping.odoo_field_id.name]
+                    texts.add(mf.to_odoo(mtype, "char", mf.canonical(mtype, options, value, strict=False)))
+            Model = self.env[model].with_context(lang=lang)
+            field = Model._fields[fname]
             if ttype == "selection":
-                options = field._description_selection(model.env)
-                refs[tag] = {text: mf.match_option(text, options) for text in texts}
-            else:
-                comodel = self.env[field.comodel_name].sudo().with_context(lang=lang, active_test=True)
-                names = comodel._rec_names_search or [comodel._rec_name]
-                refs[tag] = {}
-                for text in texts:
-                    # The same name (or code), without regard to case: never
-                    # a record that only contains it.
-                    domain = ["|"] * (len(names) - 1) + [(name, "=ilike", text) for name in names]
-                    refs[tag][text] = comodel.search(domain, limit=1, order="id").id or None
+                choices = field._description_selection(Model.env)
+                refs[tag] = {text: mf.match_option(text, choices) for text in texts}
+                continue
+            comodel = self.env[field.comodel_name].sudo().with_context(lang=lang, active_test=True)
+            names = comodel._rec_names_search or [comodel._rec_name]
+            refs[tag] = {}
+            for text in texts:
+                # The same name (or code), without regard to case: never a
+                # record whose name only contains it.
+                domain = ["|"] * (len(names) - 1) + [(name, "=ilike", text) for name in names]
+                refs[tag][text] = comodel.search(domain, limit=1, order="id").id or None
         return refs
 
     def collect(self, row, decision):
@@ -391,14 +410,14 @@ class DataWriter:
             return
         names = {}
         for tag, value in decision.odoo_values.items():
-            mapping = self.mappings.get(tag)
-            if not mapping:
+            spec = self.specs.get(tag)
+            if not spec:
                 continue
             try:
-                if mapping._is_name_part():
-                    names[mapping.odoo_field_id.name] = mf.to_odoo(mapping.field_type, "char", value) or ""
+                if spec[4]:  # the contact's first or last name
+                    names[spec[2]] = mf.to_odoo(spec[5], "char", value) or ""
                     continue
-                self._collect_value(row, mapping, value)
+                self._collect_value(row, spec, value)
             except mf.MergeValueError as exc:
                 decision.data_problems.append(exc.problem(tag))
                 self._forget_agreed(decision, tag, row)
@@ -411,23 +430,24 @@ class DataWriter:
             decision.status = "fail"
             self.failed[row["id"]] = list(decision.data_problems)
 
-    def _collect_value(self, row, mapping, value):
-        ttype = mapping.odoo_field_id.ttype
-        record_id = row["contact_id"] if mapping.odoo_model == "mailing.contact" else row.get("contact_partner_id")
+    def _collect_value(self, row, spec, value):
+        tag, model, fname, ttype, _name, mtype, _options, _direction = spec
+        record_id = row["contact_id"] if model == "mailing.contact" else row.get("contact_partner_id")
         if not record_id:
             return
         if ttype in ("many2one", "selection"):
-            text = mf.to_odoo(mapping.field_type, "char", value)
+            text = mf.to_odoo(mtype, "char", value)
             if text is False:
                 odoo_value = False
             else:
-                odoo_value = self.references.get(mapping.tag, {}).get(text)
+                odoo_value = self.references.get(tag, {}).get(text)
                 if odoo_value is None:
-                    raise mf.MergeValueError(mf.NO_MATCH_IN_ODOO, text, what=mapping.odoo_field_id.field_description)
+                    raise mf.MergeValueError(mf.NO_MATCH_IN_ODOO, text,
+                                             what=self.mappings[tag].odoo_field_id.field_description)
         else:
-            current = (row["odoo_values"].get(mapping.tag) or (None, None))[0]
-            odoo_value = mf.to_odoo(mapping.field_type, "char" if ttype == "text" else ttype, value, current)
-        self.writes.setdefault((mapping.odoo_model, record_id), {})[mapping.odoo_field_id.name] = odoo_value
+            current = (row["odoo_values"].get(tag) or (None, None))[0]
+            odoo_value = mf.to_odoo(mtype, "char" if ttype == "text" else ttype, value, current)
+        self.writes.setdefault((model, record_id), {})[fname] = odoo_value
 
     @staticmethod
     def _forget_agreed(decision, tag, row):

@@ -186,11 +186,11 @@ class MailchimpReconcile(models.AbstractModel):
         run.odoo_opt_ins += len(subscribe)
         run.odoo_opt_outs += len(unsubscribe)
         run.updates_queued += queued
-        self._write_rows(row_vals)
+        # Before the rows' new snapshot replaces the contact's last name and
+        # address, which tell what changed since.
+        self.env["mailchimp.member"]._partners_follow_contacts(audience, data_rows)
+        self._write_rows(row_vals, audience, data_rows)
         self._write_data_failures(data.describe_failures())
-        Member = self.env["mailchimp.member"]
-        Member._partners_follow_contacts(audience, data_rows)
-        Member._store_data_snapshots(audience, data_rows)
         if subscribe or unsubscribe:
             # Our own writes are not Odoo-side changes to reconcile again.
             self.env["mailchimp.member"]._refresh_odoo_state(audience, [r["id"] for r in rows], mark_todo=False)
@@ -278,15 +278,21 @@ class MailchimpReconcile(models.AbstractModel):
         )
         return plan
 
-    def _write_rows(self, row_vals):
+    def _write_rows(self, row_vals, audience=None, data_rows=()):
+        """Write the rows' status, reason and data as agreed; ``data_rows``
+        (their data was reconciled) also remember a snapshot of their Odoo
+        data, in the same statement (one write per row)."""
+        data_rows = set(data_rows)
+        snapshot = self.env["mailchimp.member"]._data_snapshot_expression(audience) if data_rows else "NULL"
         execute_values(
             self.env.cr._obj,
-            """UPDATE mailchimp_member m
-                  SET sync_status = v.status, sync_error = v.reason, sent_data = v.sent::jsonb,
+            f"""UPDATE mailchimp_member m
+                  SET sync_status = v.status, sync_error = v.reason,
+                      sent_data = CASE WHEN v.data THEN v.sent::jsonb || {snapshot} ELSE v.sent::jsonb END,
                       last_synced = now() AT TIME ZONE 'UTC'
-                 FROM (VALUES %s) AS v(id, status, reason, sent)
+                 FROM (VALUES %s) AS v(id, status, reason, sent, data)
                 WHERE m.id = v.id""",
-            row_vals,
+            [(*vals, vals[0] in data_rows) for vals in row_vals],
             page_size=1000,
         )
         self.env["mailchimp.member"].invalidate_model()
