@@ -316,7 +316,9 @@ class TestNotesAndAudit(SyncCase):
         self.assertEqual(values.mail_message_id.author_id, self.env.user.partner_id)
 
         interest = self.audience.interest_ids[:1]
-        interest.write({"mailing_list_id": other.id, "trust_override": "mailchimp"})
+        # A list of its own: the subscription list cannot be an interest's too (issue 11 item 11).
+        interest_list = self.env["mailing.list"].create({"name": "Interest list"})
+        interest.write({"mailing_list_id": interest_list.id, "trust_override": "mailchimp"})
         self.flush_tracking()
         changes = {v.field_id.name for v in interest.message_ids.tracking_value_ids}
         self.assertEqual(changes, {"mailing_list_id", "trust_override"})

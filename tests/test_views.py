@@ -221,7 +221,9 @@ class TestViews(SyncCase):
         with Form(audience) as form:
             form.mailing_list_id = other
         self.assertEqual(self.audience.mailing_list_id, other)
-        audience.interest_ids[:1].write({"mailing_list_id": self.news_list.id})
+        # A list mapped nowhere else (issue 11 item 11: a list is mapped once).
+        webinars = self.env["mailing.list"].create({"name": "Webinars"})
+        audience.interest_ids[:1].write({"mailing_list_id": webinars.id})
         audience.action_sync_now()
         self.sync(settle=False)  # the audience's scheduled action, as the cron runner would run it
         self.assertTrue(self.row("anna@example.org"))
