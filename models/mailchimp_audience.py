@@ -583,9 +583,12 @@ class MailchimpAudience(models.Model):
                     when=fields.Datetime.to_string(run.next_retry_at) if run.next_retry_at else "-",
                 )
             elif run.progress_total:
+                # (No f-string inside _(): Babel's extractor, which Odoo's
+                # export uses, fails on the whole file.)
+                done, total = f"{run.progress_done:,}", f"{run.progress_total:,}"
                 audience.sync_progress = self.env._(
                     "%(stage)s: %(done)s of %(total)s", stage=stages.get(run.stage, run.stage),
-                    done=f"{run.progress_done:,}", total=f"{run.progress_total:,}",
+                    done=done, total=total,
                 )
             else:
                 audience.sync_progress = stages.get(run.stage, run.stage)
