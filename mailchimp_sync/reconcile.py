@@ -92,17 +92,18 @@ class FieldState:
     ``odoo``: the Odoo value in plain Python (``odoo_known`` False: the row
     has no record to read it from, e.g. no partner); ``mc``: Mailchimp's
     value as it answered (``mc_known`` False: not read yet).  Each side's
-    change time decides when both moved since they last agreed."""
+    change time (a datetime, or its ISO text) decides when both moved since
+    they last agreed."""
 
     type: str = "text"
     options: dict = field(default_factory=dict)
     direction: str = merge_fields_mod.BOTH
     odoo: object = None
     odoo_known: bool = True
-    odoo_changed: datetime | None = None
+    odoo_changed: datetime | str | None = None
     mc: object = None
     mc_known: bool = True
-    mc_changed: datetime | None = None
+    mc_changed: datetime | str | None = None
 
 
 @dataclass
@@ -320,7 +321,7 @@ def _reconcile_field(tag, state, synced, merge_fields, decision):
     elif not to_mc:
         side = MAILCHIMP
     elif odoo_moved and mc_moved:
-        side = who_changed_last(state.odoo_changed, state.mc_changed, True)
+        side = who_changed_last(_as_datetime(state.odoo_changed), _as_datetime(state.mc_changed), True)
     else:
         side = ODOO if odoo_moved else MAILCHIMP
     # An empty value wins only as a deliberate clear of a value both sides
@@ -475,9 +476,11 @@ def row_state_from_cache(row, interests, extra_fields, mappings=(), tag_prefix="
         odoo_value, odoo_changed = odoo_values.get(tag, (None, None))
         field_states[tag] = FieldState(
             type=mtype, options=options or {}, direction=direction,
-            odoo=odoo_value, odoo_known=tag in odoo_values, odoo_changed=_as_datetime(odoo_changed),
+            odoo=odoo_value, odoo_known=tag in odoo_values, odoo_changed=odoo_changed,
             mc=mc_values.get(tag), mc_known=bool(row["mc_status"]) and tag in mc_values,
-            mc_changed=_as_datetime(mc_value_times.get(tag)),
+            # Times stay as read (ISO text) until two changes meet: parsing
+            # them all would cost more than the decisions.
+            mc_changed=mc_value_times.get(tag),
         )
     mc_tags = row.get("mc_tags")
     contact_email = row.get("contact_email")

@@ -321,10 +321,14 @@ def test_row_state_reads_mapped_fields_and_mailchimp_times():
          "mc_first_name": "Anna", "mc_name_changed": EARLY,
          "mc_merge_fields": {"PHONE": "111"}, "mc_merge_fields_changed": {"PHONE": LATE.isoformat()},
          "odoo_values": {"PHONE": ("222", T0), "FNAME": ("Anna", T0)},
-         "mc_tags": ["A"], "tags": ["B"], "sent_data": {"tags": ["A"], "merge_fields": {"PHONE": "111"}}},
+         "mc_tags": ["A"], "tags": ["B"], "sent_data": {"tags": ["A"], "merge_fields": {"PHONE": "000"}}},
         [], {}, mappings=[("FNAME", "text", {}, mf.BOTH), ("PHONE", "phone", {}, mf.BOTH),
                           ("CITY", "text", {}, mf.BOTH)], tag_prefix="")
-    assert state.fields["PHONE"].mc_changed == LATE and state.fields["PHONE"].odoo == "222"
+    assert state.fields["PHONE"].odoo == "222" and state.fields["PHONE"].mc == "111"
     assert state.fields["FNAME"].mc == "Anna" and state.fields["FNAME"].mc_changed == EARLY
+    # Both sides changed PHONE: Mailchimp's stored time (LATE) is after Odoo's
+    assert decide(state).odoo_values == {"PHONE": "111"}
+    state.fields["PHONE"].odoo_changed = LATE + timedelta(seconds=1)
+    assert decide(state).mc_body["merge_fields"] == {"PHONE": "222"}
     assert not state.fields["CITY"].odoo_known and not state.fields["CITY"].mc_known
     assert state.mc_tags == {"A"} and state.odoo_tags == {"B"} and state.synced_tags == {"A"}
