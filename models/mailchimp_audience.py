@@ -764,7 +764,7 @@ class MailchimpAudience(models.Model):
                 stopped += 1
             running._abandon(reason)
             cancelled += len(Update._cancel(queued.ids, reason))
-            self.env["mailchimp.member"].browse(member_ids).write({"sync_status": "todo", "sync_error": False})
+            audience.env["mailchimp.member"].browse(member_ids).write({"sync_status": "todo", "sync_error": False})
             if audience.current_run_id:
                 audience.current_run_id._close("aborted", reason)
                 audience.current_run_id = False

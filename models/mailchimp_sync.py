@@ -203,6 +203,9 @@ class MailchimpSync(models.AbstractModel):
         """Page the members changed since the last fetch (all on a full
         sync), then the archived ones, which the default listing leaves out."""
         client = audience.account_id._get_client()
+        if not run.fetch_offset and not run.fetch_status:
+            # Interests deleted at Mailchimp are skipped by this cycle.
+            audience._refresh_interests_stale()
         since = format_mailchimp_datetime(run.fetch_since) if run.fetch_since else None
         while True:
             status = run.fetch_status or None

@@ -118,7 +118,9 @@ class TestReconcileMatrix(TransactionCase):
                 self.assertEqual((update.payload or {}).get("status"), sent, label)
                 self.assertEqual(member.sync_status, status, label)
                 if action == "out":
-                    self.assertEqual(sub.opt_out_reason_id, self.env.ref("mailchimp_sync.optout_reason_mailchimp"))
+                    # A cleaned address is opted out with the reason that says so.
+                    reason = "optout_reason_mailchimp_cleaned" if mc_status == "cleaned" else "optout_reason_mailchimp"
+                    self.assertEqual(sub.opt_out_reason_id, self.env.ref(f"mailchimp_sync.{reason}"), label)
                 checked += 1
         self.assertEqual(checked, 3 * 3 * 7 * 3)
 
