@@ -4,7 +4,8 @@ email changes made in Odoo, and partners following their contacts."""
 
 from datetime import datetime, timedelta, timezone
 
-from odoo.tests import tagged
+from odoo.exceptions import AccessError
+from odoo.tests import new_test_user, tagged
 
 from odoo.addons.mailchimp_sync.mailchimp_sync.client import subscriber_hash
 from odoo.addons.mailchimp_sync.mailchimp_sync.emulator.control import EmulatorControlError
@@ -76,6 +77,19 @@ class TestMergeFieldMapping(DataSyncCase):
         self.assertEqual(mappings["COMPANY"].odoo_field_id.name, "company_name", "kept by a second fetch")
         self.assertEqual(mappings["COMPANY"].direction, "to_mailchimp")
         self.assertEqual(len(self.audience.merge_field_ids.filtered(lambda m: m.tag == "COMPANY")), 1)
+
+    def test_mailchimp_users_map_fields_and_managers_fetch_them(self):
+        manager = new_test_user(self.env, login="mf_manager",
+                                groups="base.group_user,mailchimp_sync.group_mailchimp_manager")
+        user = new_test_user(self.env, login="mf_user", groups="base.group_user,mailchimp_sync.group_mailchimp_user")
+        self.seed()
+        self.emulator.control.seed([{"id": self.list_id, "add_merge_fields": EXTRA_FIELDS}])
+        self.account.with_user(manager).action_fetch_audiences()
+        company = self.audience.merge_field_ids.filtered(lambda m: m.tag == "COMPANY").with_user(user)
+        company.odoo_field_id = self.env["ir.model.fields"]._get("mailing.contact", "company_name")
+        self.assertEqual(company.odoo_field_id.display_name, "Company Name (Mailing Contact)")
+        with self.assertRaises(AccessError):
+            company.unlink()
 
     def test_a_field_that_cannot_hold_the_type_is_refused(self):
         self.seed_data()
