@@ -34,6 +34,10 @@ def _api_host(base_url):
         return (base_url.strip().lower(), None)
 
 
+# Advisory-lock namespace of the per-account cap on audiences syncing at once.
+ACCOUNT_SLOT_LOCK = 0x6D630001
+
+
 class MailchimpAccount(models.Model):
     _name = "mailchimp.account"
     _inherit = ["mail.thread"]
@@ -239,6 +243,19 @@ class MailchimpAccount(models.Model):
             "audiences. A system administrator can enter the API key of a test account to connect it.",
             self.name,
         )
+
+    def _take_sync_slot(self):
+        """One of the account's ``max_parallel_syncs`` slots, for the current
+        transaction (an advisory lock, released at its end): Mailchimp
+        allows about 10 simultaneous connections per account."""
+        self.ensure_one()
+        for slot in range(max(self.max_parallel_syncs or 1, 1)):
+            self.env.cr.execute(
+                "SELECT pg_try_advisory_xact_lock(%s, %s)", (ACCOUNT_SLOT_LOCK, self.id * 64 + slot)
+            )
+            if self.env.cr.fetchone()[0]:
+                return True
+        return False
 
     def _get_client(self):
         """Return the core Mailchimp client for this account.

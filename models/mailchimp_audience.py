@@ -1,8 +1,11 @@
 import logging
 from datetime import timedelta
 
+from psycopg2 import errors
+
 from odoo import api, fields, models
 from odoo.exceptions import UserError, ValidationError
+from odoo.tools import mute_logger
 
 from ..mailchimp_sync.exceptions import MailchimpError
 from .mailchimp_sync_run import SYNC_STAGES as RUN_STAGES
@@ -653,6 +656,20 @@ class MailchimpAudience(models.Model):
                     "code": f"model._cron_sync_audience({audience.id})",
                 })
 
+    def _lock_for_step(self):
+        """The audience's row lock, taken without waiting: one worker per
+        audience.  Abort takes the same lock, so it never resets a cycle a
+        worker is still running.  False if another transaction holds it."""
+        self.ensure_one()
+        try:
+            with self.env.cr.savepoint(flush=False), mute_logger("odoo.sql_db"):
+                self.env.cr.execute(
+                    "SELECT id FROM mailchimp_audience WHERE id = %s FOR NO KEY UPDATE NOWAIT", (self.id,)
+                )
+        except (errors.LockNotAvailable, errors.SerializationFailure):
+            return False
+        return True
+
     def _start_run(self):
         """Open a cycle: full on the first run, on request, or when a trust
         override asks for one; else from the last fetch minus an overlap."""
@@ -739,10 +756,9 @@ class MailchimpAudience(models.Model):
         (the audience is locked): nothing is reset under its feet.  Unsent
         updates are cancelled and unfinished batches stopped at Mailchimp;
         every row they concerned goes back in line for the next cycle."""
-        Sync = self.env["mailchimp.sync"]
         cancelled = stopped = 0
         for audience in self._as_sync_operator():
-            if not Sync._lock_audience(audience):
+            if not audience._lock_for_step():
                 raise UserError(self.env._(
                     "A sync step of %s is running right now. Try Abort again in a minute: "
                     "steps end within the audience's step budget.", audience.name))

@@ -207,6 +207,27 @@ class MailchimpReconcile(models.AbstractModel):
             self.env["mailchimp.member"].invalidate_model(["sync_error"])
 
     @api.model
+    def _sync_members(self, audience, member_ids, tally=None, from_mailchimp=False):
+        """Run a few cache rows through match, create, Odoo state and
+        reconcile at once, under their row locks, as a webhook or Retry
+        does; updates for Mailchimp are queued for the next submit.
+        Only these rows are touched (and partners created for them only).
+        ``from_mailchimp``: their Mailchimp side was just re-fetched, so
+        they are decided even with an update in flight, and an in-flight
+        subscribe of a member who left is followed by an unsubscribe."""
+        tally = tally or self.env["mailchimp.sync.run"].new({})
+        Member = self.env["mailchimp.member"]
+        Member._lock_rows(member_ids)
+        Member._match_contacts(audience, member_ids)
+        tally.created += Member._create_contacts(audience, member_ids)
+        Member._refresh_odoo_state(audience, member_ids)
+        rows = self._load_rows(audience, member_ids=member_ids)
+        self._reconcile_rows(audience, tally, rows, in_flight_too=from_mailchimp)
+        if from_mailchimp:
+            tally.updates_queued += self.env["mailchimp.update"]._compensate_in_flight(audience, member_ids)
+        return tally
+
+    @api.model
     def _reconcile_rows_one_by_one(self, audience, run, rows):
         """Reconcile each row in a savepoint of its own: one poisoned row
         (bad data, a bug) is failed with the reason instead of stalling the

@@ -16,10 +16,10 @@ from datetime import timedelta
 from psycopg2 import errors
 
 from odoo import api, models
-from odoo.exceptions import UserError
-from odoo.tools import SQL, mute_logger
+from odoo.tools import SQL
 
 from ..mailchimp_sync.exceptions import MailchimpError
+from ..tools.user_messages import describe_error
 from ..mailchimp_sync.members import format_mailchimp_datetime
 from .mailchimp_batch import WaitUntil
 
@@ -29,8 +29,6 @@ _logger = logging.getLogger(__name__)
 # documented as inclusive: every incremental fetch re-reads a window.
 FETCH_OVERLAP = timedelta(minutes=15)
 PAGE_OVERLAP = 10
-# Advisory-lock namespace of the per-account cap on audiences syncing at once.
-ACCOUNT_SLOT_LOCK = 0x6D630001
 # Tables whose statistics drive the plans of the bulk stages.
 STAT_TABLES = (
     "mailchimp_member", "mailing_contact", "mailing_subscription", "mail_blacklist",
@@ -85,7 +83,7 @@ class MailchimpSync(models.AbstractModel):
         if audience.current_run_id.state == "confirm":
             return "confirm"
         deadline = time.monotonic() + max(budget or audience.max_time or 30, 0.001)
-        if not self._lock_audience(audience) or not self._take_account_slot(audience.account_id):
+        if not audience._lock_for_step() or not audience.account_id._take_sync_slot():
             return "busy"
         run = audience.current_run_id or audience._start_run()
         stage = run.stage
@@ -132,44 +130,7 @@ class MailchimpSync(models.AbstractModel):
 
     def _describe(self, stage, exc):
         label = dict(self.env["mailchimp.sync.run"]._fields["stage"]._description_selection(self.env))[stage]
-        if isinstance(exc, MailchimpError):
-            try:
-                from ..tools.user_messages import describe_error  # noqa: PLC0415 - optional helper module
-            except ImportError:
-                detail = exc.as_text()
-            else:
-                detail = describe_error(self.env, exc)
-        elif isinstance(exc, UserError):
-            detail = str(exc)
-        else:
-            detail = self.env._("An unexpected error occurred (%s); the details are in the server log.",
-                                type(exc).__name__)
-        return self.env._("%(stage)s failed: %(detail)s", stage=label, detail=detail)
-
-    def _lock_audience(self, audience):
-        """The audience's row lock, taken without waiting: one worker per
-        audience.  Abort takes the same lock, so it never resets a cycle a
-        worker is still running."""
-        try:
-            with self.env.cr.savepoint(flush=False), mute_logger("odoo.sql_db"):
-                self.env.cr.execute(
-                    "SELECT id FROM mailchimp_audience WHERE id = %s FOR NO KEY UPDATE NOWAIT", (audience.id,)
-                )
-        except (errors.LockNotAvailable, errors.SerializationFailure):
-            return False
-        return True
-
-    def _take_account_slot(self, account):
-        """One of the account's ``max_parallel_syncs`` slots, for this
-        transaction: Mailchimp allows about 10 simultaneous connections."""
-        slots = max(account.max_parallel_syncs or 1, 1)
-        for slot in range(slots):
-            self.env.cr.execute(
-                "SELECT pg_try_advisory_xact_lock(%s, %s)", (ACCOUNT_SLOT_LOCK, account.id * 64 + slot)
-            )
-            if self.env.cr.fetchone()[0]:
-                return True
-        return False
+        return self.env._("%(stage)s failed: %(detail)s", stage=label, detail=describe_error(self.env, exc))
 
     def _check_budget(self, deadline):
         if time.monotonic() >= deadline:
@@ -267,28 +228,6 @@ class MailchimpSync(models.AbstractModel):
     # ------------------------------------------------------------------
     # Single rows (webhooks, Retry) and the extension point
     # ------------------------------------------------------------------
-
-    @api.model
-    def _sync_members(self, audience, member_ids, tally=None, from_mailchimp=False):
-        """Run a few cache rows through match, create, Odoo state and
-        reconcile at once, under their row locks, as a webhook or Retry
-        does; updates for Mailchimp are queued for the next submit.
-        Only these rows are touched (and partners created for them only).
-        ``from_mailchimp``: their Mailchimp side was just re-fetched, so
-        they are decided even with an update in flight, and an in-flight
-        subscribe of a member who left is followed by an unsubscribe."""
-        tally = tally or self.env["mailchimp.sync.run"].new({})
-        Member = self.env["mailchimp.member"]
-        Member._lock_rows(member_ids)
-        Member._match_contacts(audience, member_ids)
-        tally.created += Member._create_contacts(audience, member_ids)
-        Member._refresh_odoo_state(audience, member_ids)
-        Reconcile = self.env["mailchimp.reconcile"]
-        rows = Reconcile._load_rows(audience, member_ids=member_ids)
-        Reconcile._reconcile_rows(audience, tally, rows, in_flight_too=from_mailchimp)
-        if from_mailchimp:
-            tally.updates_queued += self.env["mailchimp.update"]._compensate_in_flight(audience, member_ids)
-        return tally
 
     @api.model
     def _mailchimp_extra_merge_fields(self, audience, contact_ids):

@@ -370,7 +370,7 @@ class MailchimpWebhook(models.AbstractModel):
         self.env.flush_all()
         if row.mc_status in NOT_SUBSCRIBED:
             self._cancel_unsent(row, self.env._("Cancelled: the member is %s at Mailchimp.", row.mc_status))
-        self.env["mailchimp.sync"]._sync_members(audience, row.ids, from_mailchimp=True)
+        self.env["mailchimp.reconcile"]._sync_members(audience, row.ids, from_mailchimp=True)
         self.env.invalidate_all()
         if row.mc_status == "cleaned":
             self._mark_cleaned(audience, row)

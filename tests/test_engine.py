@@ -165,7 +165,7 @@ class TestEngineRaces(CommittedFixture, SyncCase):
                 for _try in range(5):
                     try:
                         with mute_logger("odoo.sql_db"):
-                            env2["mailchimp.sync"]._sync_members(audience2, [member_id], from_mailchimp=True)
+                            env2["mailchimp.reconcile"]._sync_members(audience2, [member_id], from_mailchimp=True)
                         cr2.commit()
                         outcome["done"] = True
                         break
@@ -244,7 +244,7 @@ class TestEngineRaces(CommittedFixture, SyncCase):
             audience = env["mailchimp.audience"].browse(self.ids["audience"])
             env["mailchimp.member"]._merge_page(audience, [member])
             row = env["mailchimp.member"].search([("audience_id", "=", audience.id)])
-            env["mailchimp.sync"]._sync_members(audience, row.ids, from_mailchimp=True)
+            env["mailchimp.reconcile"]._sync_members(audience, row.ids, from_mailchimp=True)
             cr.commit()
             contact = row.contact_id
             self.assertTrue(contact.subscription_ids.opt_out, "Mailchimp's later unsubscribe reaches Odoo")
@@ -369,9 +369,8 @@ class TestScheduledActions(SyncCase):
             "name": "Second", "account_id": self.account.id, "mailchimp_list_id": self.list_id + "x",
             "mailing_list_id": other_list.id,
         })
-        Sync = self.env["mailchimp.sync"]
-        self.assertTrue(Sync._lock_audience(self.audience))
-        self.assertTrue(Sync._lock_audience(second), "a second audience is not blocked by the first")
+        self.assertTrue(self.audience._lock_for_step())
+        self.assertTrue(second._lock_for_step(), "a second audience is not blocked by the first")
 
     def test_sync_now_triggers_the_action(self):
         self.seed()
