@@ -718,56 +718,6 @@ class MailchimpMember(models.Model):
         )
         self.env["mailing.contact"].invalidate_model(["name", "first_name", "last_name"])
 
-    # ------------------------------------------------------------------
-    # Screen actions (Members list and form)
-    # ------------------------------------------------------------------
-
-    def action_include_in_next_sync(self):
-        """Put the rows back in line: the next sync reconciles them again.
-        Rows still in flight wait for their batch's result first."""
-        self.audience_id._as_sync_operator()
-        rows = self.sudo()
-        self._lock_rows(rows.ids)
-        waiting = rows.filtered(lambda m: m.sync_status == "live")
-        (rows - waiting).write({"sync_status": "todo"})
-        message = self.env._("%s row(s) will be reconciled by the next sync.", len(rows - waiting))
-        if waiting:
-            message += " " + self.env._(
-                "%s row(s) wait for Mailchimp's answer to their last update and were left as they are.",
-                len(waiting))
-        return self.audience_id[:1]._notify(message, self.env._("Included in next sync"))
-
-    def action_retry(self):
-        """Reconcile the rows now, as a webhook would (under their locks);
-        the updates this decides for Mailchimp go out with the next sync.
-        Says which rows it could not help, and why."""
-        self.audience_id._as_sync_operator()
-        rows = self.sudo()
-        self._lock_rows(rows.ids)
-        waiting = rows.filtered(lambda m: m.sync_status == "live")
-        Sync = self.env["mailchimp.sync"].sudo()
-        for audience in (rows - waiting).audience_id:
-            Sync._sync_members(audience, (rows - waiting).filtered(lambda m, a=audience: m.audience_id == a).ids)
-        rows.invalidate_recordset()
-        retried = rows - waiting
-        still_failed = retried.filtered(lambda m: m.sync_status == "fail")
-        queued = retried.filtered(lambda m: m.sync_status == "live")
-        parts = [self.env._("%(done)s of %(total)s row(s) retried: %(queued)s update(s) queued for the next "
-                            "sync, %(ok)s already in sync.", done=len(retried), total=len(rows),
-                            queued=len(queued), ok=len(retried) - len(queued) - len(still_failed))]
-        if waiting:
-            parts.append(self.env._("%s row(s) wait for Mailchimp's answer to their last update: retry "
-                                    "them once it is settled.", len(waiting)))
-        if still_failed:
-            # Which rows, and why (the reasons already say what to do next).
-            emails = still_failed.mapped("email")
-            reasons = sorted(set(still_failed.mapped("sync_error")) - {False})
-            parts.append(self.env._("%(count)s row(s) cannot be helped by a retry (%(rows)s):",
-                                    count=len(still_failed),
-                                    rows=", ".join(emails[:5]) + (", …" if len(emails) > 5 else "")))
-            parts.extend(reasons[:3])
-        kind = "warning" if (still_failed or waiting) else "success"
-        return self.audience_id[:1]._notify(" ".join(parts), self.env._("Retried"), kind)
     @api.model
     def _mark_cleaned(self, audience, member_ids):
         """Mailchimp cleaned these members' addresses (hard bounce or abuse),
@@ -825,3 +775,53 @@ class MailchimpMember(models.Model):
         self.env["mail.blacklist"].invalidate_model()
         self.env["mailing.subscription"].invalidate_model()
 
+    # ------------------------------------------------------------------
+    # Screen actions (Members list and form)
+    # ------------------------------------------------------------------
+
+    def action_include_in_next_sync(self):
+        """Put the rows back in line: the next sync reconciles them again.
+        Rows still in flight wait for their batch's result first."""
+        self.audience_id._as_sync_operator()
+        rows = self.sudo()
+        self._lock_rows(rows.ids)
+        waiting = rows.filtered(lambda m: m.sync_status == "live")
+        (rows - waiting).write({"sync_status": "todo"})
+        message = self.env._("%s row(s) will be reconciled by the next sync.", len(rows - waiting))
+        if waiting:
+            message += " " + self.env._(
+                "%s row(s) wait for Mailchimp's answer to their last update and were left as they are.",
+                len(waiting))
+        return self.audience_id[:1]._notify(message, self.env._("Included in next sync"))
+
+    def action_retry(self):
+        """Reconcile the rows now, as a webhook would (under their locks);
+        the updates this decides for Mailchimp go out with the next sync.
+        Says which rows it could not help, and why."""
+        self.audience_id._as_sync_operator()
+        rows = self.sudo()
+        self._lock_rows(rows.ids)
+        waiting = rows.filtered(lambda m: m.sync_status == "live")
+        Sync = self.env["mailchimp.reconcile"].sudo()
+        for audience in (rows - waiting).audience_id:
+            Sync._sync_members(audience, (rows - waiting).filtered(lambda m, a=audience: m.audience_id == a).ids)
+        rows.invalidate_recordset()
+        retried = rows - waiting
+        still_failed = retried.filtered(lambda m: m.sync_status == "fail")
+        queued = retried.filtered(lambda m: m.sync_status == "live")
+        parts = [self.env._("%(done)s of %(total)s row(s) retried: %(queued)s update(s) queued for the next "
+                            "sync, %(ok)s already in sync.", done=len(retried), total=len(rows),
+                            queued=len(queued), ok=len(retried) - len(queued) - len(still_failed))]
+        if waiting:
+            parts.append(self.env._("%s row(s) wait for Mailchimp's answer to their last update: retry "
+                                    "them once it is settled.", len(waiting)))
+        if still_failed:
+            # Which rows, and why (the reasons already say what to do next).
+            emails = still_failed.mapped("email")
+            reasons = sorted(set(still_failed.mapped("sync_error")) - {False})
+            parts.append(self.env._("%(count)s row(s) cannot be helped by a retry (%(rows)s):",
+                                    count=len(still_failed),
+                                    rows=", ".join(emails[:5]) + (", …" if len(emails) > 5 else "")))
+            parts.extend(reasons[:3])
+        kind = "warning" if (still_failed or waiting) else "success"
+        return self.audience_id[:1]._notify(" ".join(parts), self.env._("Retried"), kind)
