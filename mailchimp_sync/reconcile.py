@@ -18,10 +18,9 @@ Rules, per field (the subscription and each interest):
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from . import merge_fields as merge_fields_mod
 from . import reasons
 from .reasons import Reason
-
-from . import merge_fields as merge_fields_mod
 
 MAILCHIMP = "mailchimp"
 ODOO = "odoo"

@@ -109,6 +109,16 @@ class MailchimpAudience(models.Model):
         "commits after each step and calls again at once while work is left; keep it well "
         "under the server's limit_time_real (120 s by default).",
     )
+    safety_share = fields.Float(
+        string="Safety Valve (%)", default=5.0, tracking=True,
+        help="A sync whose plan would opt out or unsubscribe more than this share of the audience's "
+        "subscribed members (or more than the cap below, whichever is smaller) stops before changing "
+        "anything and waits for a manager's confirmation.",
+    )
+    safety_max = fields.Integer(
+        string="Safety Valve Cap", default=1000, tracking=True,
+        help="The most people one sync may opt out or unsubscribe without a manager's confirmation.",
+    )
     sync_interval_hours = fields.Integer(
         string="Sync Every (hours)", default=1, tracking=True,
         help="How often the scheduled action starts a new cycle of this audience.",
@@ -126,16 +136,6 @@ class MailchimpAudience(models.Model):
         default="unknown",
         copy=False,
         readonly=True,
-    )
-    safety_share = fields.Float(
-        string="Safety Valve (%)", default=5.0, tracking=True,
-        help="A sync whose plan would opt out or unsubscribe more than this share of the audience's "
-        "subscribed members (or more than the cap below, whichever is smaller) stops before changing "
-        "anything and waits for a manager's confirmation.",
-    )
-    safety_max = fields.Integer(
-        string="Safety Valve Cap", default=1000, tracking=True,
-        help="The most people one sync may opt out or unsubscribe without a manager's confirmation.",
     )
     webhook_message = fields.Char(readonly=True, copy=False)
 
@@ -741,6 +741,38 @@ class MailchimpAudience(models.Model):
             self.env._("Sync started"),
         )
 
+    def _notify_started(self, message, title):
+        """The notification of a started sync; closing it lets the form
+        watch for the scheduled action to pick the cycle up (the
+        ``mailchimp_sync_watch`` client action, static/src/views), since
+        nothing shows on the audience before its first step."""
+        action = self._notify(message, title)
+        action["params"]["next"] = {
+            "type": "ir.actions.client",
+            "tag": "mailchimp_sync_watch",
+            "params": {
+                "audience_ids": self.ids,
+                # The run to look past: a newer one is the sync just started.
+                "last_run_ids": {str(a.id): a.sudo().run_ids[:1].id or 0 for a in self},
+            },
+        }
+        return action
+
+    def action_confirm_plan(self):
+        """A manager confirms a plan the safety valve stopped: the cycle goes
+        on from where it stopped, applying it."""
+        self.check_access("write")
+        if not self.env.user.has_group("mailchimp_sync.group_mailchimp_manager"):
+            raise UserError(self.env._("Only a Mailchimp manager may confirm a plan the safety valve stopped."))
+        for audience in self.sudo():
+            run = audience.current_run_id
+            if run.state != "confirm":
+                continue
+            run.write({"state": "running", "plan_confirmed": True})
+            audience.cron_id._trigger()
+        return self._notify(self.env._("Confirmed: the sync goes on and applies the plan."),
+                            self.env._("Plan confirmed"), "warning")
+
     def action_full_resync(self):
         """Fetch every member again on the next cycle (not only recent changes)."""
         self._as_sync_operator().write({"full_sync_requested": True})
@@ -819,35 +851,3 @@ class MailchimpAudience(models.Model):
                                "Mailchimp reach Odoo with the next scheduled sync."),
             self.env._("Webhook not registered"), "warning",
         )
-    def _notify_started(self, message, title):
-        """The notification of a started sync; closing it lets the form
-        watch for the scheduled action to pick the cycle up (the
-        ``mailchimp_sync_watch`` client action, static/src/views), since
-        nothing shows on the audience before its first step."""
-        action = self._notify(message, title)
-        action["params"]["next"] = {
-            "type": "ir.actions.client",
-            "tag": "mailchimp_sync_watch",
-            "params": {
-                "audience_ids": self.ids,
-                # The run to look past: a newer one is the sync just started.
-                "last_run_ids": {str(a.id): a.sudo().run_ids[:1].id or 0 for a in self},
-            },
-        }
-        return action
-
-    def action_confirm_plan(self):
-        """A manager confirms a plan the safety valve stopped: the cycle goes
-        on from where it stopped, applying it."""
-        self.check_access("write")
-        if not self.env.user.has_group("mailchimp_sync.group_mailchimp_manager"):
-            raise UserError(self.env._("Only a Mailchimp manager may confirm a plan the safety valve stopped."))
-        for audience in self.sudo():
-            run = audience.current_run_id
-            if run.state != "confirm":
-                continue
-            run.write({"state": "running", "plan_confirmed": True})
-            audience.cron_id._trigger()
-        return self._notify(self.env._("Confirmed: the sync goes on and applies the plan."),
-                            self.env._("Plan confirmed"), "warning")
-

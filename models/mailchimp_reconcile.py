@@ -9,8 +9,8 @@ from ..mailchimp_sync.reconcile import AudienceRules, reconcile_row, row_state_f
 from ..tools.user_messages import describe_reason
 
 CHUNK = 5000
-
 _logger = logging.getLogger(__name__)
+
 
 class MailchimpReconcile(models.AbstractModel):
     """Reconcile cache rows: load a chunk (under the rows' locks), decide
