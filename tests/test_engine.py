@@ -104,6 +104,43 @@ class TestEngineRaces(CommittedFixture, SyncCase):
             cr.execute("SELECT count(*) FROM mailchimp_sync_run WHERE audience_id = %s", (self.ids["audience"],))
             self.assertEqual(cr.fetchone()[0], 1, "one cycle, not two")
 
+    def test_two_audiences_step_at_the_same_time_within_the_account_cap(self):
+        """Two workers (two cron threads) on two audiences of one account
+        run their steps at the same time; with the account's cap at one,
+        the second is told it is busy instead."""
+        self.setup_committed(odoo_only=2)
+        with self.db.cursor() as cr:
+            env = self.env_on(cr)
+            second_list = env["mailing.list"].create({"name": "Race second list"})
+            answer = self.emulator.control.seed(lists=[{"name": "Race 2", "members": []}])["lists"][0]
+            second = env["mailchimp.audience"].create({
+                "name": "Race 2", "account_id": self.ids["account"], "mailchimp_list_id": answer["id"],
+                "mailing_list_id": second_list.id,
+            })
+            cr.commit()
+            second_id, second_list_id = second.id, second_list.id
+
+        def cleanup():
+            with self.db.cursor() as cr:
+                env = self.env_on(cr)
+                env["mailchimp.audience"].browse(second_id).unlink()
+                env["mailing.list"].browse(second_list_id).unlink()
+                cr.commit()
+        self.addCleanup(cleanup)
+        for cap, expected in ((3, "partial"), (1, "busy")):
+            with self.db.cursor() as cr:
+                cr.execute("UPDATE mailchimp_account SET max_parallel_syncs = %s WHERE id = %s",
+                           (cap, self.ids["account"]))
+                cr.commit()
+            with self.db.cursor() as cr1, self.db.cursor() as cr2:
+                env1, env2 = self.env_on(cr1), self.env_on(cr2)
+                first = env1["mailchimp.sync"]._step(env1["mailchimp.audience"].browse(self.ids["audience"]))
+                other = env2["mailchimp.sync"]._step(env2["mailchimp.audience"].browse(second_id))
+                self.assertEqual(first, "partial")
+                self.assertEqual(other, expected, f"cap {cap}")
+                cr1.rollback()
+                cr2.rollback()
+
     def test_abort_refused_while_a_step_runs(self):
         self.setup_committed(odoo_only=3)
         self.run_steps(until="submit")
