@@ -368,7 +368,11 @@ class MailchimpWebhook(models.AbstractModel):
         if not row:
             return "member unknown on both sides"
         self.env.flush_all()
-        if row.mc_status in NOT_SUBSCRIBED:
+        if event.type in ("unsubscribe", "cleaned") and row.mc_status in NOT_SUBSCRIBED:
+            # Only the person leaving cancels what is queued: a profile
+            # event must not cancel a 'pending' retry queued after
+            # "Member In Compliance State" (it would be re-queued as
+            # 'subscribed' and fail again).
             self._cancel_unsent(row, self.env._("Cancelled: the member is %s at Mailchimp.", row.mc_status))
         self.env["mailchimp.reconcile"]._sync_members(audience, row.ids, from_mailchimp=True)
         self.env.invalidate_all()

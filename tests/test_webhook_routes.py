@@ -190,6 +190,31 @@ class TestWebhookRoutes(WebhookCase):
             self.assertEqual(self.post(self.member_url(), bodies[0]).status_code, 200)
         self.assertEqual(self.counts(), before)
 
+    def test_profile_event_keeps_the_pending_retry(self):
+        """Issue 11, item 4: after "Member In Compliance State" the update is
+        queued again as 'pending'; a profile event before it is sent keeps
+        it pending instead of re-queuing 'subscribed'."""
+        cara = self.contact("cara@example.org", [self.newsletter])
+        self.seed([{"email_address": "cara@example.org", "status": "unsubscribed"}])
+        self.register()
+        row = self.env["mailchimp.member"].create({
+            "audience_id": self.audience.id, "email": "cara@example.org", "contact_id": cara.id,
+            "subscriber_hash": subscriber_hash("cara@example.org"), "mc_status": "unsubscribed",
+            "sync_status": "live", "odoo_subscribed": True,
+        })
+        pending = self.env["mailchimp.update"].create({
+            "member_id": row.id, "audience_id": self.audience.id, "kind": "member",
+            "payload": {"status": "pending"}, "state": "queued",
+        })
+        self.mailchimp_later()
+        profile = self.captured("admin_update", self.list_id, "cara@example.org", merge_fields={"FNAME": "Cara"})
+        self.assertIn("type=profile", profile[0])
+        self.assertEqual(self.post(self.member_url(), profile[0]).status_code, 200)
+        queued = row.update_ids.filtered(lambda u: u.state == "queued" and u.kind == "member")
+        self.assertEqual(len(queued), 1)
+        self.assertEqual(queued.payload.get("status"), "pending", "the pending retry survives")
+        self.assertIn(pending.state, ("queued", "cancelled"))
+
     def test_profile_before_subscribe(self):
         self.seed()
         self.register()
