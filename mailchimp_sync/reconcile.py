@@ -24,6 +24,8 @@ from .reasons import Reason
 
 MAILCHIMP = "mailchimp"
 ODOO = "odoo"
+# The merge fields that hold a person's name: never blanked from Mailchimp.
+NAME_TAGS = frozenset({"FNAME", "LNAME"})
 # Trust override for a newly mapped list: the side that has the membership wins.
 ADD_ONLY = "add"
 SUBSCRIBED_STATUSES = frozenset({"subscribed", "pending"})
@@ -327,7 +329,10 @@ def _reconcile_field(tag, state, synced, merge_fields, decision):
     # agreed on: never on a first sync, never by standing still.
     if side == ODOO and odoo_problem is None and merge_fields_mod.is_empty(odoo) and not (known and odoo_moved):
         side = MAILCHIMP if to_odoo else None
-    if side == MAILCHIMP and merge_fields_mod.is_empty(mc) and not (known and mc_moved):
+    # A name is never erased from Mailchimp: an empty FNAME or LNAME there
+    # leaves Odoo's name as it is (issue 11, item 6).
+    name_part = tag in NAME_TAGS and not merge_fields_mod.is_empty(odoo)
+    if side == MAILCHIMP and merge_fields_mod.is_empty(mc) and (name_part or not (known and mc_moved)):
         side = ODOO if to_mc and (odoo_problem or not merge_fields_mod.is_empty(odoo)) else None
     if side == ODOO:
         if odoo_problem is not None:

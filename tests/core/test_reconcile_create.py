@@ -26,3 +26,20 @@ def test_healthy_address_is_created():
     decision = reconcile_row(odoo_only(), AudienceRules())
     assert decision.mc_body["status"] == "subscribed"
     assert decision.mc_body["email_address"] == "x@example.org"
+
+
+def test_an_empty_name_at_mailchimp_never_erases_odoo_name():
+    """Issue 11, item 6: an empty FNAME (or LNAME) at Mailchimp, even after
+    both sides agreed on a name, leaves the Odoo name alone."""
+    from mailchimp_sync.reconcile import FieldState
+
+    def name_row(odoo_first, mc_first, agreed_first):
+        row = RowState(email="x@example.org", mc_status="subscribed", odoo_subscribed=True, has_contact=True)
+        row.fields = {"FNAME": FieldState(odoo=odoo_first, mc=mc_first)}
+        row.synced_merge_fields = {"FNAME": agreed_first}
+        return row
+
+    decision = reconcile_row(name_row("Anna", "", "Anna"), AudienceRules())
+    assert "FNAME" not in decision.odoo_values
+    # ...and Odoo's name is what Mailchimp gets back.
+    assert (decision.mc_body or {}).get("merge_fields", {}).get("FNAME") == "Anna"
