@@ -153,3 +153,22 @@ class TestReconcileDefects(SyncCase):
         run = self.sync()
         self.assertEqual(run.plan_opt_outs, 3)
         self.assertEqual(run.state, "done")
+
+    def test_remove_invalid_keeps_a_row_whose_create_was_sent(self):
+        """Item 10: a row whose contact was deleted after its create left
+        for Mailchimp is kept until the result settles it, so the deleted
+        contact is unsubscribed at Mailchimp rather than forgotten."""
+        gus = self.contact("gus@example.org", [self.newsletter])
+        self.seed()
+        self.sync(settle=False)  # the create is in a submitted batch
+        row = self.row("gus@example.org")
+        self.assertEqual(row.update_ids.state, "sent")
+        gus.unlink()
+        self.env.flush_all()
+        self.env["mailchimp.member"]._remove_invalid(self.audience)
+        self.assertTrue(row.exists(), "kept: its update is in flight")
+        self.settle()
+        run = self.sync()
+        self.assertEqual(run.to_remove, 1)
+        self.assertEqual(self.mc("gus@example.org")["status"], "unsubscribed")
+
