@@ -34,7 +34,8 @@ def reexec_with_odoo():
     found = subprocess.run(["bash", os.path.join(root, "scripts", "odoo_python.sh")],
                            capture_output=True, text=True, check=False)
     python = found.stdout.strip().splitlines()[-1] if found.stdout.strip() else ""
-    if found.returncode or not python or os.path.realpath(python) == os.path.realpath(sys.executable):
+    # (not realpath: a venv's python is a link to the very interpreter it wraps)
+    if found.returncode or not python or os.path.abspath(python) == os.path.abspath(sys.executable):
         return
     subprocess.run([python, "-m", "pip", "install", "-q", "--disable-pip-version-check", "-e", root],
                    check=True)
