@@ -143,7 +143,7 @@ def timed_cycle(env, audience, ctl):
     requests0 = ctl.stats()["requests"]
     sql0 = sql_db.sql_counter
     started = time.monotonic()
-    run = run_like_the_cron_runner(env, audience)
+    run = run_like_the_cron_runner(env, audience, confirm=True)
     seconds = time.monotonic() - started
     return run, seconds, sql_db.sql_counter - sql0, ctl.stats()["requests"] - requests0
 

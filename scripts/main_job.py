@@ -108,7 +108,7 @@ def setup_odoo(env, emulator, mc_list):
 
 def run_cycle(env, audience):
     started = time.monotonic()
-    run = run_like_the_cron_runner(env, audience)
+    run = run_like_the_cron_runner(env, audience, confirm=True)
     return run, time.monotonic() - started
 
 

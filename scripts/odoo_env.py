@@ -101,12 +101,14 @@ def environment(dbname):
         odoo.sql_db.close_db(dbname)
 
 
-def run_like_the_cron_runner(env, audience, max_calls=100000):
+def run_like_the_cron_runner(env, audience, max_calls=100000, confirm=False):
     """Run ``audience``'s cycle to its end as Odoo's cron runner runs the
     audience's scheduled action: one call, then a commit (which also sends
     the batches claimed in that call), again and again.  A run that waits
     (a lost answer being checked) is woken at once here, as a trigger would.
-    Returns the run."""
+    A plan the safety valve stopped is confirmed when ``confirm`` is set (as
+    a manager would, after reading it; the message is printed), else it
+    raises.  Returns the run."""
     Audience = env["mailchimp.audience"]
     run = audience.current_run_id
     for _call in range(max_calls):
@@ -117,6 +119,12 @@ def run_like_the_cron_runner(env, audience, max_calls=100000):
             return run
         if audience.current_run_id.state == "failing":
             raise RuntimeError(f"the sync failed: {audience.current_run_id.message}")
+        if audience.current_run_id.state == "confirm":
+            if not confirm:
+                raise RuntimeError(f"the safety valve stopped the sync: {audience.current_run_id.message}")
+            print(f"   safety valve: {audience.current_run_id.message} -> confirmed", flush=True)
+            audience.action_confirm_plan()
+            env.cr.commit()
         if audience.current_run_id.next_retry_at:
             audience.current_run_id.next_retry_at = False
     raise RuntimeError("the cycle did not end")

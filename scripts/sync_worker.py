@@ -27,6 +27,9 @@ def main(dbname, audience_id):
             print(f"step {run.stage if run else 'done'} {run.state if run else 'done'}", flush=True)
             if not run:
                 return 0
+            if run.state == "confirm":
+                print(f"waiting for a manager's confirmation: {run.message}", flush=True)
+                return 3
             if run.state == "failing":
                 print(f"failing: {run.message}", flush=True)
                 return 1
