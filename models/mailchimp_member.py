@@ -36,6 +36,9 @@ MC_TYPES = {
     "mc_tags": "jsonb", "mc_tags_partial": "boolean",
 }
 CREATE_CHUNK = 5000
+# mass_mailing counts a contact as bouncing from 1 bounce and blacklists
+# from 5 (BLACKLIST_MAX_BOUNCED_LIMIT): a cleaned address gets the latter.
+CLEANED_BOUNCE_COUNT = 5
 
 
 def _recordset_sql(extra=""):
@@ -747,12 +750,12 @@ class MailchimpMember(models.Model):
                            ([r[0] for r in cr.fetchall()],))
             else:
                 cr.execute(
-                    """UPDATE mailing_contact c SET message_bounce = 5
+                    """UPDATE mailing_contact c SET message_bounce = %(bounces)s
                          FROM mailchimp_member m
-                        WHERE m.id = ANY(%s) AND m.mc_status = 'cleaned'
-                          AND c.email_normalized = lower(m.email) AND COALESCE(c.message_bounce, 0) < 5
+                        WHERE m.id = ANY(%(ids)s) AND m.mc_status = 'cleaned'
+                          AND c.email_normalized = lower(m.email) AND COALESCE(c.message_bounce, 0) < %(bounces)s
                     RETURNING c.id""",
-                    (list(member_ids),),
+                    {"ids": list(member_ids), "bounces": CLEANED_BOUNCE_COUNT},
                 )
                 line = self.env._("Mailchimp cleaned this address (a hard bounce or a complaint): "
                                   "it is marked as bouncing.")

@@ -14,7 +14,7 @@ import secrets
 from markupsafe import Markup
 from psycopg2 import errors
 
-from odoo import SUPERUSER_ID, api, models
+from odoo import api, models
 from odoo.tools import email_normalize, mute_logger
 
 from ..mailchimp_sync.client import subscriber_hash
@@ -30,9 +30,6 @@ from ..tools.user_messages import describe_error
 
 _logger = logging.getLogger(__name__)
 
-# mass_mailing counts a contact as bouncing from 1 bounce and blacklists
-# from 5 (BLACKLIST_MAX_BOUNCED_LIMIT): a cleaned address gets the latter.
-CLEANED_BOUNCE_COUNT = 5
 NOT_SUBSCRIBED = ("unsubscribed", "cleaned", "archived", "transactional")
 
 
@@ -377,7 +374,10 @@ class MailchimpWebhook(models.AbstractModel):
         self.env["mailchimp.reconcile"]._sync_members(audience, row.ids, from_mailchimp=True)
         self.env.invalidate_all()
         if row.mc_status == "cleaned":
-            self._mark_cleaned(audience, row)
+            # (The reconcile marked a linked contact already; this also
+            # covers an address no contact holds yet.  Idempotent.)
+            self.env["mailchimp.member"]._mark_cleaned(audience, row.ids)
+            self.env["mailchimp.member"]._refresh_odoo_state(audience, row.ids, mark_todo=False)
         return f"{event.type} applied"
 
     def _upemail_unconfirmed(self, client, audience, event, member):
@@ -450,58 +450,6 @@ class MailchimpWebhook(models.AbstractModel):
         subscribe must not undo the member's unsubscribe)."""
         self.env.flush_all()
         return len(self.env["mailchimp.update"]._cancel_unsent_of(row.ids, reason))
-
-    def _mark_cleaned(self, audience, row):
-        """Mailchimp cleaned the address (hard bounce or abuse): mark it as
-        bouncing or blacklist it, as the audience says, and give the
-        opt-out the 'cleaned' reason."""
-        email = email_normalize(row.email or "") or (row.contact_id.email_normalized or "")
-        if not email:
-            return
-        already = self.env["mail.blacklist"].sudo().search([("email", "=", email)])
-        if audience.cleaned_action == "blacklist":
-            if not already:
-                self._blacklist_cleaned(audience, email)
-        else:
-            contacts = (
-                self.env["mailing.contact"]
-                .sudo()
-                .search([("email_normalized", "=", email), ("message_bounce", "<", CLEANED_BOUNCE_COUNT)])
-            )
-            contacts.write({"message_bounce": CLEANED_BOUNCE_COUNT})
-            line = self.env._(
-                "Mailchimp cleaned this address (a hard bounce or a complaint): it is marked as bouncing."
-            )
-            contacts._mailchimp_log_notes(audience, {contact.id: [line] for contact in contacts})
-        cleaned = self.env.ref("mailchimp_sync.optout_reason_mailchimp_cleaned", raise_if_not_found=False)
-        generic = self.env.ref("mailchimp_sync.optout_reason_mailchimp", raise_if_not_found=False)
-        if cleaned and row.contact_id:
-            subscriptions = (
-                self.env["mailing.subscription"]
-                .sudo()
-                .search(
-                    [
-                        ("contact_id", "=", row.contact_id.id),
-                        ("list_id", "=", audience.mailing_list_id.id),
-                        ("opt_out", "=", True),
-                        ("opt_out_reason_id", "in", [False, generic.id if generic else False]),
-                    ]
-                )
-            )
-            subscriptions.write({"opt_out_reason_id": cleaned.id})
-        # Our own marks are not Odoo-side changes to send back.
-        self.env.flush_all()
-        self.env["mailchimp.member"]._refresh_odoo_state(audience, row.ids, mark_todo=False)
-
-    def _blacklist_cleaned(self, audience, email):
-        # As OdooBot: the blacklist's note is signed by the system.
-        self.env["mail.blacklist"].with_user(SUPERUSER_ID)._add(
-            email,
-            message=self.env._(
-                "Mailchimp audience %s cleaned this address (a hard bounce or a complaint): it is blacklisted.",
-                audience.name,
-            ),
-        )
 
     def _move_email(self, audience, old_email, new_email):
         """``upemail``: the member's address changed at Mailchimp.
