@@ -95,9 +95,17 @@ def start_emulator():
     return proc, url, ctl, key
 
 
-def seed_mailchimp(ctl, members):
+EXTRA_MERGE_FIELDS = [
+    # (Mailchimp merge field, the mailing.contact field it maps to)
+    ({"tag": "COMPANY", "name": "Company", "type": "text"}, "company_name"),
+    ({"tag": "COUNTRY", "name": "Country", "type": "text"}, "country_id"),
+]
+
+
+def seed_mailchimp(ctl, members, merge_fields=0):
     answer = ctl.seed(lists=[{
         "name": "Bench",
+        "add_merge_fields": [spec for spec, _field in EXTRA_MERGE_FIELDS[:merge_fields]],
         "interest_categories": [{"title": "Topics", "type": "checkboxes",
                                  "interests": [{"name": "Events"}, {"name": "News"}]}],
         "generate_members": members,
@@ -241,6 +249,8 @@ def main():
     parser.add_argument("--shared", type=int, default=50000)
     parser.add_argument("--changes", type=int, default=1000)
     parser.add_argument("--db", default="mailchimp_sync_bench")
+    parser.add_argument("--merge-fields", type=int, default=0, choices=(0, 1, 2),
+                        help="extra merge fields mapped besides FNAME/LNAME (company, country)")
     args = parser.parse_args()
     ok, info = odoo_status()
     if not ok:
@@ -249,7 +259,7 @@ def main():
     proc, url, ctl, key = start_emulator()
     try:
         t0 = time.monotonic()
-        mc_list = seed_mailchimp(ctl, args.members)
+        mc_list = seed_mailchimp(ctl, args.members, args.merge_fields)
         print(f"emulator: {args.members} members seeded in {time.monotonic() - t0:.1f} s")
         create_database(args.db, os.path.join(ROOT, ".cache", "bench_install.log"))
         with environment(args.db) as env:
@@ -263,8 +273,16 @@ def main():
                 "interest_ids": [(0, 0, {"name": n, "mailchimp_interest_id": mc_list["interests"][n],
                                          "mailing_list_id": lists[n].id}) for n in ("Events", "News")],
             })
+            for spec, field_name in EXTRA_MERGE_FIELDS[:args.merge_fields]:
+                env["mailchimp.merge.field"].create({
+                    "audience_id": audience.id, "tag": spec["tag"], "name": spec["name"], "field_type": "text",
+                    "odoo_field_id": env["ir.model.fields"]._get("mailing.contact", field_name).id,
+                })
+                if field_name == "company_name":
+                    env.cr.execute("UPDATE mailing_contact SET company_name = 'Company ' || mod(id, 97)")
             env.cr.commit()
-            print(f"odoo: {args.odoo} contacts ({args.shared} shared) in database {args.db}")
+            print(f"odoo: {args.odoo} contacts ({args.shared} shared) in database {args.db}"
+                  + (f", {args.merge_fields} extra merge field(s) mapped" if args.merge_fields else ""))
 
             floor_s, paged_s, n = floor(args.db, key, url, mc_list["id"])
             print(f"floor: paging {n} members {paged_s:.1f} s + one bulk insert = {floor_s:.1f} s")
