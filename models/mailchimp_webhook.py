@@ -504,7 +504,11 @@ class MailchimpWebhook(models.AbstractModel):
                     ]
                 },
             )
-        if partner and partner.email_normalized == email_normalize(old_email):
+        if partner and partner.email_normalized == email_normalize(old_email) and audience.update_partners:
+            # The audience says partners follow their contacts: the partner's
+            # own (tracked) email changes too.
+            partner.sudo().write({"email": new_email})
+        elif partner and partner.email_normalized == email_normalize(old_email):
             # Signed by the system (OdooBot), not by whoever the request runs as.
             partner._message_log(
                 body=Markup("<p>%s</p>") % self.env._(

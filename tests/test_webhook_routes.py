@@ -269,6 +269,24 @@ class TestWebhookRoutes(WebhookCase):
         run = self.sync()
         self.assertEqual((run.updates_queued, run.created, run.odoo_changes), (0, 0, 0))
 
+    def test_upemail_moves_the_partner_only_where_partners_follow(self):
+        """The partner keeps its email (and gets a note) unless the audience
+        says partners follow their contacts; then it takes the new address."""
+        self.seed()
+        self.register()
+        for follow, email in ((False, "dina@example.org"), (True, "ed@example.org")):
+            self.audience.update_partners = follow
+            partner = self.env["res.partner"].create({"name": email.split("@")[0], "email": email})
+            contact = self.contact(email, [self.newsletter], partner_id=partner.id)
+            self.sync()  # the contact reaches Mailchimp
+            bodies = self.captured("admin_update", self.list_id, email, email_address=f"new.{email}")
+            upemail = [b for b in bodies if "type=upemail" in b]
+            self.assertEqual(self.post(self.member_url(), upemail[0]).status_code, 200)
+            contact.invalidate_recordset()
+            partner.invalidate_recordset()
+            self.assertEqual(contact.email, f"new.{email}")
+            self.assertEqual(partner.email, f"new.{email}" if follow else email, f"follow={follow}")
+
     def test_unsubscribe_before_upemail(self):
         dora = self.synced(
             [{"email_address": "dora@example.org", "status": "subscribed"}],
