@@ -377,7 +377,7 @@ class MailchimpAccount(models.Model):
             else:
                 audience = Audience.create(dict(vals, account_id=self.id, mailchimp_list_id=lst["id"]))
                 created += 1
-            audience._update_interests(interests)
+            self.env["mailchimp.interest"]._update_from_mailchimp(audience, interests)
             self.env["mailchimp.merge.field"]._update_from_mailchimp(audience, merge_fields)
         gone = [a.name for list_id, a in existing.items() if list_id not in details]
         message = self.env._(

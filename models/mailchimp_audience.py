@@ -340,51 +340,6 @@ class MailchimpAudience(models.Model):
                 }
             )
 
-    def _update_interests(self, remote_interests):
-        """Create or rename this audience's interests from Mailchimp's list
-        (dicts with id, name, category_id, category_title).  Of those
-        Mailchimp no longer has, unmapped ones are removed and mapped ones
-        kept, marked stale (not synced, shown on the form); one that comes
-        back is synced again."""
-        self.ensure_one()
-        Interest = self.env["mailchimp.interest"]
-        known = {i.mailchimp_interest_id: i for i in self.interest_ids}
-        for remote in remote_interests:
-            vals = {
-                "name": remote.get("name") or remote["id"],
-                "mailchimp_category_id": remote.get("category_id"),
-                "category_name": remote.get("category_title"),
-            }
-            interest = known.pop(remote["id"], None)
-            if interest:
-                if any(interest[k] != v for k, v in vals.items()):
-                    interest.write(vals)
-            else:
-                Interest.create(dict(vals, audience_id=self.id, mailchimp_interest_id=remote["id"]))
-        gone = Interest.browse([i.id for i in known.values()])
-        gone.filtered(lambda i: not i.mailing_list_id).unlink()
-        self._mark_stale_interests({remote["id"] for remote in remote_interests})
-
-    def _refresh_interests_stale(self):
-        """Ask Mailchimp which interests the audience has now and mark the
-        mapped ones it no longer has as stale (and those back as not stale),
-        so this cycle's reconcile skips them: an interest deleted at
-        Mailchimp is never sent with Odoo's value.  Called by the fetch
-        stage at the start of each cycle; one call per interest category.
-        Returns nothing; raises MailchimpError when Mailchimp does not answer."""
-        self.ensure_one()
-        remote = self.account_id._get_client().get_all_interests(self.mailchimp_list_id)
-        self._mark_stale_interests({interest["id"] for interest in remote})
-
-    def _mark_stale_interests(self, remote_ids):
-        """Mark this audience's interests missing from ``remote_ids`` (the
-        ids Mailchimp has) stale, and the others not stale."""
-        self.ensure_one()
-        for interest in self.interest_ids:
-            stale = interest.mailchimp_interest_id not in remote_ids
-            if interest.stale != stale:
-                interest.stale = stale
-
     # ------------------------------------------------------------------
     # Screens: what needs attention
     # ------------------------------------------------------------------
@@ -700,6 +655,11 @@ class MailchimpAudience(models.Model):
                    "odoo_subscribed_count": self.odoo_subscribed_count,
                    "failing_count": self.failed_count})
         run._close("done")
+
+    def _refresh_interests_stale(self):
+        """Mark the interests Mailchimp no longer has stale (see
+        mailchimp.interest._refresh_stale); the fetch stage calls this."""
+        self.env["mailchimp.interest"]._refresh_stale(self)
 
     @api.model
     def _cron_sync_audience(self, audience_id):

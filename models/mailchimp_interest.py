@@ -80,3 +80,52 @@ class MailchimpInterest(models.Model):
         if new_list:
             changed.audience_id._mapping_changed(changed)
         return res
+
+    # ------------------------------------------------------------------
+    # Following Mailchimp's interests
+    # ------------------------------------------------------------------
+
+    @api.model
+    def _update_from_mailchimp(self, audience, remote_interests):
+        """Create or rename ``audience``'s interests from Mailchimp's list
+        (dicts with id, name, category_id, category_title).  Of those
+        Mailchimp no longer has, unmapped ones are removed and mapped ones
+        kept, marked stale (not synced, shown on the form); one that comes
+        back is synced again."""
+        audience.ensure_one()
+        known = {i.mailchimp_interest_id: i for i in audience.interest_ids}
+        for remote in remote_interests:
+            vals = {
+                "name": remote.get("name") or remote["id"],
+                "mailchimp_category_id": remote.get("category_id"),
+                "category_name": remote.get("category_title"),
+            }
+            interest = known.pop(remote["id"], None)
+            if interest:
+                if any(interest[k] != v for k, v in vals.items()):
+                    interest.write(vals)
+            else:
+                self.create(dict(vals, audience_id=audience.id, mailchimp_interest_id=remote["id"]))
+        gone = self.browse([i.id for i in known.values()])
+        gone.filtered(lambda i: not i.mailing_list_id).unlink()
+        audience.interest_ids._mark_stale({remote["id"] for remote in remote_interests})
+
+    @api.model
+    def _refresh_stale(self, audience):
+        """Ask Mailchimp which interests ``audience`` has now and mark the
+        mapped ones it no longer has as stale (and those back as not stale),
+        so this cycle's reconcile skips them: an interest deleted at
+        Mailchimp is never sent with Odoo's value.  Called by the fetch
+        stage at the start of each cycle; one call per interest category.
+        Returns nothing; raises MailchimpError when Mailchimp does not answer."""
+        audience.ensure_one()
+        remote = audience.account_id._get_client().get_all_interests(audience.mailchimp_list_id)
+        audience.interest_ids._mark_stale({interest["id"] for interest in remote})
+
+    def _mark_stale(self, remote_ids):
+        """Mark these interests missing from ``remote_ids`` (the ids
+        Mailchimp has) stale, and the others not stale."""
+        for interest in self:
+            stale = interest.mailchimp_interest_id not in remote_ids
+            if interest.stale != stale:
+                interest.stale = stale

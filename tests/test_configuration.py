@@ -56,7 +56,7 @@ class TestStaleInterests(ConfigurationCase):
         self.delete_interest_at_mailchimp("News")
         # Odoo gives Ivy the interest the audience no longer has.
         ivy.list_ids = [(4, self.news_list.id)]
-        self.audience._refresh_interests_stale()
+        self.env["mailchimp.interest"]._refresh_stale(self.audience)
         news = self.interest("News")
         self.assertTrue(news.stale)
         self.assertFalse(self.interest("Events").stale)
