@@ -4,7 +4,7 @@ from datetime import timedelta
 from psycopg2 import errors
 
 from odoo import api, fields, models
-from odoo.exceptions import UserError, ValidationError
+from odoo.exceptions import UserError
 from odoo.tools import mute_logger
 
 from ..mailchimp_sync.exceptions import MailchimpError
@@ -430,38 +430,7 @@ class MailchimpAudience(models.Model):
 
     @api.constrains("mailing_list_id")
     def _check_list_mapped_once(self):
-        self._check_lists_mapped_once(self.mailing_list_id)
-
-    @api.model
-    def _check_lists_mapped_once(self, lists):
-        """A mailing list is mapped once across all audiences: as one
-        audience's subscription list or as one interest's list.  Two
-        mappings of one list would make the sync copy one onto the other
-        (and opt people out of whichever side loses)."""
-        Audience = self.env["mailchimp.audience"].sudo().with_context(active_test=False)
-        Interest = self.env["mailchimp.interest"].sudo()
-        for mailing_list in lists:
-            audiences = Audience.search([("mailing_list_id", "=", mailing_list.id)])
-            interests = Interest.search([("mailing_list_id", "=", mailing_list.id)])
-            if len(audiences) + len(interests) < 2:
-                continue
-            own = interests.filtered(lambda i, audiences=audiences: i.audience_id in audiences)[:1]
-            if own:
-                raise ValidationError(self.env._(
-                    "The interest “%(interest)s” cannot use the list “%(list)s”: it is the subscription "
-                    "list of the audience %(audience)s. An interest needs a list of its own, or every "
-                    "subscribed member would get the interest and everyone else would lose it.",
-                    interest=own.display_name, list=mailing_list.display_name, audience=own.audience_id.name,
-                ))
-            uses = [self.env._("the subscription list of the audience %s", a.name) for a in audiences]
-            uses += [self.env._("the interest “%(interest)s” of the audience %(audience)s",
-                                interest=i.display_name, audience=i.audience_id.name) for i in interests]
-            raise ValidationError(self.env._(
-                "The list “%(list)s” is mapped twice: as %(uses)s. A list can be mapped once, as one "
-                "audience's subscription list or as one interest, across all audiences: choose another "
-                "list, or create a new one.",
-                list=mailing_list.display_name, uses=self.env._(" and as ").join(uses),
-            ))
+        self.mailing_list_id._check_mailchimp_mapped_once()
 
     def _check_mapping_change_allowed(self):
         """A cycle reads the mapping from its first stage to its last: a

@@ -65,7 +65,7 @@ class MailchimpInterest(models.Model):
 
     @api.constrains("mailing_list_id", "audience_id")
     def _check_list_mapped_once(self):
-        self.env["mailchimp.audience"]._check_lists_mapped_once(self.mailing_list_id)
+        self.mailing_list_id._check_mailchimp_mapped_once()
 
     def write(self, vals):
         if "trust_override" in vals and not vals["trust_override"]:
