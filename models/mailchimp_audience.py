@@ -1,4 +1,3 @@
-import logging
 from datetime import timedelta
 
 from psycopg2 import errors
@@ -7,10 +6,7 @@ from odoo import api, fields, models
 from odoo.exceptions import UserError
 from odoo.tools import mute_logger
 
-from ..mailchimp_sync.exceptions import MailchimpError
 from .mailchimp_sync_run import SYNC_STAGES as RUN_STAGES
-
-_logger = logging.getLogger(__name__)
 
 TRUST_OVERRIDE = [
     ("mailchimp", "Trust Mailchimp"),
@@ -497,28 +493,9 @@ class MailchimpAudience(models.Model):
                 audience.sync_stage = run.stage if run.stage != "done" else "idle"
 
     def _compute_sync_progress(self):
-        stages = dict(SYNC_STAGES)
         for audience in self:
             run = audience.current_run_id
-            if not run:
-                audience.sync_progress = False
-            elif run.state == "confirm":
-                audience.sync_progress = run.message
-            elif run.state == "failing":
-                audience.sync_progress = self.env._(
-                    "%(message)s Next try: %(when)s.", message=run.message or "",
-                    when=fields.Datetime.to_string(run.next_retry_at) if run.next_retry_at else "-",
-                )
-            elif run.progress_total:
-                # (No f-string inside _(): Babel's extractor, which Odoo's
-                # export uses, fails on the whole file.)
-                done, total = f"{run.progress_done:,}", f"{run.progress_total:,}"
-                audience.sync_progress = self.env._(
-                    "%(stage)s: %(done)s of %(total)s", stage=stages.get(run.stage, run.stage),
-                    done=done, total=total,
-                )
-            else:
-                audience.sync_progress = stages.get(run.stage, run.stage)
+            audience.sync_progress = run._progress_text() if run else False
 
     # ------------------------------------------------------------------
     # The cycle: one scheduled action per audience
@@ -595,35 +572,12 @@ class MailchimpAudience(models.Model):
         return True
 
     def _start_run(self):
-        """Open a cycle: full on the first run, on request, or when a trust
-        override asks for one; else from the last fetch minus an overlap."""
-        self.ensure_one()
-        full = bool(self.full_sync_requested or not self.last_fetch_at or self.trust_override
-                    or self.interest_ids.filtered("trust_override"))
-        previous = self.env["mailchimp.sync.run"].search(
-            [("audience_id", "=", self.id), ("state", "=", "done")], order="id desc", limit=1)
-        run = self.env["mailchimp.sync.run"].create({
-            "audience_id": self.id, "full": full, "stage_timings": {},
-            "fetch_since": False if full else self.last_fetch_at - timedelta(minutes=15),
-            # A change stamped while the previous cycle ran may have been
-            # committed after it looked: overlap generously.
-            "odoo_since": False if (full or not previous) else previous.started_at - timedelta(minutes=15),
-        })
-        self.write({"current_run_id": run.id, "last_sync_start": run.started_at})
-        return run
+        """Open a cycle (see mailchimp.sync.run._open); the orchestrator calls this."""
+        return self.env["mailchimp.sync.run"]._open(self)
 
     def _finish_run(self, run):
-        vals = {"last_sync_end": fields.Datetime.now(), "current_run_id": False}
-        if run.full:
-            # Trust overrides apply to the one full sync they were set for.
-            vals.update({"trust_override": False, "full_sync_requested": False})
-            self.interest_ids.filtered("trust_override").write({"trust_override": False})
-        self.write(vals)
-        # The history's snapshot: the audience as this run left it.
-        run.write({"mc_subscribed_count": self.mc_subscribed_count,
-                   "odoo_subscribed_count": self.odoo_subscribed_count,
-                   "failing_count": self.failed_count})
-        run._close("done")
+        """Close a finished cycle (see mailchimp.sync.run._finish); the orchestrator calls this."""
+        run._finish()
 
     def _refresh_interests_stale(self):
         """Mark the interests Mailchimp no longer has stale (see
@@ -724,27 +678,9 @@ class MailchimpAudience(models.Model):
                     "A sync step of %s is running right now. Try Abort again in a minute: "
                     "steps end within the audience's step budget.", audience.name))
             reason = self.env._("Sync aborted by %s.", self.env.user.name)
-            batches = audience.batch_ids.filtered(lambda b: b.result_state != "done")
-            claimed = batches.filtered(lambda b: b.submit_state == "claimed")
-            Update = self.env["mailchimp.update"]
-            queued = Update.search([("audience_id", "=", audience.id), ("state", "=", "queued")])
-            member_ids = queued.member_id.ids + claimed.update_ids.member_id.ids
-            cancelled += len(Update._cancel(claimed.update_ids.ids, reason))
-            claimed.write({"submit_state": "lost", "result_state": "done", "result_message": reason})
-            running = batches.filtered(lambda b: b.mailchimp_batch_id and b.status not in ("finished", "expired"))
-            client = audience.account_id._get_client() if running else None
-            for batch in running:
-                try:
-                    client.delete_batch(batch.mailchimp_batch_id)
-                except MailchimpError as exc:
-                    _logger.info("Batch %s could not be deleted: %s", batch.mailchimp_batch_id, exc)
-                stopped += 1
-            running._abandon(reason)
-            cancelled += len(Update._cancel(queued.ids, reason))
-            audience.env["mailchimp.member"].browse(member_ids).write({"sync_status": "todo", "sync_error": False})
-            if audience.current_run_id:
-                audience.current_run_id._close("aborted", reason)
-                audience.current_run_id = False
+            run_cancelled, run_stopped = self.env["mailchimp.sync.run"]._abort(audience, reason)
+            cancelled += run_cancelled
+            stopped += run_stopped
         return self._notify(
             self.env._("%(cancelled)s unsent update(s) cancelled and %(stopped)s batch(es) stopped at "
                        "Mailchimp. Their rows are reconciled again by the next sync.",

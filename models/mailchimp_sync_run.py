@@ -1,6 +1,11 @@
+import logging
 from datetime import timedelta
 
 from odoo import api, fields, models
+
+from ..mailchimp_sync.exceptions import MailchimpError
+
+_logger = logging.getLogger(__name__)
 
 # The stages of one cycle, in order (DESIGN.md §3); the orchestrator
 # (models/mailchimp_sync.py) maps each to the model that owns its work.
@@ -112,9 +117,99 @@ class MailchimpSyncRun(models.Model):
             total = run.progress_total
             run.progress_percent = min(100.0, 100.0 * run.progress_done / total) if total else 0.0
 
+    def _progress_text(self):
+        """Where the cycle stands, in one sentence for the audience's form."""
+        self.ensure_one()
+        stages = dict(SYNC_STAGES)
+        if self.state == "confirm":
+            return self.message
+        if self.state == "failing":
+            return self.env._(
+                "%(message)s Next try: %(when)s.", message=self.message or "",
+                when=fields.Datetime.to_string(self.next_retry_at) if self.next_retry_at else "-",
+            )
+        if self.progress_total:
+            # (No f-string inside _(): Babel's extractor, which Odoo's
+            # export uses, fails on the whole file.)
+            done, total = f"{self.progress_done:,}", f"{self.progress_total:,}"
+            return self.env._(
+                "%(stage)s: %(done)s of %(total)s", stage=stages.get(self.stage, self.stage),
+                done=done, total=total,
+            )
+        return stages.get(self.stage, self.stage)
+
     # ------------------------------------------------------------------
     # The job's life
     # ------------------------------------------------------------------
+
+    @api.model
+    def _open(self, audience):
+        """Open a cycle of ``audience``: full on the first run, on request,
+        or when a trust override asks for one; else from the last fetch
+        minus an overlap."""
+        audience.ensure_one()
+        full = bool(audience.full_sync_requested or not audience.last_fetch_at or audience.trust_override
+                    or audience.interest_ids.filtered("trust_override"))
+        previous = self.search([("audience_id", "=", audience.id), ("state", "=", "done")], order="id desc", limit=1)
+        run = self.create({
+            "audience_id": audience.id, "full": full, "stage_timings": {},
+            "fetch_since": False if full else audience.last_fetch_at - timedelta(minutes=15),
+            # A change stamped while the previous cycle ran may have been
+            # committed after it looked: overlap generously.
+            "odoo_since": False if (full or not previous) else previous.started_at - timedelta(minutes=15),
+        })
+        audience.write({"current_run_id": run.id, "last_sync_start": run.started_at})
+        return run
+
+    def _finish(self):
+        """The cycle's last stage is done: the audience is idle again, and
+        the run keeps a snapshot of it."""
+        self.ensure_one()
+        audience = self.audience_id
+        vals = {"last_sync_end": fields.Datetime.now(), "current_run_id": False}
+        if self.full:
+            # Trust overrides apply to the one full sync they were set for.
+            vals.update({"trust_override": False, "full_sync_requested": False})
+            audience.interest_ids.filtered("trust_override").write({"trust_override": False})
+        audience.write(vals)
+        # The history's snapshot: the audience as this run left it.
+        self.write({"mc_subscribed_count": audience.mc_subscribed_count,
+                    "odoo_subscribed_count": audience.odoo_subscribed_count,
+                    "failing_count": audience.failed_count})
+        self._close("done")
+
+    @api.model
+    def _abort(self, audience, reason):
+        """Stop what ``audience``'s cycle has under way, for ``reason``:
+        unsent updates are cancelled and unfinished batches stopped at
+        Mailchimp; every row they concerned goes back in line for the next
+        cycle, and the open run (if any) is closed as aborted.  The caller
+        holds the audience's lock.  Returns (updates cancelled, batches
+        stopped)."""
+        audience.ensure_one()
+        cancelled = stopped = 0
+        batches = audience.batch_ids.filtered(lambda b: b.result_state != "done")
+        claimed = batches.filtered(lambda b: b.submit_state == "claimed")
+        Update = self.env["mailchimp.update"]
+        queued = Update.search([("audience_id", "=", audience.id), ("state", "=", "queued")])
+        member_ids = queued.member_id.ids + claimed.update_ids.member_id.ids
+        cancelled += len(Update._cancel(claimed.update_ids.ids, reason))
+        claimed.write({"submit_state": "lost", "result_state": "done", "result_message": reason})
+        running = batches.filtered(lambda b: b.mailchimp_batch_id and b.status not in ("finished", "expired"))
+        client = audience.account_id._get_client() if running else None
+        for batch in running:
+            try:
+                client.delete_batch(batch.mailchimp_batch_id)
+            except MailchimpError as exc:
+                _logger.info("Batch %s could not be deleted: %s", batch.mailchimp_batch_id, exc)
+            stopped += 1
+        running._abandon(reason)
+        cancelled += len(Update._cancel(queued.ids, reason))
+        audience.env["mailchimp.member"].browse(member_ids).write({"sync_status": "todo", "sync_error": False})
+        if audience.current_run_id:
+            audience.current_run_id._close("aborted", reason)
+            audience.current_run_id = False
+        return cancelled, stopped
 
     def _next_stage(self):
         names = [name for name, _label in SYNC_STAGES]
