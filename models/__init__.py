@@ -1,4 +1,5 @@
 from . import mailchimp_account
+from . import mailchimp_audience_dashboard
 from . import mailchimp_audience
 from . import mailchimp_interest
 from . import mailchimp_merge_field
