@@ -3,9 +3,11 @@ import secrets
 from urllib.parse import urlsplit
 
 from markupsafe import Markup
+from psycopg2 import errors
 
 from odoo import api, fields, models
 from odoo.exceptions import AccessError, UserError, ValidationError
+from odoo.tools import mute_logger
 
 from ..mailchimp_sync.client import (
     DEFAULT_MAX_DOWNLOAD_SIZE,
@@ -461,3 +463,20 @@ class MailchimpAccount(models.Model):
         for account in self.sudo():
             if not account.webhook_secret:
                 account.webhook_secret = secrets.token_urlsafe(24)
+
+    def _set_webhook_secret_pending(self, secret):
+        """Store (or with ``None`` drop) the pending secret and commit it at
+        once, on a cursor of its own; False if the account row is locked
+        (being saved elsewhere), rather than waiting on it.  The secret
+        rotation (mailchimp.webhook._rotate_secret) calls this."""
+        self.ensure_one()
+        try:
+            with self.env.registry.cursor() as cr, mute_logger("odoo.sql_db"):
+                cr.execute("SELECT id FROM mailchimp_account WHERE id = %s FOR UPDATE NOWAIT", (self.id,))
+                cr.execute(
+                    "UPDATE mailchimp_account SET webhook_secret_pending = %s WHERE id = %s",
+                    (secret, self.id),
+                )
+        except errors.LockNotAvailable:
+            return False
+        return True

@@ -12,10 +12,8 @@ import logging
 import secrets
 
 from markupsafe import Markup
-from psycopg2 import errors
-
 from odoo import api, models
-from odoo.tools import email_normalize, mute_logger
+from odoo.tools import email_normalize
 
 from ..mailchimp_sync.client import subscriber_hash
 from ..mailchimp_sync.exceptions import MailchimpError, MailchimpNotFoundError
@@ -226,7 +224,7 @@ class MailchimpWebhook(models.AbstractModel):
         base = self._base_url()
         new_member_url, new_batch_url = member_webhook_url(base, new_secret), batch_webhook_url(base, new_secret)
         audiences = account.audience_ids
-        if not self._set_pending_secret(account, new_secret):
+        if not account._set_webhook_secret_pending(new_secret):
             return False, self.env._(
                 "The webhook secret was not changed: the account is being changed by someone else "
                 "right now. Try again in a moment."
@@ -243,7 +241,7 @@ class MailchimpWebhook(models.AbstractModel):
         except MailchimpError as exc:
             _logger.info("Rotating the webhook secret of account %s failed: %s", account.id, exc.as_text())
             leftovers = self._remove_webhooks(client, made)
-            self._set_pending_secret(account, None)
+            account._set_webhook_secret_pending(None)
             message = self.env._(
                 "The webhook secret was not changed: Mailchimp refused %(step)s (%(reason)s) The current "
                 "secret and webhooks keep working.",
@@ -290,21 +288,6 @@ class MailchimpWebhook(models.AbstractModel):
         if unhealthy:
             message += " " + self.env._("Needing attention: %s.", ", ".join(unhealthy))
         return True, message
-
-    def _set_pending_secret(self, account, secret):
-        """Store (or with ``None`` drop) the pending secret and commit it at
-        once, on a cursor of its own; False if the account row is locked
-        (being saved elsewhere), rather than waiting on it."""
-        try:
-            with self.env.registry.cursor() as cr, mute_logger("odoo.sql_db"):
-                cr.execute("SELECT id FROM mailchimp_account WHERE id = %s FOR UPDATE NOWAIT", (account.id,))
-                cr.execute(
-                    "UPDATE mailchimp_account SET webhook_secret_pending = %s WHERE id = %s",
-                    (secret, account.id),
-                )
-        except errors.LockNotAvailable:
-            return False
-        return True
 
     def _remove_webhooks(self, client, webhooks):
         """Delete (list id or None, webhook id) pairs at Mailchimp; return
@@ -461,8 +444,9 @@ class MailchimpWebhook(models.AbstractModel):
 
         The contact rule: a mailing contact holds one address, the one the
         list mails, so it takes the new address when it had the old one;
-        the old address stays in its chatter.  A linked partner keeps its
-        email (Odoo uses it beyond mailings) and gets a note.
+        the old address stays in its chatter.  A linked partner that had the
+        old address follows as the audience says (res.partner's
+        _mailchimp_email_moved: its email changes, or it gets a note).
         """
         old_row = self._row(audience, old_email)
         if not old_row or subscriber_hash(old_email) == subscriber_hash(new_email):
@@ -504,19 +488,5 @@ class MailchimpWebhook(models.AbstractModel):
                     ]
                 },
             )
-        if partner and partner.email_normalized == email_normalize(old_email) and audience.update_partners:
-            # The audience says partners follow their contacts: the partner's
-            # own (tracked) email changes too.
-            partner.sudo().write({"email": new_email})
-        elif partner and partner.email_normalized == email_normalize(old_email):
-            # Signed by the system (OdooBot), not by whoever the request runs as.
-            partner._message_log(
-                body=Markup("<p>%s</p>") % self.env._(
-                    "Mailchimp audience %(audience)s now mails this person at %(new)s instead of "
-                    "%(old)s; this contact's email was left unchanged.",
-                    audience=audience.name,
-                    old=old_email,
-                    new=new_email,
-                ),
-                author_id=self.env.ref("base.partner_root").id,
-            )
+        if partner and partner.email_normalized == email_normalize(old_email):
+            partner._mailchimp_email_moved(audience, old_email, new_email)

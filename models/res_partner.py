@@ -1,3 +1,5 @@
+from markupsafe import Markup
+
 from odoo import fields, models
 
 
@@ -28,3 +30,26 @@ class ResPartner(models.Model):
         action["domain"] = [("partner_id", "=", self.id)]
         action["context"] = {}
         return action
+
+    def _mailchimp_email_moved(self, audience, old_email, new_email):
+        """``upemail``: the member of ``audience`` this partner is linked to
+        moved at Mailchimp from ``old_email`` (the partner's email) to
+        ``new_email``.  Where the audience says partners follow their
+        contacts, the partner's own (tracked) email changes too; otherwise
+        the partner keeps its email (Odoo uses it beyond mailings) and gets
+        a note."""
+        self.ensure_one()
+        if audience.update_partners:
+            self.sudo().write({"email": new_email})
+            return
+        # Signed by the system (OdooBot), not by whoever the request runs as.
+        self._message_log(
+            body=Markup("<p>%s</p>") % self.env._(
+                "Mailchimp audience %(audience)s now mails this person at %(new)s instead of "
+                "%(old)s; this contact's email was left unchanged.",
+                audience=audience.name,
+                old=old_email,
+                new=new_email,
+            ),
+            author_id=self.env.ref("base.partner_root").id,
+        )
