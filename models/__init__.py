@@ -4,6 +4,7 @@ from . import mailchimp_audience
 from . import mailchimp_interest
 from . import mailchimp_merge_field
 from . import mailchimp_member
+from . import mailchimp_odoo_changes
 from . import mailchimp_update
 from . import mailchimp_batch
 from . import mailchimp_sync_run

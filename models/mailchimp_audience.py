@@ -369,19 +369,6 @@ class MailchimpAudience(models.Model):
             return False
         return True
 
-    def _start_run(self):
-        """Open a cycle (see mailchimp.sync.run._open); the orchestrator calls this."""
-        return self.env["mailchimp.sync.run"]._open(self)
-
-    def _finish_run(self, run):
-        """Close a finished cycle (see mailchimp.sync.run._finish); the orchestrator calls this."""
-        run._finish()
-
-    def _refresh_interests_stale(self):
-        """Mark the interests Mailchimp no longer has stale (see
-        mailchimp.interest._refresh_stale); the fetch stage calls this."""
-        self.env["mailchimp.interest"]._refresh_stale(self)
-
     @api.model
     def _cron_sync_audience(self, audience_id):
         """Scheduled action of one audience: one bounded step per call.

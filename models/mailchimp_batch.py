@@ -11,7 +11,6 @@ from odoo.tools import mute_logger
 
 from ..mailchimp_sync.batches import MAX_OPERATIONS, build_operation, iter_results_archive
 from ..mailchimp_sync.exceptions import MailchimpError, MailchimpNotFoundError
-from ..mailchimp_sync.merge_fields import EMAIL_TAKEN, DataProblem
 from ..mailchimp_sync.members import merge_member, parse_mailchimp_datetime
 from ..mailchimp_sync.reasons import NO_RESULT
 from ..tools.user_messages import describe_reason
@@ -367,7 +366,7 @@ class MailchimpBatch(models.Model):
                 reason = result.error_reason()
                 fail_rows.append((member_id, describe_reason(self.env, reason.code, reason.params)))
         self._write_results(done, failed, requeue, member_vals, fail_rows)
-        self._settle_data(results)
+        self.env["mailchimp.update"]._settle_data(self, results)
         self.write({"result_state": "done", "result_message": f"{len(done)} done, {len(failed)} failed, "
                                                                f"{len(requeue)} queued again as pending"})
         return len(done) + len(failed)
@@ -381,6 +380,7 @@ class MailchimpBatch(models.Model):
                 """UPDATE mailchimp_update u SET state = 'done', status_code = v.code, done_at = v.at
                      FROM (VALUES %s) AS v(id, code, at) WHERE u.id = v.id""",
                 [(update_id, code, now) for update_id, code in done],
+                page_size=1000,
             )
         if failed:
             execute_values(
@@ -389,9 +389,8 @@ class MailchimpBatch(models.Model):
                           error_title = v.title, error_detail = v.detail
                      FROM (VALUES %s) AS v(id, code, title, detail) WHERE u.id = v.id""",
                 failed,
+                page_size=1000,
             )
-        if member_vals:
-            self.env["mailchimp.member"]._write_fetched_values(member_vals)
         if requeue:
             # Only while the row still wants the subscription and nothing
             # newer (a later unsubscribe, say) is queued or in flight for it.
@@ -417,9 +416,13 @@ class MailchimpBatch(models.Model):
                      FROM (VALUES %s) AS v(id, reason) WHERE m.id = v.id""",
                 fail_rows,
             )
-        # Rows with nothing left in flight or queued are in sync.  Driven
-        # from this batch's own updates (at most 1,000), so the plan stays
-        # small however many rows are live across the audience.
+        if member_vals:
+            # After the requeues and failures: the write also tells which
+            # rows are in sync now.
+            self.env["mailchimp.member"]._write_fetched_values(member_vals, settled=True)
+        # The batch's other rows with nothing left in flight or queued are
+        # in sync.  Driven from this batch's own updates (at most 1,000), so
+        # the plan stays small however many rows are live across the audience.
         cr.execute(
             """UPDATE mailchimp_member m SET sync_status = 'ok', sync_error = NULL
                  FROM (SELECT DISTINCT member_id FROM mailchimp_update WHERE batch_id = %s) b
@@ -430,71 +433,6 @@ class MailchimpBatch(models.Model):
         )
         self.env["mailchimp.member"].invalidate_model()
         self.env["mailchimp.update"].invalidate_model()
-
-    def _settle_data(self, results):
-        """What the batch's results mean for the rows' data, once settled:
-        tags applied at Mailchimp join the cached member's tags; data
-        Mailchimp refused (merge fields, tags) is no longer taken as agreed
-        on, so the next decision does not read it as a change made at
-        Mailchimp; and a rename refused because the new address is another
-        member's says so."""
-        cr = self.env.cr
-        cr.execute(
-            """SELECT u.id, u.member_id, u.kind, u.payload, m.email, m.mc_tags, m.sent_data
-                 FROM mailchimp_update u JOIN mailchimp_member m ON m.id = u.member_id
-                WHERE u.batch_id = %s AND u.id = ANY(%s)
-             ORDER BY u.id""",
-            (self.id, list(results)),
-        )
-        mc_tags, sent, reasons = {}, {}, []
-        for update_id, member_id, kind, stored_payload, email, tags, sent_data in cr.fetchall():
-            result, payload = results[update_id], stored_payload or {}
-            if kind == "tags":
-                changes = {t.get("name"): t.get("status") == "active" for t in payload.get("tags") or ()}
-                if result.ok:
-                    current = set(mc_tags.get(member_id, tags) or ())
-                    mc_tags[member_id] = sorted((current | {n for n, on in changes.items() if on})
-                                                - {n for n, on in changes.items() if not on})
-                    continue
-                data = sent.setdefault(member_id, dict(sent_data or {}))
-                agreed = set(data.get("tags") or ())
-                data["tags"] = sorted((agreed - {n for n, on in changes.items() if on})
-                                      | {n for n, on in changes.items() if not on})
-                continue
-            if result.ok:
-                continue
-            if payload.get("merge_fields"):
-                data = sent.setdefault(member_id, dict(sent_data or {}))
-                data["merge_fields"] = {k: v for k, v in (data.get("merge_fields") or {}).items()
-                                        if k not in payload["merge_fields"]}
-            new_email = payload.get("email_address")
-            renaming = new_email and email and new_email.lower() != email.lower()
-            if renaming and result.status_code == 400 and result.title == "Member Exists":
-                problem = DataProblem(EMAIL_TAKEN, "", new_email, {"email": new_email, "old": email})
-                reasons.append((member_id, self.env["mailchimp.merge.field"]._describe_problems(
-                    self.audience_id, [problem])))
-        if mc_tags:
-            execute_values(
-                cr._obj,
-                """UPDATE mailchimp_member m SET mc_tags = v.tags::jsonb
-                     FROM (VALUES %s) AS v(id, tags) WHERE m.id = v.id""",
-                [(member_id, json.dumps(tags)) for member_id, tags in mc_tags.items()],
-            )
-        if sent:
-            execute_values(
-                cr._obj,
-                """UPDATE mailchimp_member m SET sent_data = v.sent::jsonb
-                     FROM (VALUES %s) AS v(id, sent) WHERE m.id = v.id""",
-                [(member_id, json.dumps(data)) for member_id, data in sent.items()],
-            )
-        if reasons:
-            execute_values(
-                cr._obj,
-                """UPDATE mailchimp_member m SET sync_error = v.reason
-                     FROM (VALUES %s) AS v(id, reason) WHERE m.id = v.id""",
-                reasons,
-            )
-        self.env["mailchimp.member"].invalidate_model()
 
     def _abandon(self, reason, status="aborted"):
         """Stop following these batches (aborted, expired): what they still

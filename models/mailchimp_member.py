@@ -1,7 +1,5 @@
 import json
 
-from psycopg2.extras import execute_values
-
 from odoo import api, fields, models
 
 from ..mailchimp_sync.members import merge_member
@@ -35,10 +33,6 @@ MC_TYPES = {
     "mc_unique_email_id": "varchar", "mc_merge_fields": "jsonb", "mc_merge_fields_changed": "jsonb",
     "mc_tags": "jsonb", "mc_tags_partial": "boolean",
 }
-CREATE_CHUNK = 5000
-# mass_mailing counts a contact as bouncing from 1 bounce and blacklists
-# from 5 (BLACKLIST_MAX_BOUNCED_LIMIT): a cleaned address gets the latter.
-CLEANED_BOUNCE_COUNT = 5
 
 
 def _recordset_sql(extra=""):
@@ -63,9 +57,9 @@ class MailchimpMember(models.Model):
     _rec_name = "email"
 
     audience_id = fields.Many2one(
-        "mailchimp.audience", required=True, ondelete="cascade", index=True
+        "mailchimp.audience", required=True, ondelete="cascade"
     )
-    email = fields.Char(index=True)
+    email = fields.Char()
 
     # Mailchimp side
     subscriber_hash = fields.Char(
@@ -111,7 +105,7 @@ class MailchimpMember(models.Model):
     )
 
     sync_status = fields.Selection(
-        SYNC_STATUSES, default="todo", required=True, index=True
+        SYNC_STATUSES, default="todo", required=True
     )
     sync_error = fields.Text(string="Why It Failed")
     last_synced = fields.Datetime()
@@ -129,9 +123,14 @@ class MailchimpMember(models.Model):
     def init(self):
         res = super().init()
         # The access paths of the bulk stages: rows of an audience by
-        # contact, by status in id order, and by email.
+        # contact, by status in id order, and by email.  Every stage writes
+        # most rows of a large cache at least once, and each index is one
+        # more write per row: single-column indexes these cover are dropped.
         self.env.cr.execute(
             """
+            DROP INDEX IF EXISTS mailchimp_member__audience_id_index;
+            DROP INDEX IF EXISTS mailchimp_member__email_index;
+            DROP INDEX IF EXISTS mailchimp_member__sync_status_index;
             CREATE INDEX IF NOT EXISTS mailchimp_member_audience_contact_idx
                 ON mailchimp_member (audience_id, contact_id);
             CREATE INDEX IF NOT EXISTS mailchimp_member_audience_status_idx
@@ -139,6 +138,23 @@ class MailchimpMember(models.Model):
             CREATE INDEX IF NOT EXISTS mailchimp_member_audience_email_idx
                 ON mailchimp_member (audience_id, lower(email));
             """
+        )
+        # No query filters or joins on these columns: statistics on them
+        # (detoasting every sampled JSON document) made each ANALYZE of a
+        # large cache several times slower for nothing.
+        self.env.cr.execute(
+            """ALTER TABLE mailchimp_member
+                 ALTER COLUMN mc_first_name SET STATISTICS 0, ALTER COLUMN mc_last_name SET STATISTICS 0,
+                 ALTER COLUMN mc_interests SET STATISTICS 0, ALTER COLUMN mc_interests_changed SET STATISTICS 0,
+                 ALTER COLUMN mc_unique_email_id SET STATISTICS 0, ALTER COLUMN mc_merge_fields SET STATISTICS 0,
+                 ALTER COLUMN mc_merge_fields_changed SET STATISTICS 0, ALTER COLUMN mc_tags SET STATISTICS 0,
+                 ALTER COLUMN odoo_interests SET STATISTICS 0, ALTER COLUMN odoo_interests_changed SET STATISTICS 0,
+                 ALTER COLUMN sent_data SET STATISTICS 0, ALTER COLUMN sync_error SET STATISTICS 0;
+               -- A cycle rewrites most rows of the cache several times: dead
+               -- rows are reclaimed while it runs (by autovacuum, on another
+               -- core), not after the default 20 % of the table.
+               ALTER TABLE mailchimp_member SET (autovacuum_vacuum_scale_factor = 0.02,
+                                                 autovacuum_vacuum_cost_delay = 0)"""
         )
         return res
 
@@ -232,16 +248,23 @@ class MailchimpMember(models.Model):
         return json.dumps(records, default=lambda v: v.isoformat() if hasattr(v, "isoformat") else str(v))
 
     @api.model
-    def _write_fetched_values(self, member_vals):
+    def _write_fetched_values(self, member_vals, settled=False):
         """Write the Mailchimp side of rows from [(id, merge_member values)]
         (settled batch results).  A row whose member's address changed (a
-        rename sent from Odoo) moves to the new subscriber hash."""
+        rename sent from Odoo) moves to the new subscriber hash.  With
+        ``settled`` (the batch's updates are written as done or failed), a
+        row in flight with nothing left queued or sent is in sync: said in
+        the same write, since each write of a large cache costs."""
         self._release_hashes([(member_id, values["subscriber_hash"]) for member_id, values in member_vals])
         rows = [{"id": member_id, **values} for member_id, values in member_vals]
         sets = ", ".join(f"{c} = x.{c}" for c in MC_COLUMNS if c != "mc_unique_email_id")
+        in_sync = """m.sync_status = 'live' AND NOT EXISTS (
+                        SELECT 1 FROM mailchimp_update u WHERE u.member_id = m.id AND u.state IN ('queued', 'sent'))"""
+        status = (f"sync_status = CASE WHEN {in_sync} THEN 'ok' ELSE m.sync_status END, "
+                  f"sync_error = CASE WHEN {in_sync} THEN NULL ELSE m.sync_error END, ") if settled else ""
         self.env.cr.execute(
             f"""UPDATE mailchimp_member m
-                   SET {sets}, mc_unique_email_id = COALESCE(x.mc_unique_email_id, m.mc_unique_email_id)
+                   SET {status}{sets}, mc_unique_email_id = COALESCE(x.mc_unique_email_id, m.mc_unique_email_id)
                   FROM jsonb_to_recordset(%s::jsonb) AS x(id int, {_recordset_sql()})
                  WHERE m.id = x.id""",
             (self._json_rows(rows),),
@@ -266,8 +289,12 @@ class MailchimpMember(models.Model):
         self.invalidate_model()
 
     @api.model
-    def _match_contacts(self, audience, member_ids=None):
-        """Give rows without a contact their best contact (and partner)."""
+    def _match_contacts(self, audience, member_ids=None, since=None):
+        """Give rows without a contact their best contact (and partner).
+        With ``since`` (an incremental cycle), only rows to do and contacts
+        written since are looked at: a row that matched nobody before can
+        only match a contact created or given its address since."""
+        since = since or None  # an unset Datetime field reads False
         # Ranked in one statement: the one owner of the email; else the
         # lowest id already on the list; else the lowest with any history
         # on it; else the lowest.  A contact deleted in Odoo is not matched
@@ -285,6 +312,7 @@ class MailchimpMember(models.Model):
                  WHERE m.audience_id = %(aud)s AND m.contact_id IS NULL
                    AND (m.odoo_deleted_at IS NULL OR m.mc_status_changed > m.odoo_deleted_at)
                    AND (%(ids)s::int[] IS NULL OR m.id = ANY(%(ids)s::int[]))
+                   AND (%(since)s::timestamp IS NULL OR m.sync_status = 'todo' OR c.write_date >= %(since)s)
             ), best AS (
                 SELECT DISTINCT ON (member_id) member_id, contact_id
                   FROM cand ORDER BY member_id, on_list DESC, has_history DESC, contact_id
@@ -292,13 +320,16 @@ class MailchimpMember(models.Model):
             UPDATE mailchimp_member m SET contact_id = best.contact_id, odoo_deleted_at = NULL
               FROM best WHERE m.id = best.member_id
             """,
-            {"aud": audience.id, "list": audience.mailing_list_id.id, "ids": member_ids},
+            {"aud": audience.id, "list": audience.mailing_list_id.id, "ids": member_ids, "since": since},
         )
-        self._match_partners(audience, member_ids)
+        self._match_partners(audience, member_ids, since)
 
     @api.model
-    def _match_partners(self, audience, member_ids=None):
-        """Link each row (and its contact) to the partner of its email."""
+    def _match_partners(self, audience, member_ids=None, since=None):
+        """Link each row (and its contact) to the partner of its email.
+        With ``since``: only rows to do, and contacts or partners written
+        since (a link can only appear or change through such a write)."""
+        since = since or None  # an unset Datetime field reads False
         self.env.cr.execute(
             """
             UPDATE mailchimp_member m SET partner_id = c.partner_id
@@ -313,6 +344,8 @@ class MailchimpMember(models.Model):
                   JOIN res_partner p ON p.email_normalized = c.email_normalized AND p.active
                  WHERE m.audience_id = %(aud)s AND m.partner_id IS NULL
                    AND (%(ids)s::int[] IS NULL OR m.id = ANY(%(ids)s::int[]))
+                   AND (%(since)s::timestamp IS NULL OR m.sync_status = 'todo' OR c.write_date >= %(since)s
+                        OR p.write_date >= %(since)s)
               ORDER BY m.id, p.id
             )
             UPDATE mailchimp_member m SET partner_id = best.partner_id
@@ -323,73 +356,15 @@ class MailchimpMember(models.Model):
                AND m.partner_id IS NOT NULL
                AND (%(ids)s::int[] IS NULL OR m.id = ANY(%(ids)s::int[]));
             """,
-            {"aud": audience.id, "ids": member_ids},
+            {"aud": audience.id, "ids": member_ids, "since": since},
         )
         self.invalidate_model(["partner_id"])
         self.env["mailing.contact"].invalidate_model(["partner_id"])
 
     @api.model
-    def _create_contacts(self, audience, member_ids=None):
-        """Create mailing contacts for members subscribed or pending at
-        Mailchimp that match nobody (a chunk), and, if the audience says so,
-        partners for exactly those rows.  Returns how many were created."""
-        self.env.cr.execute(
-            """
-            WITH src AS (
-                SELECT id, email, lower(email) AS email_normalized,
-                       NULLIF(mc_first_name, '') AS first_name, NULLIF(mc_last_name, '') AS last_name
-                  FROM mailchimp_member
-                 WHERE audience_id = %(aud)s AND contact_id IS NULL
-                   AND mc_status IN ('subscribed', 'pending') AND email IS NOT NULL
-                   AND (odoo_deleted_at IS NULL OR mc_status_changed > odoo_deleted_at)
-                   AND (%(ids)s::int[] IS NULL OR id = ANY(%(ids)s::int[]))
-              ORDER BY id LIMIT %(limit)s
-            ), ins AS (
-                INSERT INTO mailing_contact (name, first_name, last_name, email, email_normalized,
-                                             message_bounce, create_uid, write_uid, create_date, write_date)
-                SELECT COALESCE(NULLIF(concat_ws(' ', first_name, last_name), ''), email),
-                       first_name, last_name, email, email_normalized, 0,
-                       %(uid)s, %(uid)s, now() AT TIME ZONE 'UTC', now() AT TIME ZONE 'UTC'
-                  FROM src
-                RETURNING id, email_normalized
-            )
-            UPDATE mailchimp_member m SET contact_id = ins.id, odoo_deleted_at = NULL
-              FROM ins
-             WHERE m.audience_id = %(aud)s AND lower(m.email) = ins.email_normalized
-               AND m.contact_id IS NULL
-            RETURNING m.id
-            """,
-            {"aud": audience.id, "uid": self.env.uid, "limit": CREATE_CHUNK, "ids": member_ids},
-        )
-        created_rows = [r[0] for r in self.env.cr.fetchall()]
-        if audience.create_partners and created_rows:
-            self._create_partners(audience, created_rows)
-        self.env["mailing.contact"].invalidate_model()
-        self.invalidate_model()
-        return len(created_rows)
-
-    @api.model
-    def _create_partners(self, audience, member_ids):
-        """Partners for the rows just given new contacts, and no others."""
-        self._match_partners(audience, member_ids)
-        self.env.cr.execute(
-            """SELECT c.id, c.name, c.email FROM mailchimp_member m
-                 JOIN mailing_contact c ON c.id = m.contact_id
-                WHERE m.id = ANY(%s) AND m.partner_id IS NULL AND c.partner_id IS NULL""",
-            (list(member_ids),),
-        )
-        rows = self.env.cr.fetchall()
-        if rows:
-            self.env["res.partner"].create([{"name": name, "email": email} for _id, name, email in rows])
-            self.env.flush_all()
-            self._match_partners(audience, member_ids)
-
-    def _blacklist_clause(self, audience, alias="b"):
-        return f"COALESCE({alias}.active, FALSE)" if audience.blacklist_unsubscribes else "FALSE"
-
-    @api.model
     def _add_odoo_only(self, audience):
         """Rows for contacts subscribed in Odoo that Mailchimp does not know."""
+        blacklisted = self.env["mailchimp.odoo.changes"]._blacklist_clause(audience)
         self.env.cr.execute(
             f"""
             INSERT INTO mailchimp_member AS m (audience_id, contact_id, partner_id, email, subscriber_hash,
@@ -401,7 +376,7 @@ class MailchimpMember(models.Model):
               JOIN mailing_contact c ON c.id = s.contact_id
          LEFT JOIN mail_blacklist b ON b.email = c.email_normalized
              WHERE s.list_id = %(list)s AND NOT COALESCE(s.opt_out, FALSE)
-               AND c.email_normalized IS NOT NULL AND NOT {self._blacklist_clause(audience)}
+               AND c.email_normalized IS NOT NULL AND NOT {blacklisted}
                AND NOT EXISTS (SELECT 1 FROM mailchimp_member o
                                 WHERE o.audience_id = %(aud)s AND o.contact_id = c.id)
           ORDER BY c.email_normalized, c.id
@@ -428,250 +403,6 @@ class MailchimpMember(models.Model):
             {"aud": audience.id},
         )
         self.invalidate_model()
-
-    # ------------------------------------------------------------------
-    # Odoo changes and data
-    # ------------------------------------------------------------------
-
-    @api.model
-    def _refresh_odoo_state(self, audience, member_ids=None, mark_todo=True, since=None):
-        """Recompute the cached Odoo side (subscription and interest lists,
-        with their change times) and mark rows whose Odoo side changed.
-
-        A blacklisted email counts as not subscribed when the audience says
-        so; entering or leaving the blacklist is then a change too.  A
-        deleted contact is not subscribed since its deletion.  With
-        ``since`` (an incremental cycle), only the rows the change stamps
-        say may have changed are recomputed: proportional to the changes,
-        not to the audience.
-        """
-        if member_ids is None and since:
-            member_ids = self._changed_in_odoo_since(audience, since)
-            if not member_ids:
-                return 0
-        bl = self._blacklist_clause(audience)
-        bl_time = "b.mailchimp_changed_at" if audience.blacklist_unsubscribes else "NULL::timestamp"
-        where_ids = "AND m.id = ANY(%(ids)s)" if member_ids is not None else ""
-        status = (
-            "CASE WHEN m.sync_status IN ('ok', 'fail', 'live') THEN 'todo' ELSE m.sync_status END"
-            if mark_todo else "m.sync_status"
-        )
-        self.env.cr.execute(
-            f"""
-            WITH st AS (
-                SELECT m.id,
-                       CASE WHEN m.contact_id IS NULL THEN FALSE
-                            ELSE (s.id IS NOT NULL AND NOT COALESCE(s.opt_out, FALSE) AND NOT {bl})
-                       END AS sub,
-                       CASE WHEN m.contact_id IS NULL THEN m.odoo_deleted_at
-                            ELSE GREATEST(s.mailchimp_changed_at, r.removed_at, {bl_time})
-                       END AS changed,
-                       COALESCE(iv.vals, '{{}}'::jsonb) AS ivals,
-                       COALESCE(iv.times, '{{}}'::jsonb) AS itimes
-                  FROM mailchimp_member m
-             LEFT JOIN mailing_contact c ON c.id = m.contact_id
-             LEFT JOIN mailing_subscription s ON s.contact_id = m.contact_id AND s.list_id = %(list)s
-             LEFT JOIN mailchimp_list_removal r ON r.contact_id = m.contact_id AND r.list_id = %(list)s
-             LEFT JOIN mail_blacklist b ON b.email = c.email_normalized
-             LEFT JOIN LATERAL (
-                    SELECT jsonb_object_agg(i.mailchimp_interest_id,
-                                            s2.id IS NOT NULL AND NOT COALESCE(s2.opt_out, FALSE)) AS vals,
-                           jsonb_object_agg(i.mailchimp_interest_id,
-                                            GREATEST(s2.mailchimp_changed_at, r2.removed_at)) AS times
-                      FROM mailchimp_interest i
-                 LEFT JOIN mailing_subscription s2
-                        ON s2.contact_id = m.contact_id AND s2.list_id = i.mailing_list_id
-                 LEFT JOIN mailchimp_list_removal r2
-                        ON r2.contact_id = m.contact_id AND r2.list_id = i.mailing_list_id
-                     WHERE i.audience_id = %(aud)s AND i.mailing_list_id IS NOT NULL AND i.stale IS NOT TRUE
-                       AND m.contact_id IS NOT NULL
-                ) iv ON TRUE
-                 WHERE m.audience_id = %(aud)s {where_ids}
-            )
-            UPDATE mailchimp_member m
-               SET odoo_subscribed = st.sub, odoo_changed = st.changed,
-                   odoo_interests = st.ivals, odoo_interests_changed = st.itimes,
-                   sync_status = {status}
-              FROM st
-             WHERE m.id = st.id
-               AND (m.odoo_subscribed IS DISTINCT FROM st.sub
-                    OR m.odoo_changed IS DISTINCT FROM st.changed
-                    OR COALESCE(m.odoo_interests, '{{}}'::jsonb) IS DISTINCT FROM st.ivals
-                    OR COALESCE(m.odoo_interests_changed, '{{}}'::jsonb) IS DISTINCT FROM st.itimes)
-            """,
-            {"aud": audience.id, "list": audience.mailing_list_id.id, "ids": member_ids},
-        )
-        self.invalidate_model()
-        return self.env.cr.rowcount
-
-    def _changed_in_odoo_since(self, audience, since):
-        """Rows whose Odoo side may have changed since ``since``: new or to-do
-        rows, rows whose contact was deleted, and rows of contacts whose
-        membership of a mapped list, removal from one, or blacklist entry
-        was stamped since then (the stamps are indexed)."""
-        lists = [audience.mailing_list_id.id] + audience.interest_ids.mailing_list_id.ids
-        self.env.cr.execute(
-            """
-            SELECT id FROM mailchimp_member
-             WHERE audience_id = %(aud)s
-               AND (sync_status = 'todo' OR odoo_subscribed IS NULL OR odoo_deleted_at >= %(since)s)
-            UNION
-            SELECT m.id FROM mailing_subscription s
-              JOIN mailchimp_member m ON m.contact_id = s.contact_id AND m.audience_id = %(aud)s
-             WHERE s.mailchimp_changed_at >= %(since)s AND s.list_id = ANY(%(lists)s)
-            UNION
-            SELECT m.id FROM mailchimp_list_removal r
-              JOIN mailchimp_member m ON m.contact_id = r.contact_id AND m.audience_id = %(aud)s
-             WHERE r.removed_at >= %(since)s AND r.list_id = ANY(%(lists)s)
-            UNION
-            SELECT m.id FROM mail_blacklist b
-              JOIN mailing_contact c ON c.email_normalized = b.email
-              JOIN mailchimp_member m ON m.contact_id = c.id AND m.audience_id = %(aud)s
-             WHERE b.mailchimp_changed_at >= %(since)s
-            """,
-            {"aud": audience.id, "since": since, "lists": lists},
-        )
-        return [r[0] for r in self.env.cr.fetchall()]
-
-    def _tags_sql(self, contact_expr):
-        return f"""SELECT COALESCE(jsonb_agg(t.name->>'en_US' ORDER BY t.name->>'en_US'), '[]'::jsonb)
-                     FROM mailing_contact_res_partner_category_rel rel
-                     JOIN res_partner_category t ON t.id = rel.res_partner_category_id
-                    WHERE rel.mailing_contact_id = {contact_expr}"""
-
-    def _data_snapshot_sql(self, audience):
-        """SQL of a fingerprint of the Odoo data a row syncs (aliases ``c``:
-        the contact, ``p``: its partner): address, name, tags and every
-        mapped field, with the audience's data settings.  A row whose
-        fingerprint differs from the one stored at its last reconcile has
-        Odoo data to reconcile (the sync's own writes are in the stored one)."""
-        Mapping = self.env["mailchimp.merge.field"]
-        columns = []
-        for mapping in Mapping._of(audience):
-            alias = "p" if mapping.odoo_model == "res.partner" else "c"
-            columns.append(f'{alias}."{mapping._column()}"')
-        config = Mapping._data_config(audience)
-        return (
-            f"""md5(jsonb_build_array(%(data_config)s::text, c.email_normalized, c.name,
-                                      ({self._tags_sql('c.id')}){"".join(", " + c for c in columns)})::text)""",
-            {"data_config": config},
-        )
-
-    @api.model
-    def _mark_data_changes(self, audience):
-        """Mark rows whose Odoo data (address, names, tags, mapped fields)
-        changed since their last reconcile; Mailchimp's changes are marked
-        by the fetch.  A failed row is marked again once its Odoo data
-        changes: that may be the fix.  Other addons extend
-        ``mailchimp.sync._mailchimp_extra_merge_fields`` and may override
-        this to mark rows of their own."""
-        snapshot, params = self._data_snapshot_sql(audience)
-        self.env.cr.execute(
-            f"""
-            UPDATE mailchimp_member m SET sync_status = 'todo'
-              FROM mailing_contact c
-         LEFT JOIN res_partner p ON p.id = c.partner_id
-             WHERE m.audience_id = %(aud)s AND m.contact_id = c.id
-               AND m.mc_status IN ('subscribed', 'pending')
-               AND (m.sync_status = 'ok' OR (m.sync_status = 'fail' AND m.sent_data ? 'odoo'))
-               AND (m.sent_data->>'odoo') IS DISTINCT FROM {snapshot}
-            """,
-            {"aud": audience.id, **params},
-        )
-        self.invalidate_model()
-
-    def _data_snapshot_expression(self, audience):
-        """SQL of what a reconciled row remembers of its Odoo data (alias
-        ``m``: the cache row): the fingerprint of ``_data_snapshot_sql`` and
-        the contact's name and address, which its partner may follow next
-        time.  Parameters are inlined, so it fits in a bulk statement's
-        template (``execute_values``)."""
-        snapshot, params = self._data_snapshot_sql(audience)
-        sql = f"""COALESCE((SELECT jsonb_build_object('odoo', {snapshot},
-                                                      'contact', jsonb_build_array(c.name, c.email_normalized))
-                              FROM mailing_contact c
-                         LEFT JOIN res_partner p ON p.id = c.partner_id
-                             WHERE c.id = m.contact_id), '{{}}'::jsonb)"""
-        return self.env.cr.mogrify(sql, params).decode().replace("%", "%%")
-
-    @api.model
-    def _partners_follow_contacts(self, audience, member_ids):
-        """Where the audience says so, a partner takes its mailing
-        contact's name and email when they changed since the row's last
-        reconcile (at Mailchimp, or in Odoo); a partner is never changed
-        otherwise.  Few rows change at once: one ORM write per partner, so
-        the partner's chatter records the change."""
-        if not audience.update_partners or not member_ids:
-            return 0
-        self.env.flush_all()
-        self.env.cr.execute(
-            """SELECT p.id,
-                      CASE WHEN m.sent_data->'contact'->>0 IS DISTINCT FROM c.name
-                            AND NULLIF(c.name, '') IS NOT NULL AND p.name IS DISTINCT FROM c.name
-                           THEN c.name END,
-                      CASE WHEN m.sent_data->'contact'->>1 IS DISTINCT FROM c.email_normalized
-                            AND c.email_normalized IS NOT NULL
-                            AND p.email_normalized IS DISTINCT FROM c.email_normalized
-                           THEN c.email END
-                 FROM mailchimp_member m
-                 JOIN mailing_contact c ON c.id = m.contact_id
-                 JOIN res_partner p ON p.id = c.partner_id
-                WHERE m.id = ANY(%s) AND m.sent_data ? 'contact'""",
-            (list(member_ids),),
-        )
-        Partner = self.env["res.partner"].sudo()
-        changed = 0
-        for partner_id, name, email in self.env.cr.fetchall():
-            vals = {k: v for k, v in (("name", name), ("email", email)) if v}
-            if vals:
-                Partner.browse(partner_id).write(vals)
-                changed += 1
-        return changed
-
-    @api.model
-    def _apply_tags(self, add, remove):
-        """Tags decided from Mailchimp: add and remove [(contact id, tag
-        name)] on the contacts, in bulk; a tag Odoo does not have yet is
-        created.  Returns how many links changed."""
-        if not add and not remove:
-            return 0
-        cr = self.env.cr
-        names = sorted({name for _contact, name in add})
-        tag_ids = {}
-        if names:
-            cr.execute(
-                """SELECT DISTINCT ON (name->>'en_US') name->>'en_US', id FROM res_partner_category
-                    WHERE name->>'en_US' = ANY(%s) ORDER BY name->>'en_US', id""",
-                (names,),
-            )
-            tag_ids = dict(cr.fetchall())
-            missing = [name for name in names if name not in tag_ids]
-            if missing:
-                created = self.env["res.partner.category"].with_context(lang="en_US").create(
-                    [{"name": name} for name in missing])
-                self.env.flush_all()
-                tag_ids.update(zip(missing, created.ids, strict=True))
-        changed = 0
-        if add:
-            execute_values(
-                cr._obj,
-                """INSERT INTO mailing_contact_res_partner_category_rel (mailing_contact_id, res_partner_category_id)
-                   VALUES %s ON CONFLICT DO NOTHING""",
-                [(contact_id, tag_ids[name]) for contact_id, name in add],
-            )
-            changed += cr.rowcount
-        if remove:
-            execute_values(
-                cr._obj,
-                """DELETE FROM mailing_contact_res_partner_category_rel rel
-                    USING res_partner_category t, (VALUES %s) AS v(contact_id, name)
-                    WHERE rel.mailing_contact_id = v.contact_id AND rel.res_partner_category_id = t.id
-                      AND t.name->>'en_US' = v.name""",
-                remove,
-            )
-            changed += cr.rowcount
-        self.env["mailing.contact"].invalidate_model(["tag_ids"])
-        return changed
 
     @api.model
     def _release_hashes(self, moves):
@@ -703,80 +434,6 @@ class MailchimpMember(models.Model):
             (others,),
         )
         self.invalidate_model()
-
-    @api.model
-    def _apply_names(self, names):
-        """Write names decided from Mailchimp: [(contact id, first, last)]."""
-        if not names:
-            return
-        execute_values(
-            self.env.cr._obj,
-            """UPDATE mailing_contact c
-                  SET first_name = NULLIF(v.first, ''), last_name = NULLIF(v.last, ''),
-                      name = COALESCE(NULLIF(concat_ws(' ', NULLIF(v.first, ''), NULLIF(v.last, '')), ''), c.name),
-                      write_date = now() AT TIME ZONE 'UTC'
-                 FROM (VALUES %s) AS v(id, first, last)
-                WHERE c.id = v.id""",
-            names,
-        )
-        self.env["mailing.contact"].invalidate_model(["name", "first_name", "last_name"])
-
-    @api.model
-    def _mark_cleaned(self, audience, member_ids):
-        """Mailchimp cleaned these members' addresses (hard bounce or abuse),
-        learnt by a fetch or a webhook: mark each address as bouncing or
-        blacklist it, as the audience says, and give the opt-out the
-        'cleaned' reason, so Odoo stops mailing a dead address.  Set-based
-        and idempotent: an address already marked is left alone."""
-        if not member_ids:
-            return
-        cr = self.env.cr
-        Subscription = self.env["mailing.subscription"]
-        with Subscription._mailchimp_own_writes():
-            if audience.cleaned_action == "blacklist":
-                cr.execute(
-                    """INSERT INTO mail_blacklist (email, active, create_uid, write_uid, create_date, write_date)
-                       SELECT DISTINCT lower(m.email), TRUE, %(uid)s, %(uid)s,
-                              now() AT TIME ZONE 'UTC', now() AT TIME ZONE 'UTC'
-                         FROM mailchimp_member m
-                        WHERE m.id = ANY(%(ids)s) AND m.mc_status = 'cleaned' AND m.email IS NOT NULL
-                       ON CONFLICT (email) DO UPDATE SET active = TRUE WHERE NOT mail_blacklist.active
-                    RETURNING email""",
-                    {"uid": self.env.uid, "ids": list(member_ids)},
-                )
-                line = self.env._("Mailchimp cleaned this address (a hard bounce or a complaint): "
-                                  "it is blacklisted.")
-                cr.execute("SELECT id FROM mailing_contact WHERE email_normalized = ANY(%s)",
-                           ([r[0] for r in cr.fetchall()],))
-            else:
-                cr.execute(
-                    """UPDATE mailing_contact c SET message_bounce = %(bounces)s
-                         FROM mailchimp_member m
-                        WHERE m.id = ANY(%(ids)s) AND m.mc_status = 'cleaned'
-                          AND c.email_normalized = lower(m.email) AND COALESCE(c.message_bounce, 0) < %(bounces)s
-                    RETURNING c.id""",
-                    {"ids": list(member_ids), "bounces": CLEANED_BOUNCE_COUNT},
-                )
-                line = self.env._("Mailchimp cleaned this address (a hard bounce or a complaint): "
-                                  "it is marked as bouncing.")
-            marked = [r[0] for r in cr.fetchall()]
-            cleaned = self.env.ref("mailchimp_sync.optout_reason_mailchimp_cleaned", raise_if_not_found=False)
-            generic = self.env.ref("mailchimp_sync.optout_reason_mailchimp", raise_if_not_found=False)
-            if cleaned:
-                cr.execute(
-                    """UPDATE mailing_subscription s SET opt_out_reason_id = %(cleaned)s
-                         FROM mailchimp_member m
-                        WHERE m.id = ANY(%(ids)s) AND m.mc_status = 'cleaned' AND s.contact_id = m.contact_id
-                          AND s.list_id = %(list)s AND s.opt_out
-                          AND (s.opt_out_reason_id IS NULL OR s.opt_out_reason_id = %(generic)s)""",
-                    {"cleaned": cleaned.id, "generic": generic.id if generic else None,
-                     "ids": list(member_ids), "list": audience.mailing_list_id.id},
-                )
-        if marked:
-            self.env["mailing.contact"]._mailchimp_log_notes(audience, {cid: [line] for cid in marked})
-        self.env["mailing.contact"].invalidate_model()
-        self.env["mail.blacklist"].invalidate_model()
-        self.env["mailing.subscription"].invalidate_model()
 
     # ------------------------------------------------------------------
     # Screen actions (Members list and form)

@@ -465,9 +465,9 @@ class DataWriter:
         fields through the ORM (computed fields and the chatter follow),
         records with the same values in one write, the SQL batched by the
         ORM's flush.  Then say in words why rows failed."""
-        Member = self.env["mailchimp.member"]
-        Member._apply_names(self.names)
-        Member._apply_tags(self.tags_add, self.tags_remove)
+        Contact = self.env["mailing.contact"]
+        Contact._mailchimp_apply_names(self.names)
+        Contact._mailchimp_apply_tags(self.tags_add, self.tags_remove)
         groups = {}
         for (model, record_id), vals in self.writes.items():
             groups.setdefault((model, tuple(sorted(vals.items()))), []).append(record_id)

@@ -174,7 +174,7 @@ class MailchimpReconcile(models.AbstractModel):
             row_vals.append((row["id"], decision.status, reason, json.dumps(sent)))
         self.env["mailing.subscription"]._mailchimp_apply(audience, subscribe, unsubscribe)
         # A cleaned address learnt by the fetch is marked as the webhook does.
-        self.env["mailchimp.member"]._mark_cleaned(
+        self.env["mailing.contact"]._mailchimp_mark_cleaned(
             audience, [r["id"] for r in rows if r["mc_status"] == "cleaned" and r["contact_id"]])
         data.apply()
         queued = Update._queue(audience, updates, unsent)
@@ -188,12 +188,15 @@ class MailchimpReconcile(models.AbstractModel):
         run.updates_queued += queued
         # Before the rows' new snapshot replaces the contact's last name and
         # address, which tell what changed since.
-        self.env["mailchimp.member"]._partners_follow_contacts(audience, data_rows)
+        self.env["mailing.contact"]._mailchimp_partners_follow(audience, data_rows)
         self._write_rows(row_vals, audience, data_rows)
         self._write_data_failures(data.describe_failures())
         if subscribe or unsubscribe:
-            # Our own writes are not Odoo-side changes to reconcile again.
-            self.env["mailchimp.member"]._refresh_odoo_state(audience, [r["id"] for r in rows], mark_todo=False)
+            # Our own writes are not Odoo-side changes to reconcile again;
+            # only the rows of the contacts written have a new Odoo side.
+            written = {contact_id for contact_id, _list in subscribe + unsubscribe}
+            self.env["mailchimp.odoo.changes"]._refresh_odoo_state(
+                audience, [r["id"] for r in rows if r["contact_id"] in written], mark_todo=False)
 
     def _write_data_failures(self, failures):
         """The reasons of rows that failed on their data: [(row id, sentence)]."""
@@ -219,8 +222,8 @@ class MailchimpReconcile(models.AbstractModel):
         Member = self.env["mailchimp.member"]
         Member._lock_rows(member_ids)
         Member._match_contacts(audience, member_ids)
-        tally.created += Member._create_contacts(audience, member_ids)
-        Member._refresh_odoo_state(audience, member_ids)
+        tally.created += self.env["mailing.contact"]._mailchimp_create_for_members(audience, member_ids)
+        self.env["mailchimp.odoo.changes"]._refresh_odoo_state(audience, member_ids)
         rows = self._load_rows(audience, member_ids=member_ids)
         self._reconcile_rows(audience, tally, rows, in_flight_too=from_mailchimp)
         if from_mailchimp:
@@ -304,7 +307,7 @@ class MailchimpReconcile(models.AbstractModel):
         (their data was reconciled) also remember a snapshot of their Odoo
         data, in the same statement (one write per row)."""
         data_rows = set(data_rows)
-        snapshot = self.env["mailchimp.member"]._data_snapshot_expression(audience) if data_rows else "NULL"
+        snapshot = self.env["mailchimp.odoo.changes"]._data_snapshot_expression(audience) if data_rows else "NULL"
         execute_values(
             self.env.cr._obj,
             f"""UPDATE mailchimp_member m

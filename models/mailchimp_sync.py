@@ -57,7 +57,7 @@ class MailchimpSync(models.AbstractModel):
     def _stages(self):
         """The cycle: stage name -> callable(audience, run, deadline) that
         returns True once the stage is finished."""
-        Member = self.env["mailchimp.member"]
+        Member, Changes = self.env["mailchimp.member"], self.env["mailchimp.odoo.changes"]
         return {
             "fetch": self._stage_fetch,
             "remove_invalid": lambda a, r, d: Member._remove_invalid(a) or True,
@@ -66,8 +66,8 @@ class MailchimpSync(models.AbstractModel):
             "odoo_only": lambda a, r, d: Member._add_odoo_only(a) or True,
             "duplicates": lambda a, r, d: Member._drop_duplicates(a) or True,
             "odoo_changes": lambda a, r, d: (
-                self._ensure_statistics() or Member._refresh_odoo_state(a, since=r.odoo_since) >= 0),
-            "data": lambda a, r, d: Member._mark_data_changes(a) or True,
+                self._ensure_statistics() or Changes._refresh_odoo_state(a, since=r.odoo_since) >= 0),
+            "data": self._stage_data,
             "reconcile": self._stage_reconcile,
             "submit": self.env["mailchimp.batch"]._stage_submit,
         }
@@ -85,7 +85,7 @@ class MailchimpSync(models.AbstractModel):
         deadline = time.monotonic() + max(budget or audience.max_time or 30, 0.001)
         if not audience._lock_for_step() or not audience.account_id._take_sync_slot():
             return "busy"
-        run = audience.current_run_id or audience._start_run()
+        run = audience.current_run_id or self.env["mailchimp.sync.run"]._open(audience)
         stage = run.stage
         started = time.monotonic()
         try:
@@ -116,7 +116,7 @@ class MailchimpSync(models.AbstractModel):
             return "partial"
         run._advance()
         if run.stage == "done":
-            audience._finish_run(run)
+            run._finish()
             return "done"
         return "partial"
 
@@ -153,8 +153,14 @@ class MailchimpSync(models.AbstractModel):
                        OR (%s AND n_mod_since_analyze > 1000 + n_live_tup / 10))""",
             (list(STAT_TABLES), list(force), stale),
         )
-        for (table,) in cr.fetchall():
+        tables = [table for (table,) in cr.fetchall()]
+        for table in tables:
             cr.execute(SQL("ANALYZE %s", SQL.identifier(table)))
+        if tables:
+            # The statistics views are read once per transaction and cached:
+            # without this, the next call in the same transaction (settling
+            # ten batches in one cron call) analyzes the same table again.
+            cr.execute("SELECT pg_stat_clear_snapshot()")
 
     # ------------------------------------------------------------------
     # Stages with a loop of their own
@@ -166,7 +172,7 @@ class MailchimpSync(models.AbstractModel):
         client = audience.account_id._get_client()
         if not run.fetch_offset and not run.fetch_status:
             # Interests deleted at Mailchimp are skipped by this cycle.
-            audience._refresh_interests_stale()
+            self.env["mailchimp.interest"]._refresh_stale(audience)
         since = format_mailchimp_datetime(run.fetch_since) if run.fetch_since else None
         while True:
             status = run.fetch_status or None
@@ -190,17 +196,27 @@ class MailchimpSync(models.AbstractModel):
 
     def _stage_match(self, audience, run, deadline):
         self._ensure_statistics(force=("mailchimp_member",) if run.fetched_changed > 1000 else ())
-        self.env["mailchimp.member"]._match_contacts(audience)
+        self.env["mailchimp.member"]._match_contacts(audience, since=run.odoo_since)
         return True
 
     def _stage_create(self, audience, run, deadline):
         while True:
-            created = self.env["mailchimp.member"]._create_contacts(audience)
+            created = self.env["mailing.contact"]._mailchimp_create_for_members(audience)
             run.created += created
             if created < 5000:
                 self._ensure_statistics(force=("mailchimp_member", "mailing_contact") if run.created > 1000 else ())
                 return True
             self._check_budget(deadline)
+
+    def _stage_data(self, audience, run, deadline):
+        """Rows whose Odoo data changed; only what was written since the
+        last cycle when the data settings are the ones it synced with."""
+        config = self.env["mailchimp.merge.field"]._data_config(audience)
+        previous = run.search([("audience_id", "=", audience.id), ("state", "=", "done")], order="id desc", limit=1)
+        since = run.odoo_since if previous.data_config == config else None
+        self.env["mailchimp.odoo.changes"]._mark_data_changes(audience, since=since)
+        run.data_config = config
+        return True
 
     def _stage_reconcile(self, audience, run, deadline):
         Reconcile = self.env["mailchimp.reconcile"]

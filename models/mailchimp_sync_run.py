@@ -61,6 +61,12 @@ class MailchimpSyncRun(models.Model):
     odoo_since = fields.Datetime(
         help="Odoo-side changes stamped since then are looked at (empty: every row, on a full sync)."
     )
+    odoo_horizon = fields.Datetime(
+        help="When this cycle began to look at Odoo: the start of the oldest transaction then open. "
+             "Every Odoo-side change it did not see is stamped at or after it, so the next cycle "
+             "looks from here."
+    )
+    data_config = fields.Char(help="The audience's data settings this cycle synced with.")
     fetch_status = fields.Char(
         help="Which listing the fetch pages: empty for Mailchimp's default listing, "
         "'archived' for the archived members it leaves out."
@@ -151,12 +157,21 @@ class MailchimpSyncRun(models.Model):
         full = bool(audience.full_sync_requested or not audience.last_fetch_at or audience.trust_override
                     or audience.interest_ids.filtered("trust_override"))
         previous = self.search([("audience_id", "=", audience.id), ("state", "=", "done")], order="id desc", limit=1)
+        # A change this cycle cannot see yet belongs to a transaction open
+        # now; its stamp (and write date) is no earlier than that
+        # transaction's start.  Odoo's workers share one database role, so
+        # their transactions are visible here.
+        self.env.cr.execute(
+            """SELECT LEAST(min(xact_start), now()) AT TIME ZONE 'UTC' FROM pg_stat_activity
+                WHERE datname = current_database() AND xact_start IS NOT NULL"""
+        )
+        horizon = self.env.cr.fetchone()[0]
+        since = previous.odoo_horizon or (previous.started_at and previous.started_at - timedelta(minutes=15))
         run = self.create({
             "audience_id": audience.id, "full": full, "stage_timings": {},
             "fetch_since": False if full else audience.last_fetch_at - timedelta(minutes=15),
-            # A change stamped while the previous cycle ran may have been
-            # committed after it looked: overlap generously.
-            "odoo_since": False if (full or not previous) else previous.started_at - timedelta(minutes=15),
+            "odoo_horizon": horizon,
+            "odoo_since": False if (full or not previous) else since,
         })
         audience.write({"current_run_id": run.id, "last_sync_start": run.started_at})
         return run

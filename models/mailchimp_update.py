@@ -4,6 +4,7 @@ from psycopg2.extras import execute_values
 
 from odoo import fields, models
 
+from ..mailchimp_sync.merge_fields import EMAIL_TAKEN, DataProblem
 from ..mailchimp_sync.reconcile import merge_superseded
 
 UPDATE_STATES = [
@@ -193,3 +194,68 @@ class MailchimpUpdate(models.Model):
             (list(update_ids),),
         )
         self.invalidate_model()
+
+    def _settle_data(self, batch, results):
+        """What ``batch``'s results mean for the rows' data, once settled:
+        tags applied at Mailchimp join the cached member's tags; data
+        Mailchimp refused (merge fields, tags) is no longer taken as agreed
+        on, so the next decision does not read it as a change made at
+        Mailchimp; and a rename refused because the new address is another
+        member's says so."""
+        cr = self.env.cr
+        cr.execute(
+            """SELECT u.id, u.member_id, u.kind, u.payload, m.email, m.mc_tags, m.sent_data
+                 FROM mailchimp_update u JOIN mailchimp_member m ON m.id = u.member_id
+                WHERE u.batch_id = %s AND u.id = ANY(%s)
+             ORDER BY u.id""",
+            (batch.id, list(results)),
+        )
+        mc_tags, sent, reasons = {}, {}, []
+        for update_id, member_id, kind, stored_payload, email, tags, sent_data in cr.fetchall():
+            result, payload = results[update_id], stored_payload or {}
+            if kind == "tags":
+                changes = {t.get("name"): t.get("status") == "active" for t in payload.get("tags") or ()}
+                if result.ok:
+                    current = set(mc_tags.get(member_id, tags) or ())
+                    mc_tags[member_id] = sorted((current | {n for n, on in changes.items() if on})
+                                                - {n for n, on in changes.items() if not on})
+                    continue
+                data = sent.setdefault(member_id, dict(sent_data or {}))
+                agreed = set(data.get("tags") or ())
+                data["tags"] = sorted((agreed - {n for n, on in changes.items() if on})
+                                      | {n for n, on in changes.items() if not on})
+                continue
+            if result.ok:
+                continue
+            if payload.get("merge_fields"):
+                data = sent.setdefault(member_id, dict(sent_data or {}))
+                data["merge_fields"] = {k: v for k, v in (data.get("merge_fields") or {}).items()
+                                        if k not in payload["merge_fields"]}
+            new_email = payload.get("email_address")
+            renaming = new_email and email and new_email.lower() != email.lower()
+            if renaming and result.status_code == 400 and result.title == "Member Exists":
+                problem = DataProblem(EMAIL_TAKEN, "", new_email, {"email": new_email, "old": email})
+                reasons.append((member_id, self.env["mailchimp.merge.field"]._describe_problems(
+                    batch.audience_id, [problem])))
+        if mc_tags:
+            execute_values(
+                cr._obj,
+                """UPDATE mailchimp_member m SET mc_tags = v.tags::jsonb
+                     FROM (VALUES %s) AS v(id, tags) WHERE m.id = v.id""",
+                [(member_id, json.dumps(tags)) for member_id, tags in mc_tags.items()],
+            )
+        if sent:
+            execute_values(
+                cr._obj,
+                """UPDATE mailchimp_member m SET sent_data = v.sent::jsonb
+                     FROM (VALUES %s) AS v(id, sent) WHERE m.id = v.id""",
+                [(member_id, json.dumps(data)) for member_id, data in sent.items()],
+            )
+        if reasons:
+            execute_values(
+                cr._obj,
+                """UPDATE mailchimp_member m SET sync_error = v.reason
+                     FROM (VALUES %s) AS v(id, reason) WHERE m.id = v.id""",
+                reasons,
+            )
+        self.env["mailchimp.member"].invalidate_model()

@@ -359,8 +359,8 @@ class MailchimpWebhook(models.AbstractModel):
         if row.mc_status == "cleaned":
             # (The reconcile marked a linked contact already; this also
             # covers an address no contact holds yet.  Idempotent.)
-            self.env["mailchimp.member"]._mark_cleaned(audience, row.ids)
-            self.env["mailchimp.member"]._refresh_odoo_state(audience, row.ids, mark_todo=False)
+            self.env["mailing.contact"]._mailchimp_mark_cleaned(audience, row.ids)
+            self.env["mailchimp.odoo.changes"]._refresh_odoo_state(audience, row.ids, mark_todo=False)
         return f"{event.type} applied"
 
     def _upemail_unconfirmed(self, client, audience, event, member):

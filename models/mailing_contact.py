@@ -1,8 +1,14 @@
 from markupsafe import Markup
 from psycopg2.extras import execute_values
 
-from odoo import fields, models
+from odoo import api, fields, models
 from odoo.tools.mail import generate_tracking_message_id
+
+# Contacts created from Mailchimp per statement (one step's worth).
+CREATE_CHUNK = 5000
+# mass_mailing counts a contact as bouncing from 1 bounce and blacklists
+# from 5 (BLACKLIST_MAX_BOUNCED_LIMIT): a cleaned address gets the latter.
+CLEANED_BOUNCE_COUNT = 5
 
 
 class MailingContact(models.Model):
@@ -88,6 +94,219 @@ class MailingContact(models.Model):
         self.env["mail.message"].invalidate_model()
         self.env["mailing.contact"].invalidate_model(["message_ids"])
         return len(values)
+
+    # ------------------------------------------------------------------
+    # The sync's writes on contacts (set-based, for a chunk of cache rows)
+    # ------------------------------------------------------------------
+
+    @api.model
+    def _mailchimp_create_for_members(self, audience, member_ids=None):
+        """Create mailing contacts for members subscribed or pending at
+        Mailchimp that match nobody (a chunk), and, if the audience says so,
+        partners for exactly those rows.  Returns how many were created."""
+        self.env.cr.execute(
+            """
+            WITH src AS (
+                SELECT id, email, lower(email) AS email_normalized,
+                       NULLIF(mc_first_name, '') AS first_name, NULLIF(mc_last_name, '') AS last_name
+                  FROM mailchimp_member
+                 WHERE audience_id = %(aud)s AND contact_id IS NULL
+                   AND mc_status IN ('subscribed', 'pending') AND email IS NOT NULL
+                   AND (odoo_deleted_at IS NULL OR mc_status_changed > odoo_deleted_at)
+                   AND (%(ids)s::int[] IS NULL OR id = ANY(%(ids)s::int[]))
+              ORDER BY id LIMIT %(limit)s
+            ), ins AS (
+                INSERT INTO mailing_contact (name, first_name, last_name, email, email_normalized,
+                                             message_bounce, create_uid, write_uid, create_date, write_date)
+                SELECT COALESCE(NULLIF(concat_ws(' ', first_name, last_name), ''), email),
+                       first_name, last_name, email, email_normalized, 0,
+                       %(uid)s, %(uid)s, now() AT TIME ZONE 'UTC', now() AT TIME ZONE 'UTC'
+                  FROM src
+                RETURNING id, email_normalized
+            )
+            UPDATE mailchimp_member m SET contact_id = ins.id, odoo_deleted_at = NULL
+              FROM ins
+             WHERE m.audience_id = %(aud)s AND lower(m.email) = ins.email_normalized
+               AND m.contact_id IS NULL
+            RETURNING m.id
+            """,
+            {"aud": audience.id, "uid": self.env.uid, "limit": CREATE_CHUNK, "ids": member_ids},
+        )
+        created_rows = [r[0] for r in self.env.cr.fetchall()]
+        if audience.create_partners and created_rows:
+            self._mailchimp_create_partners(audience, created_rows)
+        self.invalidate_model()
+        self.env["mailchimp.member"].invalidate_model()
+        return len(created_rows)
+
+    @api.model
+    def _mailchimp_create_partners(self, audience, member_ids):
+        """Partners for the rows just given new contacts, and no others."""
+        self.env["mailchimp.member"]._match_partners(audience, member_ids)
+        self.env.cr.execute(
+            """SELECT c.id, c.name, c.email FROM mailchimp_member m
+                 JOIN mailing_contact c ON c.id = m.contact_id
+                WHERE m.id = ANY(%s) AND m.partner_id IS NULL AND c.partner_id IS NULL""",
+            (list(member_ids),),
+        )
+        rows = self.env.cr.fetchall()
+        if rows:
+            self.env["res.partner"].create([{"name": name, "email": email} for _id, name, email in rows])
+            self.env.flush_all()
+            self.env["mailchimp.member"]._match_partners(audience, member_ids)
+
+    @api.model
+    def _mailchimp_partners_follow(self, audience, member_ids):
+        """Where the audience says so, a partner takes its mailing
+        contact's name and email when they changed since the row's last
+        reconcile (at Mailchimp, or in Odoo); a partner is never changed
+        otherwise.  Few rows change at once: one ORM write per partner, so
+        the partner's chatter records the change."""
+        if not audience.update_partners or not member_ids:
+            return 0
+        self.env.flush_all()
+        self.env.cr.execute(
+            """SELECT p.id,
+                      CASE WHEN m.sent_data->'contact'->>0 IS DISTINCT FROM c.name
+                            AND NULLIF(c.name, '') IS NOT NULL AND p.name IS DISTINCT FROM c.name
+                           THEN c.name END,
+                      CASE WHEN m.sent_data->'contact'->>1 IS DISTINCT FROM c.email_normalized
+                            AND c.email_normalized IS NOT NULL
+                            AND p.email_normalized IS DISTINCT FROM c.email_normalized
+                           THEN c.email END
+                 FROM mailchimp_member m
+                 JOIN mailing_contact c ON c.id = m.contact_id
+                 JOIN res_partner p ON p.id = c.partner_id
+                WHERE m.id = ANY(%s) AND m.sent_data ? 'contact'""",
+            (list(member_ids),),
+        )
+        Partner = self.env["res.partner"].sudo()
+        changed = 0
+        for partner_id, name, email in self.env.cr.fetchall():
+            vals = {k: v for k, v in (("name", name), ("email", email)) if v}
+            if vals:
+                Partner.browse(partner_id).write(vals)
+                changed += 1
+        return changed
+
+    @api.model
+    def _mailchimp_apply_names(self, names):
+        """Write names decided from Mailchimp: [(contact id, first, last)]."""
+        if not names:
+            return
+        execute_values(
+            self.env.cr._obj,
+            """UPDATE mailing_contact c
+                  SET first_name = NULLIF(v.first, ''), last_name = NULLIF(v.last, ''),
+                      name = COALESCE(NULLIF(concat_ws(' ', NULLIF(v.first, ''), NULLIF(v.last, '')), ''), c.name),
+                      write_date = now() AT TIME ZONE 'UTC'
+                 FROM (VALUES %s) AS v(id, first, last)
+                WHERE c.id = v.id""",
+            names,
+        )
+        self.env["mailing.contact"].invalidate_model(["name", "first_name", "last_name"])
+
+    @api.model
+    def _mailchimp_apply_tags(self, add, remove):
+        """Tags decided from Mailchimp: add and remove [(contact id, tag
+        name)] on the contacts, in bulk; a tag Odoo does not have yet is
+        created.  Returns how many links changed."""
+        if not add and not remove:
+            return 0
+        cr = self.env.cr
+        names = sorted({name for _contact, name in add})
+        tag_ids = {}
+        if names:
+            cr.execute(
+                """SELECT DISTINCT ON (name->>'en_US') name->>'en_US', id FROM res_partner_category
+                    WHERE name->>'en_US' = ANY(%s) ORDER BY name->>'en_US', id""",
+                (names,),
+            )
+            tag_ids = dict(cr.fetchall())
+            missing = [name for name in names if name not in tag_ids]
+            if missing:
+                created = self.env["res.partner.category"].with_context(lang="en_US").create(
+                    [{"name": name} for name in missing])
+                self.env.flush_all()
+                tag_ids.update(zip(missing, created.ids, strict=True))
+        changed = 0
+        if add:
+            execute_values(
+                cr._obj,
+                """INSERT INTO mailing_contact_res_partner_category_rel (mailing_contact_id, res_partner_category_id)
+                   VALUES %s ON CONFLICT DO NOTHING""",
+                [(contact_id, tag_ids[name]) for contact_id, name in add],
+            )
+            changed += cr.rowcount
+        if remove:
+            execute_values(
+                cr._obj,
+                """DELETE FROM mailing_contact_res_partner_category_rel rel
+                    USING res_partner_category t, (VALUES %s) AS v(contact_id, name)
+                    WHERE rel.mailing_contact_id = v.contact_id AND rel.res_partner_category_id = t.id
+                      AND t.name->>'en_US' = v.name""",
+                remove,
+            )
+            changed += cr.rowcount
+        self.env["mailing.contact"].invalidate_model(["tag_ids"])
+        return changed
+
+    @api.model
+    def _mailchimp_mark_cleaned(self, audience, member_ids):
+        """Mailchimp cleaned these members' addresses (hard bounce or abuse),
+        learnt by a fetch or a webhook: mark each address as bouncing or
+        blacklist it, as the audience says, and give the opt-out the
+        'cleaned' reason, so Odoo stops mailing a dead address.  Set-based
+        and idempotent: an address already marked is left alone."""
+        if not member_ids:
+            return
+        cr = self.env.cr
+        Subscription = self.env["mailing.subscription"]
+        with Subscription._mailchimp_own_writes():
+            if audience.cleaned_action == "blacklist":
+                cr.execute(
+                    """INSERT INTO mail_blacklist (email, active, create_uid, write_uid, create_date, write_date)
+                       SELECT DISTINCT lower(m.email), TRUE, %(uid)s, %(uid)s,
+                              now() AT TIME ZONE 'UTC', now() AT TIME ZONE 'UTC'
+                         FROM mailchimp_member m
+                        WHERE m.id = ANY(%(ids)s) AND m.mc_status = 'cleaned' AND m.email IS NOT NULL
+                       ON CONFLICT (email) DO UPDATE SET active = TRUE WHERE NOT mail_blacklist.active
+                    RETURNING email""",
+                    {"uid": self.env.uid, "ids": list(member_ids)},
+                )
+                line = self.env._("Mailchimp cleaned this address (a hard bounce or a complaint): "
+                                  "it is blacklisted.")
+                cr.execute("SELECT id FROM mailing_contact WHERE email_normalized = ANY(%s)",
+                           ([r[0] for r in cr.fetchall()],))
+            else:
+                cr.execute(
+                    """UPDATE mailing_contact c SET message_bounce = %(bounces)s
+                         FROM mailchimp_member m
+                        WHERE m.id = ANY(%(ids)s) AND m.mc_status = 'cleaned'
+                          AND c.email_normalized = lower(m.email) AND COALESCE(c.message_bounce, 0) < %(bounces)s
+                    RETURNING c.id""",
+                    {"ids": list(member_ids), "bounces": CLEANED_BOUNCE_COUNT},
+                )
+                line = self.env._("Mailchimp cleaned this address (a hard bounce or a complaint): "
+                                  "it is marked as bouncing.")
+            marked = [r[0] for r in cr.fetchall()]
+            cleaned = self.env.ref("mailchimp_sync.optout_reason_mailchimp_cleaned", raise_if_not_found=False)
+            generic = self.env.ref("mailchimp_sync.optout_reason_mailchimp", raise_if_not_found=False)
+            if cleaned:
+                cr.execute(
+                    """UPDATE mailing_subscription s SET opt_out_reason_id = %(cleaned)s
+                         FROM mailchimp_member m
+                        WHERE m.id = ANY(%(ids)s) AND m.mc_status = 'cleaned' AND s.contact_id = m.contact_id
+                          AND s.list_id = %(list)s AND s.opt_out
+                          AND (s.opt_out_reason_id IS NULL OR s.opt_out_reason_id = %(generic)s)""",
+                    {"cleaned": cleaned.id, "generic": generic.id if generic else None,
+                     "ids": list(member_ids), "list": audience.mailing_list_id.id},
+                )
+        if marked:
+            self.env["mailing.contact"]._mailchimp_log_notes(audience, {cid: [line] for cid in marked})
+        self.env["mailing.contact"].invalidate_model()
+        self.env["mail.blacklist"].invalidate_model()
+        self.env["mailing.subscription"].invalidate_model()
 
     def init(self):
         res = super().init()

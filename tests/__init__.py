@@ -15,3 +15,4 @@ from . import test_engine_kill
 from . import test_reconcile_defects
 from . import test_data_sync
 from . import test_configuration
+from . import test_incremental

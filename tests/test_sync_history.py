@@ -44,7 +44,7 @@ class TestOdooHistory(TransactionCase):
                 {"audience_id": self.audience.id, "email": contact.email, "contact_id": contact.id}
             )
         self.env.flush_all()
-        self.Member._refresh_odoo_state(self.audience, [member.id])
+        self.env["mailchimp.odoo.changes"]._refresh_odoo_state(self.audience, [member.id])
         member.invalidate_recordset()
         return member.odoo_subscribed, member.odoo_changed
 

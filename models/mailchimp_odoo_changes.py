@@ -1,0 +1,188 @@
+"""The Odoo side of the cache: which rows Odoo changed since the last
+cycle (memberships, removals, the blacklist, data), and what their Odoo
+side is now.  Set-based SQL over the audience's rows; the stages
+'odoo_changes' and 'data' of the cycle, and single rows (webhooks, Retry)."""
+
+from odoo import api, models
+
+
+class MailchimpOdooChanges(models.AbstractModel):
+    _name = "mailchimp.odoo.changes"
+    _description = "Mailchimp Sync: Odoo-Side Changes"
+
+    def _blacklist_clause(self, audience, alias="b"):
+        return f"COALESCE({alias}.active, FALSE)" if audience.blacklist_unsubscribes else "FALSE"
+
+    @api.model
+    def _refresh_odoo_state(self, audience, member_ids=None, mark_todo=True, since=None):
+        """Recompute the cached Odoo side (subscription and interest lists,
+        with their change times) and mark rows whose Odoo side changed.
+
+        A blacklisted email counts as not subscribed when the audience says
+        so; entering or leaving the blacklist is then a change too.  A
+        deleted contact is not subscribed since its deletion.  With
+        ``since`` (an incremental cycle), only the rows the change stamps
+        say may have changed are recomputed: proportional to the changes,
+        not to the audience.
+        """
+        if member_ids is None and since:
+            member_ids = self._changed_in_odoo_since(audience, since)
+            if not member_ids:
+                return 0
+        bl = self._blacklist_clause(audience)
+        bl_time = "b.mailchimp_changed_at" if audience.blacklist_unsubscribes else "NULL::timestamp"
+        where_ids = "AND m.id = ANY(%(ids)s)" if member_ids is not None else ""
+        status = (
+            "CASE WHEN m.sync_status IN ('ok', 'fail', 'live') THEN 'todo' ELSE m.sync_status END"
+            if mark_todo else "m.sync_status"
+        )
+        # The interests are grouped in one pass (hash joins over the
+        # memberships) rather than looked up row by row: a full refresh
+        # reads every membership of the mapped lists once.
+        self.env.cr.execute(
+            f"""
+            WITH iv AS (
+                SELECT m.id,
+                       jsonb_object_agg(i.mailchimp_interest_id,
+                                        s2.id IS NOT NULL AND NOT COALESCE(s2.opt_out, FALSE)) AS vals,
+                       jsonb_object_agg(i.mailchimp_interest_id,
+                                        GREATEST(s2.mailchimp_changed_at, r2.removed_at)) AS times
+                  FROM mailchimp_member m
+                  JOIN mailchimp_interest i
+                    ON i.audience_id = %(aud)s AND i.mailing_list_id IS NOT NULL AND i.stale IS NOT TRUE
+             LEFT JOIN mailing_subscription s2 ON s2.contact_id = m.contact_id AND s2.list_id = i.mailing_list_id
+             LEFT JOIN mailchimp_list_removal r2
+                    ON r2.contact_id = m.contact_id AND r2.list_id = i.mailing_list_id
+                 WHERE m.audience_id = %(aud)s AND m.contact_id IS NOT NULL {where_ids}
+              GROUP BY m.id
+            ), st AS (
+                SELECT m.id,
+                       CASE WHEN m.contact_id IS NULL THEN FALSE
+                            ELSE (s.id IS NOT NULL AND NOT COALESCE(s.opt_out, FALSE) AND NOT {bl})
+                       END AS sub,
+                       CASE WHEN m.contact_id IS NULL THEN m.odoo_deleted_at
+                            ELSE GREATEST(s.mailchimp_changed_at, r.removed_at, {bl_time})
+                       END AS changed,
+                       COALESCE(iv.vals, '{{}}'::jsonb) AS ivals,
+                       COALESCE(iv.times, '{{}}'::jsonb) AS itimes
+                  FROM mailchimp_member m
+             LEFT JOIN mailing_contact c ON c.id = m.contact_id
+             LEFT JOIN mailing_subscription s ON s.contact_id = m.contact_id AND s.list_id = %(list)s
+             LEFT JOIN mailchimp_list_removal r ON r.contact_id = m.contact_id AND r.list_id = %(list)s
+             LEFT JOIN mail_blacklist b ON b.email = c.email_normalized
+             LEFT JOIN iv ON iv.id = m.id
+                 WHERE m.audience_id = %(aud)s {where_ids}
+            )
+            UPDATE mailchimp_member m
+               SET odoo_subscribed = st.sub, odoo_changed = st.changed,
+                   odoo_interests = st.ivals, odoo_interests_changed = st.itimes,
+                   sync_status = {status}
+              FROM st
+             WHERE m.id = st.id
+               AND (m.odoo_subscribed IS DISTINCT FROM st.sub
+                    OR m.odoo_changed IS DISTINCT FROM st.changed
+                    OR COALESCE(m.odoo_interests, '{{}}'::jsonb) IS DISTINCT FROM st.ivals
+                    OR COALESCE(m.odoo_interests_changed, '{{}}'::jsonb) IS DISTINCT FROM st.itimes)
+            """,
+            {"aud": audience.id, "list": audience.mailing_list_id.id, "ids": member_ids},
+        )
+        self.env["mailchimp.member"].invalidate_model()
+        return self.env.cr.rowcount
+
+    def _changed_in_odoo_since(self, audience, since):
+        """Rows whose Odoo side may have changed since ``since``: new or to-do
+        rows, rows whose contact was deleted, and rows of contacts whose
+        membership of a mapped list, removal from one, or blacklist entry
+        was stamped since then (the stamps are indexed)."""
+        lists = [audience.mailing_list_id.id] + audience.interest_ids.mailing_list_id.ids
+        self.env.cr.execute(
+            """
+            SELECT id FROM mailchimp_member
+             WHERE audience_id = %(aud)s
+               AND (sync_status = 'todo' OR odoo_subscribed IS NULL OR odoo_deleted_at >= %(since)s)
+            UNION
+            SELECT m.id FROM mailing_subscription s
+              JOIN mailchimp_member m ON m.contact_id = s.contact_id AND m.audience_id = %(aud)s
+             WHERE s.mailchimp_changed_at >= %(since)s AND s.list_id = ANY(%(lists)s)
+            UNION
+            SELECT m.id FROM mailchimp_list_removal r
+              JOIN mailchimp_member m ON m.contact_id = r.contact_id AND m.audience_id = %(aud)s
+             WHERE r.removed_at >= %(since)s AND r.list_id = ANY(%(lists)s)
+            UNION
+            SELECT m.id FROM mail_blacklist b
+              JOIN mailing_contact c ON c.email_normalized = b.email
+              JOIN mailchimp_member m ON m.contact_id = c.id AND m.audience_id = %(aud)s
+             WHERE b.mailchimp_changed_at >= %(since)s
+            """,
+            {"aud": audience.id, "since": since, "lists": lists},
+        )
+        return [r[0] for r in self.env.cr.fetchall()]
+
+    def _tags_sql(self, contact_expr):
+        return f"""SELECT COALESCE(jsonb_agg(t.name->>'en_US' ORDER BY t.name->>'en_US'), '[]'::jsonb)
+                     FROM mailing_contact_res_partner_category_rel rel
+                     JOIN res_partner_category t ON t.id = rel.res_partner_category_id
+                    WHERE rel.mailing_contact_id = {contact_expr}"""
+
+    def _data_snapshot_sql(self, audience):
+        """SQL of a fingerprint of the Odoo data a row syncs (aliases ``c``:
+        the contact, ``p``: its partner): address, name, tags and every
+        mapped field, with the audience's data settings.  A row whose
+        fingerprint differs from the one stored at its last reconcile has
+        Odoo data to reconcile (the sync's own writes are in the stored one)."""
+        Mapping = self.env["mailchimp.merge.field"]
+        columns = []
+        for mapping in Mapping._of(audience):
+            alias = "p" if mapping.odoo_model == "res.partner" else "c"
+            columns.append(f'{alias}."{mapping._column()}"')
+        config = Mapping._data_config(audience)
+        return (
+            f"""md5(jsonb_build_array(%(data_config)s::text, c.email_normalized, c.name,
+                                      ({self._tags_sql('c.id')}){"".join(", " + c for c in columns)})::text)""",
+            {"data_config": config},
+        )
+
+    @api.model
+    def _mark_data_changes(self, audience, since=None):
+        """Mark rows whose Odoo data (address, names, tags, mapped fields)
+        changed since their last reconcile; Mailchimp's changes are marked
+        by the fetch.  A failed row is marked again once its Odoo data
+        changes: that may be the fix.  With ``since`` (an incremental cycle
+        whose data settings did not change), only contacts, partners and
+        tags written since are fingerprinted.  Other addons extend
+        ``mailchimp.sync._mailchimp_extra_merge_fields`` and may override
+        this to mark rows of their own."""
+        since = since or None  # an unset Datetime field reads False
+        snapshot, params = self._data_snapshot_sql(audience)
+        self.env.cr.execute(
+            f"""
+            UPDATE mailchimp_member m SET sync_status = 'todo'
+              FROM mailing_contact c
+         LEFT JOIN res_partner p ON p.id = c.partner_id
+             WHERE m.audience_id = %(aud)s AND m.contact_id = c.id
+               AND m.mc_status IN ('subscribed', 'pending')
+               AND (m.sync_status = 'ok' OR (m.sync_status = 'fail' AND m.sent_data ? 'odoo'))
+               AND (%(since)s::timestamp IS NULL OR c.write_date >= %(since)s OR p.write_date >= %(since)s
+                    OR c.id IN (SELECT rel.mailing_contact_id
+                                  FROM mailing_contact_res_partner_category_rel rel
+                                  JOIN res_partner_category t ON t.id = rel.res_partner_category_id
+                                 WHERE t.write_date >= %(since)s))
+               AND (m.sent_data->>'odoo') IS DISTINCT FROM {snapshot}
+            """,
+            {"aud": audience.id, "since": since, **params},
+        )
+        self.env["mailchimp.member"].invalidate_model()
+
+    def _data_snapshot_expression(self, audience):
+        """SQL of what a reconciled row remembers of its Odoo data (alias
+        ``m``: the cache row): the fingerprint of ``_data_snapshot_sql`` and
+        the contact's name and address, which its partner may follow next
+        time.  Parameters are inlined, so it fits in a bulk statement's
+        template (``execute_values``)."""
+        snapshot, params = self._data_snapshot_sql(audience)
+        sql = f"""COALESCE((SELECT jsonb_build_object('odoo', {snapshot},
+                                                      'contact', jsonb_build_array(c.name, c.email_normalized))
+                              FROM mailing_contact c
+                         LEFT JOIN res_partner p ON p.id = c.partner_id
+                             WHERE c.id = m.contact_id), '{{}}'::jsonb)"""
+        return self.env.cr.mogrify(sql, params).decode().replace("%", "%%")

@@ -1,0 +1,74 @@
+"""Incremental cycles on committed data: each cycle looks at the Odoo-side
+changes written since the previous one began to look, including changes
+of transactions still open then, and nothing older."""
+# These tests run real transactions on real connections, which commit.
+# pylint: disable=invalid-commit
+
+from odoo.tests import tagged
+
+from .common import SyncCase
+from .test_engine import CommittedFixture
+
+
+@tagged("post_install", "-at_install")
+class TestIncrementalCycles(CommittedFixture, SyncCase):
+    def settle_committed(self):
+        self.emulator.control.run_batches()
+        with self.db.cursor() as cr:
+            self.env_on(cr)["mailchimp.batch"]._cron_poll_batches(min_age_minutes=0, limit=100, recheck_seconds=0)
+            cr.commit()
+
+    def cycle(self):
+        self.run_steps()
+        self.settle_committed()
+        with self.db.cursor() as cr:
+            return self.env_on(cr)["mailchimp.sync.run"].search(
+                [("audience_id", "=", self.ids["audience"])], order="id desc", limit=1).read(
+                ["full", "odoo_since", "odoo_horizon", "reconciled"])[0]
+
+    def test_change_committed_after_a_cycle_looked_is_seen_by_the_next(self):
+        self.setup_committed(odoo_only=2)
+        first = self.cycle()
+        self.assertTrue(first["full"])
+        self.assertEqual(self.emulator.control.member(self.list_id, "racer0@example.org")["status"], "subscribed")
+        # A person opts out in a transaction that began before the next cycle
+        # opened and commits only after that cycle has ended.
+        late = self.db.cursor()
+        try:
+            late.execute("UPDATE mailing_subscription SET opt_out = TRUE WHERE contact_id = %s AND list_id = %s",
+                         (self.ids["contacts"][0], self.ids["list"]))
+            second = self.cycle()
+            self.assertFalse(second["full"])
+            self.assertLessEqual(second["odoo_horizon"], fields_now(self.db),
+                                 "the horizon is no later than the open transaction's start")
+            self.assertEqual(self.emulator.control.member(self.list_id, "racer0@example.org")["status"],
+                             "subscribed", "the open transaction's change was not visible yet")
+            late.commit()
+        finally:
+            late.close()
+        third = self.cycle()
+        self.assertEqual(third["odoo_since"], second["odoo_horizon"])
+        self.assertEqual(self.emulator.control.member(self.list_id, "racer0@example.org")["status"],
+                         "unsubscribed", "the next cycle saw the late change")
+        self.assertEqual(self.emulator.control.member(self.list_id, "racer1@example.org")["status"], "subscribed")
+        # Nothing changed since: the next cycle looks at no row.
+        self.assertEqual(self.cycle()["reconciled"], 0)
+
+    def test_data_written_in_odoo_between_cycles_reaches_mailchimp(self):
+        self.setup_committed(odoo_only=2)
+        self.cycle()
+        with self.db.cursor() as cr:
+            env = self.env_on(cr)
+            env["mailing.contact"].browse(self.ids["contacts"][1]).write({"first_name": "Renamed"})
+            cr.commit()
+        second = self.cycle()
+        self.assertFalse(second["full"])
+        self.assertEqual(second["reconciled"], 1, "only the renamed contact's row is looked at")
+        merge_fields = self.emulator.control.member(self.list_id, "racer1@example.org")["merge_fields"]
+        self.assertEqual(merge_fields["FNAME"], "Renamed")
+
+
+def fields_now(db):
+    with db.cursor() as cr:
+        cr.execute("SELECT now() AT TIME ZONE 'UTC'")
+        return cr.fetchone()[0]
