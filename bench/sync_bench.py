@@ -249,6 +249,8 @@ def main():
     parser.add_argument("--shared", type=int, default=50000)
     parser.add_argument("--changes", type=int, default=1000)
     parser.add_argument("--db", default="mailchimp_sync_bench")
+    parser.add_argument("--baseline-initial", type=float, default=None,
+                        help="seconds of the initial sync of a 100k run, to print this run's time as a ratio of it")
     parser.add_argument("--merge-fields", type=int, default=0, choices=(0, 1, 2),
                         help="extra merge fields mapped besides FNAME/LNAME (company, country)")
     args = parser.parse_args()
@@ -295,6 +297,7 @@ def main():
             ctl.clock(now=(datetime.now(timezone.utc) - timedelta(hours=3)).replace(microsecond=0).isoformat())
 
             run, seconds, sql, requests = timed_cycle(env, audience, ctl)
+            initial = {"seconds": seconds, "sql": sql, "rss": rss_mb(), "floor": floor_s}
             env.cr.execute("SELECT count(*) FROM mailchimp_member")
             rows = env.cr.fetchone()[0]
             report("initial full sync (to all batches submitted)", run, seconds, sql, requests, rows)
@@ -317,6 +320,13 @@ def main():
             report(f"incremental sync after {args.changes} changes on each side", run, seconds, sql,
                    requests, 2 * args.changes)
             print(f"   peak RSS during the incremental sync {rss_mb():.0f} MB")
+            # One line with the ratios the targets are stated in (issue 13).
+            baseline = (f" | initial / baseline {initial['seconds'] / args.baseline_initial:.1f} (target <= 11)"
+                        if args.baseline_initial else "")
+            print(f"summary: initial / floor {initial['seconds'] / initial['floor']:.1f} (target <= 5) | "
+                  f"incremental {seconds:.1f} s (target <= 2) | settling {settled:.1f} s (target <= 10) | "
+                  f"SQL per member {initial['sql'] / max(rows, 1):.4f} (target <= 0.02) | "
+                  f"peak RSS {max(initial['rss'], rss_mb()):.0f} MB (target <= 300){baseline}")
 
         if not os.environ.get("BENCH_KEEP_DB"):
             drop_database(args.db)

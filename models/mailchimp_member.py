@@ -149,12 +149,7 @@ class MailchimpMember(models.Model):
                  ALTER COLUMN mc_unique_email_id SET STATISTICS 0, ALTER COLUMN mc_merge_fields SET STATISTICS 0,
                  ALTER COLUMN mc_merge_fields_changed SET STATISTICS 0, ALTER COLUMN mc_tags SET STATISTICS 0,
                  ALTER COLUMN odoo_interests SET STATISTICS 0, ALTER COLUMN odoo_interests_changed SET STATISTICS 0,
-                 ALTER COLUMN sent_data SET STATISTICS 0, ALTER COLUMN sync_error SET STATISTICS 0;
-               -- A cycle rewrites most rows of the cache several times: dead
-               -- rows are reclaimed while it runs (by autovacuum, on another
-               -- core), not after the default 20 % of the table.
-               ALTER TABLE mailchimp_member SET (autovacuum_vacuum_scale_factor = 0.02,
-                                                 autovacuum_vacuum_cost_delay = 0)"""
+                 ALTER COLUMN sent_data SET STATISTICS 0, ALTER COLUMN sync_error SET STATISTICS 0"""
         )
         return res
 

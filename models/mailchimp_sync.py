@@ -209,13 +209,11 @@ class MailchimpSync(models.AbstractModel):
             self._check_budget(deadline)
 
     def _stage_data(self, audience, run, deadline):
-        """Rows whose Odoo data changed; only what was written since the
-        last cycle when the data settings are the ones it synced with."""
-        config = self.env["mailchimp.merge.field"]._data_config(audience)
+        """Data written since the last cycle, if it synced with these settings."""
+        run.data_config = config = self.env["mailchimp.merge.field"]._data_config(audience)
         previous = run.search([("audience_id", "=", audience.id), ("state", "=", "done")], order="id desc", limit=1)
-        since = run.odoo_since if previous.data_config == config else None
-        self.env["mailchimp.odoo.changes"]._mark_data_changes(audience, since=since)
-        run.data_config = config
+        self.env["mailchimp.odoo.changes"]._mark_data_changes(
+            audience, since=run.odoo_since if previous.data_config == config else None)
         return True
 
     def _stage_reconcile(self, audience, run, deadline):
