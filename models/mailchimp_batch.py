@@ -332,7 +332,7 @@ class MailchimpBatch(models.Model):
                         results[result.update_id] = result
         cr = self.env.cr
         cr.execute(
-            """SELECT u.id, u.member_id, u.kind, u.payload, m.mc_status,
+            """SELECT u.id, u.member_id, u.kind, u.payload, m.subscriber_hash, m.mc_status,
                       m.mc_status_changed, m.mc_first_name, m.mc_last_name, m.mc_name_changed,
                       m.mc_interests, m.mc_interests_changed, m.mc_merge_fields, m.mc_merge_fields_changed,
                       m.mc_tags, m.mc_tags_partial
@@ -343,7 +343,10 @@ class MailchimpBatch(models.Model):
             (self.id,),
         )
         done, failed, requeue, member_vals, fail_rows = [], [], [], [], []
-        for (update_id, member_id, kind, payload, *cached_values) in cr.fetchall():
+        moved = set()  # rows whose member's address (so its hash) changed
+        rows = set()
+        for (update_id, member_id, kind, payload, old_hash, *cached_values) in cr.fetchall():
+            rows.add(member_id)
             result = results.get(update_id)
             if result is None:
                 failed.append((update_id, None, "No result", "Mailchimp returned no result for this operation."))
@@ -358,6 +361,8 @@ class MailchimpBatch(models.Model):
                                        "mc_tags_partial"),
                                       cached_values, strict=True))
                     member_vals.append((member_id, merge_member(cached, result.body)))
+                    if member_vals[-1][1]["subscriber_hash"] != old_hash:
+                        moved.add(member_id)
                 continue
             failed.append((update_id, result.status_code, result.title, result.detail))
             if result.is_compliance_state and kind == "member" and (payload or {}).get("status") == "subscribed":
@@ -365,13 +370,15 @@ class MailchimpBatch(models.Model):
             else:
                 reason = result.error_reason()
                 fail_rows.append((member_id, describe_reason(self.env, reason.code, reason.params)))
-        self._write_results(done, failed, requeue, member_vals, fail_rows)
+        self._write_results(done, failed, requeue, member_vals, fail_rows, moved,
+                            rows - {member_id for member_id, _values in member_vals})
         self.env["mailchimp.update"]._settle_data(self, results)
         self.write({"result_state": "done", "result_message": f"{len(done)} done, {len(failed)} failed, "
                                                                f"{len(requeue)} queued again as pending"})
         return len(done) + len(failed)
 
-    def _write_results(self, done, failed, requeue, member_vals, fail_rows):
+    def _write_results(self, done, failed, requeue, member_vals, fail_rows, moved, others):
+        """Write a settled batch's results; ``others``: its rows without fetched values."""
         cr = self.env.cr
         now = fields.Datetime.now()
         if done:
@@ -419,18 +426,18 @@ class MailchimpBatch(models.Model):
         if member_vals:
             # After the requeues and failures: the write also tells which
             # rows are in sync now.
-            self.env["mailchimp.member"]._write_fetched_values(member_vals, settled=True)
-        # The batch's other rows with nothing left in flight or queued are
-        # in sync.  Driven from this batch's own updates (at most 1,000), so
-        # the plan stays small however many rows are live across the audience.
-        cr.execute(
-            """UPDATE mailchimp_member m SET sync_status = 'ok', sync_error = NULL
-                 FROM (SELECT DISTINCT member_id FROM mailchimp_update WHERE batch_id = %s) b
-                WHERE m.id = b.member_id AND m.sync_status = 'live'
-                  AND NOT EXISTS (SELECT 1 FROM mailchimp_update u
-                                   WHERE u.member_id = m.id AND u.state IN ('queued', 'sent'))""",
-            (self.id,),
-        )
+            self.env["mailchimp.member"]._write_fetched_values(member_vals, settled=True, moved=moved)
+        if others:
+            # The batch's other rows with nothing left in flight or queued
+            # are in sync.  Looked up by id: the status index would also
+            # walk every row still in flight across the audience.
+            cr.execute(
+                """UPDATE mailchimp_member m SET sync_status = 'ok', sync_error = NULL
+                    WHERE m.id = ANY(%s) AND m.sync_status = 'live'
+                      AND NOT EXISTS (SELECT 1 FROM mailchimp_update u
+                                       WHERE u.member_id = m.id AND u.state IN ('queued', 'sent'))""",
+                (sorted(others),),
+            )
         self.env["mailchimp.member"].invalidate_model()
         self.env["mailchimp.update"].invalidate_model()
 

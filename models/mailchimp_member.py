@@ -243,14 +243,16 @@ class MailchimpMember(models.Model):
         return json.dumps(records, default=lambda v: v.isoformat() if hasattr(v, "isoformat") else str(v))
 
     @api.model
-    def _write_fetched_values(self, member_vals, settled=False):
+    def _write_fetched_values(self, member_vals, settled=False, moved=None):
         """Write the Mailchimp side of rows from [(id, merge_member values)]
         (settled batch results).  A row whose member's address changed (a
         rename sent from Odoo) moves to the new subscriber hash.  With
         ``settled`` (the batch's updates are written as done or failed), a
         row in flight with nothing left queued or sent is in sync: said in
-        the same write, since each write of a large cache costs."""
-        self._release_hashes([(member_id, values["subscriber_hash"]) for member_id, values in member_vals])
+        the same write, since each write of a large cache costs.  ``moved``:
+        the rows whose hash changes, when the caller knows (else all)."""
+        self._release_hashes([(member_id, values["subscriber_hash"]) for member_id, values in member_vals
+                              if moved is None or member_id in moved])
         rows = [{"id": member_id, **values} for member_id, values in member_vals]
         sets = ", ".join(f"{c} = x.{c}" for c in MC_COLUMNS if c != "mc_unique_email_id")
         in_sync = """m.sync_status = 'live' AND NOT EXISTS (

@@ -36,26 +36,33 @@ class MailchimpOdooChanges(models.AbstractModel):
             "CASE WHEN m.sync_status IN ('ok', 'fail', 'live') THEN 'todo' ELSE m.sync_status END"
             if mark_todo else "m.sync_status"
         )
-        # The interests are grouped in one pass (hash joins over the
-        # memberships) rather than looked up row by row: a full refresh
-        # reads every membership of the mapped lists once.
+        interest_filter = "i.audience_id = %(aud)s AND i.mailing_list_id IS NOT NULL AND i.stale IS NOT TRUE"
+        interest_values = """jsonb_object_agg(i.mailchimp_interest_id,
+                                               s2.id IS NOT NULL AND NOT COALESCE(s2.opt_out, FALSE)) AS vals,
+                              jsonb_object_agg(i.mailchimp_interest_id,
+                                               GREATEST(s2.mailchimp_changed_at, r2.removed_at)) AS times"""
+        interest_joins = """LEFT JOIN mailing_subscription s2 ON s2.contact_id = m.contact_id
+                                                          AND s2.list_id = i.mailing_list_id
+                            LEFT JOIN mailchimp_list_removal r2 ON r2.contact_id = m.contact_id
+                                                               AND r2.list_id = i.mailing_list_id"""
+        if member_ids is None:
+            # Every row: the interests grouped in one pass (hash joins over
+            # the memberships) rather than looked up row by row.
+            iv_cte = f"""iv AS (SELECT m.id, {interest_values}
+                                  FROM mailchimp_member m JOIN mailchimp_interest i ON {interest_filter}
+                                  {interest_joins}
+                                 WHERE m.audience_id = %(aud)s AND m.contact_id IS NOT NULL {where_ids}
+                              GROUP BY m.id), """
+            iv_join = "LEFT JOIN iv ON iv.id = m.id"
+        else:
+            # A chunk or a single row: index lookups per row are cheaper
+            # than reading every membership.
+            iv_cte = ""
+            iv_join = f"""LEFT JOIN LATERAL (SELECT {interest_values} FROM mailchimp_interest i {interest_joins}
+                                              WHERE {interest_filter} AND m.contact_id IS NOT NULL) iv ON TRUE"""
         self.env.cr.execute(
             f"""
-            WITH iv AS (
-                SELECT m.id,
-                       jsonb_object_agg(i.mailchimp_interest_id,
-                                        s2.id IS NOT NULL AND NOT COALESCE(s2.opt_out, FALSE)) AS vals,
-                       jsonb_object_agg(i.mailchimp_interest_id,
-                                        GREATEST(s2.mailchimp_changed_at, r2.removed_at)) AS times
-                  FROM mailchimp_member m
-                  JOIN mailchimp_interest i
-                    ON i.audience_id = %(aud)s AND i.mailing_list_id IS NOT NULL AND i.stale IS NOT TRUE
-             LEFT JOIN mailing_subscription s2 ON s2.contact_id = m.contact_id AND s2.list_id = i.mailing_list_id
-             LEFT JOIN mailchimp_list_removal r2
-                    ON r2.contact_id = m.contact_id AND r2.list_id = i.mailing_list_id
-                 WHERE m.audience_id = %(aud)s AND m.contact_id IS NOT NULL {where_ids}
-              GROUP BY m.id
-            ), st AS (
+            WITH {iv_cte}st AS (
                 SELECT m.id,
                        CASE WHEN m.contact_id IS NULL THEN FALSE
                             ELSE (s.id IS NOT NULL AND NOT COALESCE(s.opt_out, FALSE) AND NOT {bl})
@@ -70,7 +77,7 @@ class MailchimpOdooChanges(models.AbstractModel):
              LEFT JOIN mailing_subscription s ON s.contact_id = m.contact_id AND s.list_id = %(list)s
              LEFT JOIN mailchimp_list_removal r ON r.contact_id = m.contact_id AND r.list_id = %(list)s
              LEFT JOIN mail_blacklist b ON b.email = c.email_normalized
-             LEFT JOIN iv ON iv.id = m.id
+             {iv_join}
                  WHERE m.audience_id = %(aud)s {where_ids}
             )
             UPDATE mailchimp_member m

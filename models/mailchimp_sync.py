@@ -195,7 +195,8 @@ class MailchimpSync(models.AbstractModel):
         return True
 
     def _stage_match(self, audience, run, deadline):
-        self._ensure_statistics(force=("mailchimp_member",) if run.fetched_changed > 1000 else ())
+        # A full fetch may have filled the cache just now; else the stale rule.
+        self._ensure_statistics(force=("mailchimp_member",) if run.full and run.fetched_changed > 1000 else ())
         self.env["mailchimp.member"]._match_contacts(audience, since=run.odoo_since)
         return True
 

@@ -40,7 +40,7 @@ class MailchimpUpdate(models.Model):
         [("member", "Member"), ("tags", "Tags")], default="member", required=True
     )
     payload = fields.Json(required=True)
-    state = fields.Selection(UPDATE_STATES, default="queued", required=True, index=True)
+    state = fields.Selection(UPDATE_STATES, default="queued", required=True)
     batch_id = fields.Many2one("mailchimp.batch", ondelete="set null", index="btree_not_null")
     status_code = fields.Integer(readonly=True)
     error_title = fields.Char(readonly=True)
@@ -51,6 +51,10 @@ class MailchimpUpdate(models.Model):
         res = super().init()
         self.env.cr.execute(
             """
+            -- Each state change of an update (queued, sent, done) writes its
+            -- row: the partial indexes below serve the states looked up, and a
+            -- plain index on the state would only cost one more write each.
+            DROP INDEX IF EXISTS mailchimp_update__state_index;
             -- a batch claims queued updates in id order
             CREATE INDEX IF NOT EXISTS mailchimp_update_queued_idx
                 ON mailchimp_update (audience_id, id) WHERE state = 'queued';
