@@ -216,11 +216,13 @@ def floor(dbname, key, url, list_id):
         paged = time.monotonic() - started
         with psycopg2.connect(dbname=dbname) as conn, conn.cursor() as cr:
             cr.execute("CREATE TEMP TABLE floor_members (id varchar, email varchar, status varchar, data jsonb)")
-            cr.execute(
-                """INSERT INTO floor_members SELECT x->>'id', x->>'email_address', x->>'status', x
-                     FROM jsonb_array_elements(%s::jsonb) AS x""",
-                (json.dumps(rows),),
-            )
+            # In slices of 100,000: one JSON document holds at most 256 MB.
+            for start in range(0, len(rows), 100000):
+                cr.execute(
+                    """INSERT INTO floor_members SELECT x->>'id', x->>'email_address', x->>'status', x
+                         FROM jsonb_array_elements(%s::jsonb) AS x""",
+                    (json.dumps(rows[start:start + 100000]),),
+                )
         queue.put((time.monotonic() - started, paged, len(rows)))
 
     ctx = multiprocessing.get_context("fork")
