@@ -229,7 +229,12 @@ def floor(dbname, key, url, list_id):
     queue = ctx.Queue()
     child = ctx.Process(target=work, args=(queue,))
     child.start()
-    result = queue.get(timeout=600)
+    # A child that fails prints its traceback and exits: stop, don't wait.
+    while queue.empty():
+        child.join(timeout=1)
+        if child.exitcode is not None and queue.empty():
+            raise RuntimeError(f"the floor's child process failed (exit code {child.exitcode})")
+    result = queue.get()
     child.join()
     return result
 
