@@ -66,7 +66,7 @@ class MailchimpSyncRun(models.Model):
              "Every Odoo-side change it did not see is stamped at or after it, so the next cycle "
              "looks from here."
     )
-    data_config = fields.Char(help="The audience's data settings this cycle synced with.")
+    data_config = fields.Char(string="Data Settings", help="The audience's data settings this cycle synced with.")
     fetch_status = fields.Char(
         help="Which listing the fetch pages: empty for Mailchimp's default listing, "
         "'archived' for the archived members it leaves out."
