@@ -423,21 +423,12 @@ class MailchimpBatch(models.Model):
                      FROM (VALUES %s) AS v(id, reason) WHERE m.id = v.id""",
                 fail_rows,
             )
+        # After the requeues and failures: these writes also tell which rows
+        # are in sync now.
         if member_vals:
-            # After the requeues and failures: the write also tells which
-            # rows are in sync now.
-            self.env["mailchimp.member"]._write_fetched_values(member_vals, settled=True, moved=moved)
+            self.env["mailchimp.member"]._write_fetched_values(member_vals, moved)
         if others:
-            # The batch's other rows with nothing left in flight or queued
-            # are in sync.  Looked up by id: the status index would also
-            # walk every row still in flight across the audience.
-            cr.execute(
-                """UPDATE mailchimp_member m SET sync_status = 'ok', sync_error = NULL
-                    WHERE m.id = ANY(%s) AND m.sync_status = 'live'
-                      AND NOT EXISTS (SELECT 1 FROM mailchimp_update u
-                                       WHERE u.member_id = m.id AND u.state IN ('queued', 'sent'))""",
-                (sorted(others),),
-            )
+            self.env["mailchimp.member"]._mark_in_sync(others)
         self.env["mailchimp.member"].invalidate_model()
         self.env["mailchimp.update"].invalidate_model()
 
@@ -452,12 +443,7 @@ class MailchimpBatch(models.Model):
                     WHERE batch_id = %s AND state IN ('sent', 'queued') RETURNING member_id""",
                 (reason, batch.id),
             )
-            member_ids = [r[0] for r in cr.fetchall()]
-            if member_ids:
-                cr.execute(
-                    "UPDATE mailchimp_member SET sync_status = 'todo', sync_error = NULL WHERE id = ANY(%s)",
-                    (member_ids,),
-                )
+            self.env["mailchimp.member"]._back_in_line([r[0] for r in cr.fetchall()])
             batch.write({"status": status, "result_state": "done", "result_message": reason})
         self.env["mailchimp.member"].invalidate_model()
         self.env["mailchimp.update"].invalidate_model()

@@ -26,6 +26,9 @@ MC_COLUMNS = (
     "mc_last_name", "mc_name_changed", "mc_interests", "mc_interests_changed", "mc_unique_email_id",
     "mc_merge_fields", "mc_merge_fields_changed", "mc_tags", "mc_tags_partial",
 )
+# A row in flight is in sync once nothing of it is left queued or sent.
+IN_SYNC_SQL = """(m.sync_status = 'live' AND NOT EXISTS (
+    SELECT 1 FROM mailchimp_update u WHERE u.member_id = m.id AND u.state IN ('queued', 'sent')))"""
 MC_TYPES = {
     "subscriber_hash": "varchar", "email": "varchar", "mc_status": "varchar", "mc_last_changed": "timestamp",
     "mc_status_changed": "timestamp", "mc_first_name": "varchar", "mc_last_name": "varchar",
@@ -165,10 +168,6 @@ class MailchimpMember(models.Model):
         for member in self:
             member.pending_update_count = counts.get(member, 0)
 
-    # ------------------------------------------------------------------
-    # One writer per member
-    # ------------------------------------------------------------------
-
     @api.model
     def _lock_rows(self, member_ids):
         """Lock cache rows, in id order (no deadlock between two writers),
@@ -182,7 +181,7 @@ class MailchimpMember(models.Model):
             )
 
     # ------------------------------------------------------------------
-    # Fetch: merge a page of members
+    # Fetch: merge a page of members; write settled results
     # ------------------------------------------------------------------
 
     @api.model
@@ -243,28 +242,43 @@ class MailchimpMember(models.Model):
         return json.dumps(records, default=lambda v: v.isoformat() if hasattr(v, "isoformat") else str(v))
 
     @api.model
-    def _write_fetched_values(self, member_vals, settled=False, moved=None):
-        """Write the Mailchimp side of rows from [(id, merge_member values)]
-        (settled batch results).  A row whose member's address changed (a
-        rename sent from Odoo) moves to the new subscriber hash.  With
-        ``settled`` (the batch's updates are written as done or failed), a
-        row in flight with nothing left queued or sent is in sync: said in
-        the same write, since each write of a large cache costs.  ``moved``:
-        the rows whose hash changes, when the caller knows (else all)."""
+    def _write_fetched_values(self, member_vals, moved):
+        """Write settled results [(id, merge_member values)] into their rows,
+        and their status in the same write (each write of a large cache
+        costs).  Rows in ``moved`` (renamed from Odoo) take their new hash."""
         self._release_hashes([(member_id, values["subscriber_hash"]) for member_id, values in member_vals
-                              if moved is None or member_id in moved])
+                              if member_id in moved])
         rows = [{"id": member_id, **values} for member_id, values in member_vals]
         sets = ", ".join(f"{c} = x.{c}" for c in MC_COLUMNS if c != "mc_unique_email_id")
-        in_sync = """m.sync_status = 'live' AND NOT EXISTS (
-                        SELECT 1 FROM mailchimp_update u WHERE u.member_id = m.id AND u.state IN ('queued', 'sent'))"""
-        status = (f"sync_status = CASE WHEN {in_sync} THEN 'ok' ELSE m.sync_status END, "
-                  f"sync_error = CASE WHEN {in_sync} THEN NULL ELSE m.sync_error END, ") if settled else ""
         self.env.cr.execute(
             f"""UPDATE mailchimp_member m
-                   SET {status}{sets}, mc_unique_email_id = COALESCE(x.mc_unique_email_id, m.mc_unique_email_id)
+                   SET sync_status = CASE WHEN {IN_SYNC_SQL} THEN 'ok' ELSE m.sync_status END,
+                       sync_error = CASE WHEN {IN_SYNC_SQL} THEN NULL ELSE m.sync_error END,
+                       {sets}, mc_unique_email_id = COALESCE(x.mc_unique_email_id, m.mc_unique_email_id)
                   FROM jsonb_to_recordset(%s::jsonb) AS x(id int, {_recordset_sql()})
                  WHERE m.id = x.id""",
             (self._json_rows(rows),),
+        )
+        self.invalidate_model()
+
+    @api.model
+    def _back_in_line(self, member_ids):
+        """Rows whose updates were stopped: the next cycle decides them again."""
+        if member_ids:
+            self.env.cr.execute(
+                "UPDATE mailchimp_member SET sync_status = 'todo', sync_error = NULL WHERE id = ANY(%s)",
+                (sorted(set(member_ids)),),
+            )
+            self.invalidate_model(["sync_status", "sync_error"])
+
+    @api.model
+    def _mark_in_sync(self, member_ids):
+        """Settled rows without fetched values (tags only, failures), looked up
+        by id: the status index would also walk every row still in flight."""
+        self.env.cr.execute(
+            f"""UPDATE mailchimp_member m SET sync_status = 'ok', sync_error = NULL
+                 WHERE m.id = ANY(%s) AND {IN_SYNC_SQL}""",
+            (sorted(member_ids),),
         )
         self.invalidate_model()
 

@@ -206,9 +206,15 @@ class MailchimpSyncRun(models.Model):
         batches = audience.batch_ids.filtered(lambda b: b.result_state != "done")
         claimed = batches.filtered(lambda b: b.submit_state == "claimed")
         Update = self.env["mailchimp.update"]
-        queued = Update.search([("audience_id", "=", audience.id), ("state", "=", "queued")])
-        member_ids = queued.member_id.ids + claimed.update_ids.member_id.ids
-        cancelled += len(Update._cancel(claimed.update_ids.ids, reason))
+        # In SQL: a large audience may have a hundred thousand updates queued.
+        self.env.cr.execute(
+            """SELECT id, member_id, batch_id IS NOT NULL FROM mailchimp_update
+                WHERE audience_id = %s AND (state = 'queued' OR batch_id = ANY(%s))""",
+            (audience.id, claimed.ids),
+        )
+        rows = self.env.cr.fetchall()
+        queued_ids = [update_id for update_id, _member, in_batch in rows if not in_batch]
+        cancelled += len(Update._cancel([update_id for update_id, _member, in_batch in rows if in_batch], reason))
         claimed.write({"submit_state": "lost", "result_state": "done", "result_message": reason})
         running = batches.filtered(lambda b: b.mailchimp_batch_id and b.status not in ("finished", "expired"))
         client = audience.account_id._get_client() if running else None
@@ -219,8 +225,8 @@ class MailchimpSyncRun(models.Model):
                 _logger.info("Batch %s could not be deleted: %s", batch.mailchimp_batch_id, exc)
             stopped += 1
         running._abandon(reason)
-        cancelled += len(Update._cancel(queued.ids, reason))
-        audience.env["mailchimp.member"].browse(member_ids).write({"sync_status": "todo", "sync_error": False})
+        cancelled += len(Update._cancel(queued_ids, reason))
+        self.env["mailchimp.member"]._back_in_line([member_id for _update, member_id, _in_batch in rows])
         if audience.current_run_id:
             audience.current_run_id._close("aborted", reason)
             audience.current_run_id = False
