@@ -10,7 +10,7 @@ from odoo import api, fields, models
 from odoo.tools import mute_logger
 
 from ..mailchimp_sync.batches import MAX_OPERATIONS, build_operation, iter_results_archive
-from ..mailchimp_sync.exceptions import MailchimpError, MailchimpNotFoundError
+from ..mailchimp_sync.exceptions import RATE_LIMITED, MailchimpError, MailchimpNotFoundError
 from ..mailchimp_sync.members import merge_member, parse_mailchimp_datetime
 from ..mailchimp_sync.reasons import NO_RESULT
 from ..tools.user_messages import describe_reason
@@ -47,6 +47,9 @@ CLOCK_SKEW = timedelta(minutes=10)
 # Batches one submit step claims; their POSTs run one after another once
 # the step's transaction has committed.
 BATCHES_PER_STEP = 5
+# Mailchimp refused a batch because the account holds too many pending
+# ones (500): its queue drains in seconds to minutes, so sending pauses.
+THROTTLE_WAIT = timedelta(seconds=15)
 
 
 class MailchimpBatch(models.Model):
@@ -76,6 +79,11 @@ class MailchimpBatch(models.Model):
     finished_operations = fields.Integer(readonly=True)
     errored_operations = fields.Integer(readonly=True)
     submitted_at = fields.Datetime(readonly=True)
+    throttled_at = fields.Datetime(
+        readonly=True,
+        help="When Mailchimp refused this batch because the account already had too many batches "
+             "waiting; its updates were queued again and sending paused for a moment.",
+    )
     completed_at = fields.Datetime(readonly=True)
     last_checked = fields.Datetime(readonly=True)
     result_state = fields.Selection(
@@ -109,17 +117,30 @@ class MailchimpBatch(models.Model):
         to BATCHES_PER_STEP batches of queued updates.  They are sent after
         this step's transaction commits (the runner commits between steps),
         so no POST ever leaves for updates a rollback would un-claim."""
+        throttled = self.search([("account_id", "=", audience.account_id.id),
+                                 ("throttled_at", ">", fields.Datetime.now() - THROTTLE_WAIT)],
+                                order="throttled_at desc", limit=1)
+        if throttled:
+            raise WaitUntil(throttled.throttled_at + THROTTLE_WAIT)
         if not self._resolve_unsent(audience):
             return False  # a lost answer is not resolved yet: wait for Mailchimp
         claimed = self.browse()
+        Update = self.env["mailchimp.update"]
         for _i in range(BATCHES_PER_STEP):
             batch = self.create({
                 "account_id": audience.account_id.id, "audience_id": audience.id,
                 "status": "pending", "submit_state": "claimed",
             })
-            if not self.env["mailchimp.update"]._claim(audience, batch, MAX_OPERATIONS):
+            # From where the last batch ended; once nothing is left there,
+            # once more from the start for updates queued again below it.
+            taken = Update._claim(audience, batch, MAX_OPERATIONS, after_id=run.cursor)
+            if not taken and run.cursor:
+                run.cursor = 0
+                taken = Update._claim(audience, batch, MAX_OPERATIONS)
+            if not taken:
                 batch.unlink()
                 break
+            run.cursor = max(update_id for update_id, _member_id in taken)
             claimed |= batch
         if not claimed:
             return True
@@ -135,7 +156,8 @@ class MailchimpBatch(models.Model):
         for batch_id in batch_ids:
             try:
                 with self.env.registry.cursor() as cr:
-                    self.with_env(self.env(cr=cr)).browse(batch_id)._send()
+                    if self.with_env(self.env(cr=cr)).browse(batch_id)._send() == "throttled":
+                        return  # the rest stay claimed: sent once Mailchimp's queue has room
             except Exception:  # a post-commit hook must not break the committing caller
                 _logger.exception("Sending Mailchimp batch %s failed; the next sync step resolves it", batch_id)
                 return
@@ -176,6 +198,17 @@ class MailchimpBatch(models.Model):
         try:
             answer = self.account_id._get_client().start_batch(operations)
         except MailchimpError as exc:
+            if exc.kind == RATE_LIMITED and exc.status:
+                # An answer, so nothing was created: Mailchimp holds too many
+                # pending batches.  Back in line now, and sending pauses.
+                _logger.info("Mailchimp throttled batch %s (%s); sending pauses", self.id, exc)
+                self._mark_lost(self.env._(
+                    "Mailchimp refused this batch for now: the account already has too many batches "
+                    "waiting. Its updates were queued again and are sent once Mailchimp has worked "
+                    "through its queue."))
+                self.throttled_at = fields.Datetime.now()
+                cr.commit()  # pylint: disable=invalid-commit
+                return "throttled"
             if exc.retryable:
                 # Perhaps it arrived: the next step asks Mailchimp first.
                 _logger.warning("Mailchimp batch %s: answer lost (%s); resolved by the next step", self.id, exc)
@@ -293,6 +326,11 @@ class MailchimpBatch(models.Model):
             )
             if info.get("status") == "finished":
                 settled += batch._settle(client, info.get("response_body_url"))
+        if settled:
+            # Once the last batch is settled, the statistics follow too.
+            unsettled = self.search_count([("result_state", "!=", "done"), ("mailchimp_batch_id", "!=", False),
+                                           ("status", "not in", ("aborted", "expired"))], limit=1)
+            self.env["mailchimp.sync"]._vacuum_if_bloated(analyze_stale=not unsettled)
         return settled
 
     def _lock_for_settling(self):

@@ -114,12 +114,7 @@ class MailchimpUpdate(models.Model):
             olds = [u for u in unsent.get(member_id, []) if u["kind"] == kind]
             if olds:
                 cancel.extend(u["id"] for u in olds)
-                if kind == "member":
-                    payload = merge_superseded(new_payload, [u["payload"] for u in olds])
-                else:
-                    merged = {t["name"]: t for u in olds for t in u["payload"].get("tags", [])}
-                    merged.update({t["name"]: t for t in new_payload["tags"]})
-                    payload = {"tags": list(merged.values())}
+                payload = self._fold(kind, new_payload, [u["payload"] for u in olds])
             values.append((member_id, audience.id, kind, json.dumps(payload), self.env.uid))
         if cancel:
             self._cancel(cancel, "Superseded by a newer update")
@@ -175,29 +170,68 @@ class MailchimpUpdate(models.Model):
         rows = [r[0] for r in self.env.cr.fetchall()]
         return self._queue(audience, [(row, "member", {"status": "unsubscribed"}) for row in rows], {})
 
-    def _claim(self, audience, batch, limit):
+    def _claim(self, audience, batch, limit, after_id=0):
         """Give up to ``limit`` queued updates of the audience to ``batch``,
-        in id order.  Only updates still queued are taken, and one locked
-        by a writer right now is left for the next batch."""
+        in id order from ``after_id`` on.  Only updates still queued are
+        taken, and one locked by a writer right now is left for the next
+        batch.  The submit stage passes the last id it claimed: the index of
+        queued updates keeps the entries of claimed ones until vacuum, and
+        a scan from the start walks all of them for every batch."""
         self.env.cr.execute(
             """UPDATE mailchimp_update u SET state = 'sent', batch_id = %(batch)s
                 WHERE u.id IN (SELECT id FROM mailchimp_update
-                                WHERE audience_id = %(aud)s AND state = 'queued'
+                                WHERE audience_id = %(aud)s AND state = 'queued' AND id > %(after)s
                              ORDER BY id LIMIT %(limit)s FOR UPDATE SKIP LOCKED)
             RETURNING u.id, u.member_id""",
-            {"batch": batch.id, "aud": audience.id, "limit": limit},
+            {"batch": batch.id, "aud": audience.id, "limit": limit, "after": after_id},
         )
         claimed = self.env.cr.fetchall()
         self.invalidate_model()
         return claimed
 
     def _requeue(self, update_ids):
-        """Put updates that certainly never reached Mailchimp back in line."""
-        self.env.cr.execute(
+        """Put updates that certainly never reached Mailchimp back in line.
+        One that a newer unsent update of the same row and kind replaced
+        meanwhile (a webhook decided the row while it was on its way) is
+        folded into that one instead: sent after it, it would undo it."""
+        cr = self.env.cr
+        cr.execute(
+            """SELECT u.id, u.kind, u.payload, n.id, n.payload
+                 FROM mailchimp_update u
+                 JOIN LATERAL (
+                        SELECT o.id, o.payload FROM mailchimp_update o
+                     LEFT JOIN mailchimp_batch b ON b.id = o.batch_id
+                         WHERE o.member_id = u.member_id AND o.kind = u.kind AND o.id > u.id
+                           AND (o.state = 'queued' OR (o.state = 'sent' AND b.submit_state = 'claimed'))
+                      ORDER BY o.id DESC LIMIT 1) n ON TRUE
+                WHERE u.id = ANY(%s) AND u.state = 'sent'""",
+            (list(update_ids),),
+        )
+        folded = cr.fetchall()
+        for _old_id, kind, old_payload, newer_id, newer_payload in folded:
+            payload = self._fold(kind, newer_payload or {}, [old_payload or {}])
+            cr.execute("UPDATE mailchimp_update SET payload = %s::jsonb WHERE id = %s",
+                       (json.dumps(payload), newer_id))
+        if folded:
+            cr.execute(
+                """UPDATE mailchimp_update SET state = 'cancelled', batch_id = NULL, error_detail = %s
+                    WHERE id = ANY(%s)""",
+                ("Superseded by a newer update", [row[0] for row in folded]),
+            )
+        cr.execute(
             "UPDATE mailchimp_update SET state = 'queued', batch_id = NULL WHERE id = ANY(%s) AND state = 'sent'",
             (list(update_ids),),
         )
         self.invalidate_model()
+
+    @staticmethod
+    def _fold(kind, new_payload, old_payloads):
+        """The payload of an update that replaces older unsent ones."""
+        if kind == "member":
+            return merge_superseded(new_payload, old_payloads)
+        merged = {t["name"]: t for old in old_payloads for t in old.get("tags", [])}
+        merged.update({t["name"]: t for t in new_payload.get("tags", [])})
+        return {"tags": list(merged.values())}
 
     def _settle_data(self, batch, results):
         """What ``batch``'s results mean for the rows' data, once settled:
@@ -207,12 +241,15 @@ class MailchimpUpdate(models.Model):
         Mailchimp; and a rename refused because the new address is another
         member's says so."""
         cr = self.env.cr
+        # Only tags and refused operations mean anything here: a batch is
+        # mostly member updates that succeeded, and reading their payloads
+        # and data cost more than the rest of settling them.
         cr.execute(
             """SELECT u.id, u.member_id, u.kind, u.payload, m.email, m.mc_tags, m.sent_data
                  FROM mailchimp_update u JOIN mailchimp_member m ON m.id = u.member_id
-                WHERE u.batch_id = %s AND u.id = ANY(%s)
+                WHERE u.batch_id = %s AND u.id = ANY(%s) AND (u.kind = 'tags' OR u.id = ANY(%s))
              ORDER BY u.id""",
-            (batch.id, list(results)),
+            (batch.id, list(results), [update_id for update_id, result in results.items() if not result.ok]),
         )
         mc_tags, sent, reasons = {}, {}, []
         for update_id, member_id, kind, stored_payload, email, tags, sent_data in cr.fetchall():

@@ -9,6 +9,11 @@ import contextlib
 import os
 import subprocess
 import sys
+import time
+from datetime import datetime, timezone
+
+# Seconds of a run's wait that run_like_the_cron_runner waits out.
+SHORT_WAIT = 30
 
 
 def odoo_status():
@@ -105,10 +110,11 @@ def run_like_the_cron_runner(env, audience, max_calls=100000, confirm=False):
     """Run ``audience``'s cycle to its end as Odoo's cron runner runs the
     audience's scheduled action: one call, then a commit (which also sends
     the batches claimed in that call), again and again.  A run that waits
-    (a lost answer being checked) is woken at once here, as a trigger would.
-    A plan the safety valve stopped is confirmed when ``confirm`` is set (as
-    a manager would, after reading it; the message is printed), else it
-    raises.  Returns the run."""
+    long (a lost answer being checked) is woken at once here; a short wait
+    (at most SHORT_WAIT seconds: Mailchimp's queue of batches is full) is
+    waited out, as the trigger would.  A plan the safety valve stopped is
+    confirmed when ``confirm`` is set (as a manager would, after reading
+    it; the message is printed), else it raises.  Returns the run."""
     Audience = env["mailchimp.audience"]
     run = audience.current_run_id
     for _call in range(max_calls):
@@ -125,6 +131,13 @@ def run_like_the_cron_runner(env, audience, max_calls=100000, confirm=False):
             print(f"   safety valve: {audience.current_run_id.message} -> confirmed", flush=True)
             audience.action_confirm_plan()
             env.cr.commit()
-        if audience.current_run_id.next_retry_at:
+        retry_at = audience.current_run_id.next_retry_at
+        if retry_at:
+            # A short wait (Mailchimp's queue of batches is full) is waited
+            # out, as the trigger would; a long one (a lost answer being
+            # checked) is woken at once.
+            wait = (retry_at - datetime.now(timezone.utc).replace(tzinfo=None)).total_seconds()
+            if 0 < wait <= SHORT_WAIT:
+                time.sleep(wait)
             audience.current_run_id.next_retry_at = False
     raise RuntimeError("the cycle did not end")

@@ -356,6 +356,65 @@ class TestExactlyOnceSubmit(SyncCase):
         self.assertEqual(run.batches_sent, 2)
 
 
+    def test_update_queued_again_folds_into_a_newer_one(self):
+        self.contact("fold@example.org", [self.newsletter], name="Fold Me")
+        self.seed()
+        self.sync(settle=False, until="submit")
+        Update, Batch = self.env["mailchimp.update"], self.env["mailchimp.batch"]
+        row = self.row("fold@example.org")
+        old = Update.search([("member_id", "=", row.id), ("kind", "=", "member")])
+        self.assertEqual(old.payload["merge_fields"]["FNAME"], "Fold")
+        batch = Batch.create({"account_id": self.account.id, "audience_id": self.audience.id,
+                              "submit_state": "sending", "sending_at": fields.Datetime.now()})
+        self.assertEqual(len(Update._claim(self.audience, batch, 1000)), 1)
+        # While it is on its way, a webhook decides the row again.
+        Update._queue(self.audience, [(row.id, "member", {"status": "unsubscribed"})],
+                      Update._unsent_for([row.id]))
+        newer = Update.search([("member_id", "=", row.id), ("state", "=", "queued")])
+        # Mailchimp never got the batch: the old update must not follow the newer one.
+        batch._mark_lost("never arrived")
+        old.invalidate_recordset()
+        newer.invalidate_recordset()
+        self.assertEqual(old.state, "cancelled")
+        self.assertEqual(newer.payload["status"], "unsubscribed", "the newer decision stands")
+        self.assertEqual(newer.payload["merge_fields"]["FNAME"], "Fold", "the older data is kept")
+        # A claim from past the newer update finds nothing; from the start, it.
+        second = Batch.create({"account_id": self.account.id, "audience_id": self.audience.id,
+                               "submit_state": "claimed"})
+        self.assertFalse(Update._claim(self.audience, second, 1000, after_id=newer.id))
+        self.assertEqual([u for u, _m in Update._claim(self.audience, second, 1000)], [newer.id])
+
+    def test_full_queue_at_mailchimp_pauses_sending_and_requeues_at_once(self):
+        for i in range(3):
+            self.contact(f"queue{i}@example.org", [self.newsletter])
+        self.seed()
+        # Mailchimp already holds as many pending batches as it takes.
+        self.emulator.control.settings(max_pending_batches=1)
+        self.account._get_client().start_batch([{"method": "GET", "path": f"/lists/{self.list_id}"}])
+        run = self.sync(settle=False, until="submit")
+        with mute_logger("odoo.addons.mailchimp_sync.models.mailchimp_batch"):
+            self.assertEqual(self.step(), "partial")  # claims, then the POST is refused
+        batch = self.env["mailchimp.batch"].search([("audience_id", "=", self.audience.id)])
+        self.assertEqual(batch.submit_state, "lost", "a 429 is an answer: nothing was created")
+        self.assertTrue(batch.throttled_at)
+        self.assertIn("too many batches waiting", batch.result_message)
+        updates = self.env["mailchimp.update"].search([("audience_id", "=", self.audience.id)])
+        self.assertEqual(set(updates.mapped("state")), {"queued"}, "back in line at once")
+        # Sending pauses instead of asking again at once.
+        self.assertEqual(self.step(), "waiting")
+        self.assertGreater(run.next_retry_at, fields.Datetime.now())
+        self.emulator.control.run_batches()
+        batch.throttled_at = fields.Datetime.now() - timedelta(minutes=1)
+        for _i in range(5):
+            if self.step() == "done":
+                break
+        self.assertEqual(self.audience.current_run_id, self.env["mailchimp.sync.run"], "the cycle ended")
+        self.settle()
+        self.assertEqual(self.mc("queue1@example.org")["status"], "subscribed")
+        self.assertEqual(set(updates.mapped("state")), {"done"})
+        self.assertEqual(run.batches_sent, 2)
+
+
 @tagged("post_install", "-at_install")
 class TestScheduledActions(SyncCase):
     def test_each_mapped_audience_has_its_own_action(self):
