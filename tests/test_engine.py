@@ -416,6 +416,46 @@ class TestExactlyOnceSubmit(SyncCase):
 
 
 @tagged("post_install", "-at_install")
+class TestTableUpkeep(CommittedFixture, SyncCase):
+    def dead_rows(self, cr):
+        cr.execute("SELECT pg_stat_clear_snapshot()")
+        cr.execute("SELECT n_dead_tup, vacuum_count FROM pg_stat_user_tables WHERE relname = 'mailchimp_member'")
+        return cr.fetchone()
+
+    def test_a_bloated_cache_is_vacuumed_once_after_the_commit(self):
+        self.setup_committed()
+        with self.db.cursor() as cr:
+            # A stage rewrote a large cache: 30,000 dead row versions.
+            cr.execute(
+                """INSERT INTO mailchimp_member (audience_id, email, subscriber_hash, sync_status)
+                   SELECT %s, 'bloat' || i || '@example.org', md5('bloat' || i), 'todo'
+                     FROM generate_series(1, 30000) AS i""",
+                (self.ids["audience"],),
+            )
+            cr.commit()
+            cr.execute("DELETE FROM mailchimp_member WHERE audience_id = %s", (self.ids["audience"],))
+            cr.execute("SELECT pg_stat_force_next_flush()")  # report the counts when idle, not seconds later
+            cr.commit()
+        with self.db.cursor() as cr:
+            for _i in range(50):  # the deleting session reports its counts when idle
+                dead, vacuums = self.dead_rows(cr)
+                if dead >= 30000:
+                    break
+                time.sleep(0.1)
+            self.assertGreaterEqual(dead, 30000)
+            cr.commit()
+            env = self.env_on(cr)
+            env["mailchimp.sync"]._vacuum_if_bloated()
+            env["mailchimp.sync"]._vacuum_if_bloated()
+            self.assertEqual(self.dead_rows(cr), (dead, vacuums), "nothing before the commit")
+            cr.commit()  # runs the post-commit VACUUM on a connection of its own
+            _dead, vacuums_after = self.dead_rows(cr)
+        # (The test's own transaction, open since before the rows were
+        # written, keeps VACUUM from removing them: only the run is seen.)
+        self.assertEqual(vacuums_after, vacuums + 1, "vacuumed once, however many asked")
+
+
+@tagged("post_install", "-at_install")
 class TestScheduledActions(SyncCase):
     def test_each_mapped_audience_has_its_own_action(self):
         self.seed()
