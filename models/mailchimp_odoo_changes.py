@@ -161,12 +161,32 @@ class MailchimpOdooChanges(models.AbstractModel):
         this to mark rows of their own."""
         since = since or None  # an unset Datetime field reads False
         snapshot, params = self._data_snapshot_sql(audience)
+        candidates = ""
+        if since:
+            # The contacts written since are listed first (a plain list the
+            # planner counts right), so the rows looked at are theirs, not
+            # every row of the audience.
+            self.env.cr.execute(
+                """SELECT id FROM mailing_contact WHERE write_date >= %(since)s
+                    UNION
+                   SELECT c.id FROM res_partner p JOIN mailing_contact c ON c.partner_id = p.id
+                    WHERE p.write_date >= %(since)s
+                    UNION
+                   SELECT rel.mailing_contact_id FROM mailing_contact_res_partner_category_rel rel
+                     JOIN res_partner_category t ON t.id = rel.res_partner_category_id
+                    WHERE t.write_date >= %(since)s""",
+                {"since": since},
+            )
+            params["contacts"] = [r[0] for r in self.env.cr.fetchall()]
+            if not params["contacts"]:
+                return
+            candidates = "AND m.contact_id = ANY(%(contacts)s)"
         self.env.cr.execute(
             f"""
             UPDATE mailchimp_member m SET sync_status = 'todo'
               FROM mailing_contact c
          LEFT JOIN res_partner p ON p.id = c.partner_id
-             WHERE m.audience_id = %(aud)s AND m.contact_id = c.id
+             WHERE m.audience_id = %(aud)s AND m.contact_id = c.id {candidates}
                AND m.mc_status IN ('subscribed', 'pending')
                AND (m.sync_status = 'ok' OR (m.sync_status = 'fail' AND m.sent_data ? 'odoo'))
                AND (%(since)s::timestamp IS NULL OR c.write_date >= %(since)s OR p.write_date >= %(since)s

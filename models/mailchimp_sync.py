@@ -35,6 +35,9 @@ STAT_TABLES = (
     "mailchimp_member", "mailchimp_update", "mailing_contact", "mailing_subscription", "mail_blacklist",
     "mailchimp_list_removal", "res_partner",
 )
+# Memory a step's sorts and hashes may use each (SET LOCAL: this
+# transaction only).
+BULK_WORK_MEM = "64MB"
 # Tables the sync rewrites in bulk: vacuumed between steps once half of
 # what they hold is dead (see _vacuum_if_bloated).
 VACUUM_TABLES = STAT_TABLES[:2]
@@ -61,7 +64,7 @@ class MailchimpSync(models.AbstractModel):
     def _stages(self):
         """The cycle: stage name -> callable(audience, run, deadline) that
         returns True once the stage is finished."""
-        Member, Changes = self.env["mailchimp.member"], self.env["mailchimp.odoo.changes"]
+        Member = self.env["mailchimp.member"]
         return {
             "fetch": self._stage_fetch,
             "remove_invalid": lambda a, r, d: Member._remove_invalid(a) or True,
@@ -69,8 +72,7 @@ class MailchimpSync(models.AbstractModel):
             "create": self._stage_create,
             "odoo_only": lambda a, r, d: Member._add_odoo_only(a) or True,
             "duplicates": lambda a, r, d: Member._drop_duplicates(a) or True,
-            "odoo_changes": lambda a, r, d: (
-                self._ensure_statistics() or Changes._refresh_odoo_state(a, since=r.odoo_since) >= 0),
+            "odoo_changes": self._stage_odoo_changes,
             "data": self._stage_data,
             "reconcile": self._stage_reconcile,
             "submit": self.env["mailchimp.batch"]._stage_submit,
@@ -91,6 +93,7 @@ class MailchimpSync(models.AbstractModel):
             return "busy"
         run = audience.current_run_id or self.env["mailchimp.sync.run"]._open(audience)
         stage = run.stage
+        self._raise_work_mem()
         started = time.monotonic()
         try:
             with self.env.cr.savepoint():
@@ -167,6 +170,17 @@ class MailchimpSync(models.AbstractModel):
             # ten batches in one cron call) analyzes the same table again.
             cr.execute("SELECT pg_stat_clear_snapshot()")
 
+    def _raise_work_mem(self):
+        """For this transaction only, give the bulk stages' hash joins,
+        sorts and groupings BULK_WORK_MEM (unless the server's setting is
+        larger already).  PostgreSQL's default (4 MB) is far below one
+        hash of a 100,000-member cache, so the stages spilled to disk."""
+        self.env.cr.execute(
+            """SELECT set_config('work_mem', %s, TRUE)
+                WHERE pg_size_bytes(current_setting('work_mem')) < pg_size_bytes(%s)""",
+            (BULK_WORK_MEM, BULK_WORK_MEM),
+        )
+
     def _vacuum_if_bloated(self, analyze_stale=False):
         """After the transaction commits, VACUUM (and ANALYZE) the cache and
         update tables if more of their rows are dead than alive, or, with
@@ -202,8 +216,17 @@ class MailchimpSync(models.AbstractModel):
         try:
             with closing(sql_db.db_connect(dbname).cursor()) as vcr:
                 vcr._cnx.autocommit = True
-                for table in tables:
-                    vcr.execute(SQL("VACUUM (ANALYZE) %s", SQL.identifier(table)))
+                try:
+                    # Another worker vacuuming the same table already does the job.
+                    vcr.execute("SET lock_timeout = '2s'")
+                    for table in tables:
+                        try:
+                            vcr.execute(SQL("VACUUM (ANALYZE) %s", SQL.identifier(table)), log_exceptions=False)
+                        except errors.LockNotAvailable:
+                            _logger.info("VACUUM of %s skipped: another session is vacuuming it", table)
+                finally:
+                    vcr.execute("RESET lock_timeout")
+                    vcr._cnx.autocommit = False  # the connection goes back to the pool
         except Exception:  # noqa: BLE001 - a maintenance step must not break the committing caller
             _logger.warning("VACUUM of %s failed; the sync goes on without it", ", ".join(tables), exc_info=True)
 
@@ -254,12 +277,23 @@ class MailchimpSync(models.AbstractModel):
                 return True
             self._check_budget(deadline)
 
+    def _stage_odoo_changes(self, audience, run, deadline):
+        self._ensure_statistics()
+        self.env["mailchimp.odoo.changes"]._refresh_odoo_state(audience, since=run.odoo_since)
+        # Read here, in the transaction before the data stage's: the data
+        # written before it (the contacts this cycle created) is the data
+        # stage's to see, and the next cycle's not to look at again.
+        run.data_horizon = run._db_horizon()
+        return True
+
     def _stage_data(self, audience, run, deadline):
-        """Data written since the last cycle, if it synced with these settings."""
+        """Data written since the last cycle looked at data, if it synced
+        with these settings."""
         run.data_config = config = self.env["mailchimp.merge.field"]._data_config(audience)
         previous = run.search([("audience_id", "=", audience.id), ("state", "=", "done")], order="id desc", limit=1)
+        since = (previous.data_horizon or run.odoo_since) if run.odoo_since else None
         self.env["mailchimp.odoo.changes"]._mark_data_changes(
-            audience, since=run.odoo_since if previous.data_config == config else None)
+            audience, since=since if previous.data_config == config else None)
         return True
 
     def _stage_reconcile(self, audience, run, deadline):

@@ -66,6 +66,11 @@ class MailchimpSyncRun(models.Model):
              "Every Odoo-side change it did not see is stamped at or after it, so the next cycle "
              "looks from here."
     )
+    data_horizon = fields.Datetime(
+        help="When this cycle began to look at Odoo data (names, addresses, tags, mapped fields), as "
+             "the Odoo horizon: the next cycle looks at data written from here, so the contacts this "
+             "cycle created before looking are not looked at again."
+    )
     data_config = fields.Char(string="Data Settings", help="The audience's data settings this cycle synced with.")
     fetch_status = fields.Char(
         help="Which listing the fetch pages: empty for Mailchimp's default listing, "
@@ -149,6 +154,20 @@ class MailchimpSyncRun(models.Model):
     # ------------------------------------------------------------------
 
     @api.model
+    def _db_horizon(self):
+        """The start of the oldest transaction open now (or now).  A change
+        a later transaction cannot see yet belongs to a transaction open
+        now; its stamp (and write date) is no earlier than that
+        transaction's start.  Read it in a transaction before the one that
+        looks: that one's snapshot is then taken after it.  Odoo's workers
+        share one database role, so their transactions are visible here."""
+        self.env.cr.execute(
+            """SELECT LEAST(min(xact_start), now()) AT TIME ZONE 'UTC' FROM pg_stat_activity
+                WHERE datname = current_database() AND xact_start IS NOT NULL"""
+        )
+        return self.env.cr.fetchone()[0]
+
+    @api.model
     def _open(self, audience):
         """Open a cycle of ``audience``: full on the first run, on request,
         or when a trust override asks for one; else from the last fetch
@@ -157,15 +176,7 @@ class MailchimpSyncRun(models.Model):
         full = bool(audience.full_sync_requested or not audience.last_fetch_at or audience.trust_override
                     or audience.interest_ids.filtered("trust_override"))
         previous = self.search([("audience_id", "=", audience.id), ("state", "=", "done")], order="id desc", limit=1)
-        # A change this cycle cannot see yet belongs to a transaction open
-        # now; its stamp (and write date) is no earlier than that
-        # transaction's start.  Odoo's workers share one database role, so
-        # their transactions are visible here.
-        self.env.cr.execute(
-            """SELECT LEAST(min(xact_start), now()) AT TIME ZONE 'UTC' FROM pg_stat_activity
-                WHERE datname = current_database() AND xact_start IS NOT NULL"""
-        )
-        horizon = self.env.cr.fetchone()[0]
+        horizon = self._db_horizon()
         since = previous.odoo_horizon or (previous.started_at and previous.started_at - timedelta(minutes=15))
         run = self.create({
             "audience_id": audience.id, "full": full, "stage_timings": {},

@@ -422,6 +422,18 @@ class TestTableUpkeep(CommittedFixture, SyncCase):
         cr.execute("SELECT n_dead_tup, vacuum_count FROM pg_stat_user_tables WHERE relname = 'mailchimp_member'")
         return cr.fetchone()
 
+    def test_a_step_sorts_and_hashes_in_memory_for_its_transaction(self):
+        cr = self.env.cr
+        cr.execute("SET LOCAL work_mem = '4MB'")
+        self.env["mailchimp.sync"]._raise_work_mem()
+        cr.execute("SHOW work_mem")
+        self.assertEqual(cr.fetchone()[0], "64MB")
+        # A server that gives more already keeps its setting.
+        cr.execute("SET LOCAL work_mem = '256MB'")
+        self.env["mailchimp.sync"]._raise_work_mem()
+        cr.execute("SHOW work_mem")
+        self.assertEqual(cr.fetchone()[0], "256MB")
+
     def test_a_bloated_cache_is_vacuumed_once_after_the_commit(self):
         self.setup_committed()
         with self.db.cursor() as cr:
