@@ -50,6 +50,12 @@ BATCHES_PER_STEP = 5
 # Mailchimp refused a batch because the account holds too many pending
 # ones (500): its queue drains in seconds to minutes, so sending pauses.
 THROTTLE_WAIT = timedelta(seconds=15)
+# Batches at Mailchimp whose results are still to be settled.
+UNSETTLED_DOMAIN = [
+    ("result_state", "!=", "done"),
+    ("mailchimp_batch_id", "!=", False),
+    ("status", "not in", ("aborted", "expired")),
+]
 
 
 class MailchimpBatch(models.Model):
@@ -205,8 +211,7 @@ class MailchimpBatch(models.Model):
                 self._mark_lost(self.env._(
                     "Mailchimp refused this batch for now: the account already has too many batches "
                     "waiting. Its updates were queued again and are sent once Mailchimp has worked "
-                    "through its queue."))
-                self.throttled_at = fields.Datetime.now()
+                    "through its queue."), throttled=True)
                 cr.commit()  # pylint: disable=invalid-commit
                 return "throttled"
             if exc.retryable:
@@ -230,11 +235,13 @@ class MailchimpBatch(models.Model):
             "total_operations": total,
         })
 
-    def _mark_lost(self, message):
-        """The batch certainly never reached Mailchimp: its updates go back in line."""
+    def _mark_lost(self, message, throttled=False):
+        """The batch certainly never reached Mailchimp (or, ``throttled``,
+        Mailchimp refused it for now): its updates go back in line."""
         update_ids = self.update_ids.filtered(lambda u: u.state == "sent").ids
         self.env["mailchimp.update"]._requeue(update_ids)
-        self.write({"submit_state": "lost", "result_state": "done", "result_message": message})
+        self.write({"submit_state": "lost", "result_state": "done", "result_message": message,
+                    "throttled_at": throttled and fields.Datetime.now()})
 
     @api.model
     def _resolve_unsent(self, audience):
@@ -328,8 +335,7 @@ class MailchimpBatch(models.Model):
                 settled += batch._settle(client, info.get("response_body_url"))
         if settled:
             # Once the last batch is settled, the statistics follow too.
-            unsettled = self.search_count([("result_state", "!=", "done"), ("mailchimp_batch_id", "!=", False),
-                                           ("status", "not in", ("aborted", "expired"))], limit=1)
+            unsettled = self.search_count(UNSETTLED_DOMAIN, limit=1)
             self.env["mailchimp.sync"]._vacuum_if_bloated(analyze_stale=not unsettled)
         return settled
 
@@ -497,12 +503,7 @@ class MailchimpBatch(models.Model):
         syncs.  Reports progress so Odoo's runner calls again while more
         are waiting; one batch's error never blocks another."""
         threshold = fields.Datetime.now() - timedelta(minutes=min_age_minutes)
-        domain = [
-            ("result_state", "!=", "done"),
-            ("mailchimp_batch_id", "!=", False),
-            ("status", "not in", ("aborted", "expired")),
-            ("submitted_at", "<=", threshold),
-        ]
+        domain = [*UNSETTLED_DOMAIN, ("submitted_at", "<=", threshold)]
         # A batch asked about moments ago waits: the runner calls again at
         # once while work is reported left, and must not poll in a loop.
         polled_before = fields.Datetime.now() - timedelta(seconds=recheck_seconds)

@@ -189,11 +189,6 @@ class MailchimpOdooChanges(models.AbstractModel):
              WHERE m.audience_id = %(aud)s AND m.contact_id = c.id {candidates}
                AND m.mc_status IN ('subscribed', 'pending')
                AND (m.sync_status = 'ok' OR (m.sync_status = 'fail' AND m.sent_data ? 'odoo'))
-               AND (%(since)s::timestamp IS NULL OR c.write_date >= %(since)s OR p.write_date >= %(since)s
-                    OR c.id IN (SELECT rel.mailing_contact_id
-                                  FROM mailing_contact_res_partner_category_rel rel
-                                  JOIN res_partner_category t ON t.id = rel.res_partner_category_id
-                                 WHERE t.write_date >= %(since)s))
                AND (m.sent_data->>'odoo') IS DISTINCT FROM {snapshot}
             """,
             {"aud": audience.id, "since": since, **params},

@@ -41,6 +41,8 @@ BULK_WORK_MEM = "64MB"
 # Tables the sync rewrites in bulk: vacuumed between steps once half of
 # what they hold is dead (see _vacuum_if_bloated).
 VACUUM_TABLES = STAT_TABLES[:2]
+# A table's statistics are out of date (pg_stat_user_tables' columns).
+STALE_STATS_SQL = "n_mod_since_analyze > 1000 + n_live_tup / 10"
 
 
 class WaitForConfirmation(Exception):  # noqa: N818 - a signal, not an error
@@ -154,11 +156,11 @@ class MailchimpSync(models.AbstractModel):
         every one cost more than settling it."""
         cr = self.env.cr
         cr.execute(
-            """SELECT relname FROM pg_stat_user_tables
+            f"""SELECT relname FROM pg_stat_user_tables
                 WHERE relname = ANY(%s)
                   AND (relname = ANY(%s)
                        OR (last_analyze IS NULL AND last_autoanalyze IS NULL AND n_live_tup + n_mod_since_analyze > 500)
-                       OR (%s AND n_mod_since_analyze > 1000 + n_live_tup / 10))""",
+                       OR (%s AND {STALE_STATS_SQL}))""",
             (list(STAT_TABLES), list(force), stale),
         )
         tables = [table for (table,) in cr.fetchall()]
@@ -194,10 +196,10 @@ class MailchimpSync(models.AbstractModel):
         writer."""
         cr = self.env.cr
         cr.execute(
-            """SELECT relname FROM pg_stat_user_tables
+            f"""SELECT relname FROM pg_stat_user_tables
                 WHERE relname = ANY(%s)
                   AND ((n_dead_tup > 20000 AND n_dead_tup > n_live_tup)
-                       OR (%s AND n_mod_since_analyze > 1000 + n_live_tup / 10))""",
+                       OR (%s AND {STALE_STATS_SQL}))""",
             (list(VACUUM_TABLES), analyze_stale),
         )
         tables = {table for (table,) in cr.fetchall()}
@@ -291,9 +293,9 @@ class MailchimpSync(models.AbstractModel):
         with these settings."""
         run.data_config = config = self.env["mailchimp.merge.field"]._data_config(audience)
         previous = run.search([("audience_id", "=", audience.id), ("state", "=", "done")], order="id desc", limit=1)
-        since = (previous.data_horizon or run.odoo_since) if run.odoo_since else None
+        incremental = run.odoo_since and previous.data_config == config
         self.env["mailchimp.odoo.changes"]._mark_data_changes(
-            audience, since=since if previous.data_config == config else None)
+            audience, since=(previous.data_horizon or run.odoo_since) if incremental else None)
         return True
 
     def _stage_reconcile(self, audience, run, deadline):

@@ -7,6 +7,8 @@ from odoo import fields, models
 from ..mailchimp_sync.merge_fields import EMAIL_TAKEN, DataProblem
 from ..mailchimp_sync.reconcile import merge_superseded
 
+# Why an unsent update was cancelled for a newer one of its row.
+SUPERSEDED = "Superseded by a newer update"
 UPDATE_STATES = [
     ("queued", "Queued"),
     ("sent", "Sent"),
@@ -117,7 +119,7 @@ class MailchimpUpdate(models.Model):
                 payload = self._fold(kind, new_payload, [u["payload"] for u in olds])
             values.append((member_id, audience.id, kind, json.dumps(payload), self.env.uid))
         if cancel:
-            self._cancel(cancel, "Superseded by a newer update")
+            self._cancel(cancel, SUPERSEDED)
         execute_values(
             self.env.cr._obj,
             """INSERT INTO mailchimp_update (member_id, audience_id, kind, payload, state,
@@ -208,15 +210,18 @@ class MailchimpUpdate(models.Model):
             (list(update_ids),),
         )
         folded = cr.fetchall()
-        for _old_id, kind, old_payload, newer_id, newer_payload in folded:
-            payload = self._fold(kind, newer_payload or {}, [old_payload or {}])
-            cr.execute("UPDATE mailchimp_update SET payload = %s::jsonb WHERE id = %s",
-                       (json.dumps(payload), newer_id))
         if folded:
+            execute_values(
+                cr._obj,
+                """UPDATE mailchimp_update u SET payload = v.payload::jsonb
+                     FROM (VALUES %s) AS v(id, payload) WHERE u.id = v.id""",
+                [(newer_id, json.dumps(self._fold(kind, newer_payload or {}, [old_payload or {}])))
+                 for _old_id, kind, old_payload, newer_id, newer_payload in folded],
+            )
             cr.execute(
                 """UPDATE mailchimp_update SET state = 'cancelled', batch_id = NULL, error_detail = %s
                     WHERE id = ANY(%s)""",
-                ("Superseded by a newer update", [row[0] for row in folded]),
+                (SUPERSEDED, [row[0] for row in folded]),
             )
         cr.execute(
             "UPDATE mailchimp_update SET state = 'queued', batch_id = NULL WHERE id = ANY(%s) AND state = 'sent'",
