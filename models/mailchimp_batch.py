@@ -196,8 +196,10 @@ class MailchimpBatch(models.Model):
             cr.commit()  # pylint: disable=invalid-commit
             return
         audience = self.audience_id
+        fields = self.env["mailchimp.merge.field"]._fetch_fields(audience)
         operations = [
-            build_operation(update_id, audience.mailchimp_list_id, kind, payload or {}, email, bool(status))
+            build_operation(update_id, audience.mailchimp_list_id, kind, payload or {}, email, bool(status),
+                            fields=fields)
             for update_id, kind, payload, email, status in rows
         ]
         cr.commit()  # pylint: disable=invalid-commit

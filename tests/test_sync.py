@@ -75,3 +75,43 @@ class TestSyncEndToEnd(SyncCase):
         for contact in (anna, fay, gus, erik, dora):
             mc_status = self.mc(contact.email)["status"]
             self.assertEqual(self.subscribed(contact), mc_status in ("subscribed", "pending"), contact.email)
+
+    def test_batch_answers_carry_only_what_settling_reads(self):
+        """A member operation asks Mailchimp to answer with the fields the
+        fetch reads (a batch's thousand whole members, with their links and
+        statistics, are several times larger to download and parse), and
+        settling still fills the cache from those answers."""
+        import tempfile  # noqa: PLC0415
+
+        from ..mailchimp_sync.batches import iter_results_archive  # noqa: PLC0415
+
+        self.contact("hana@example.org", [self.newsletter, self.events_list], name="Hana Mori")
+        self.seed([{"email_address": "ivo@example.org", "status": "subscribed",
+                    "merge_fields": {"FNAME": "Ivo", "LNAME": "Pek"}}])
+        # Ivo joins the Events list in Odoo after Mailchimp last saw him.
+        self.contact("ivo@example.org", [self.newsletter, self.events_list], name="Ivo Pek")
+        self.sync(settle=False)
+        self.emulator.control.run_batches()
+        batch = self.env["mailchimp.batch"].search([("audience_id", "=", self.audience.id)])
+        client = self.audience.account_id._get_client()
+        info = client.get_batch(batch.mailchimp_batch_id)
+        with tempfile.TemporaryFile() as tmp:
+            client.download(info["response_body_url"], tmp)
+            answers = {r.body["email_address"]: r.body for r in iter_results_archive(tmp)}
+        self.assertEqual(set(answers), {"hana@example.org", "ivo@example.org"})
+        wanted = {f.split(".")[0] for f in self.env["mailchimp.merge.field"]._fetch_fields(self.audience)}
+        for email, body in answers.items():
+            self.assertLessEqual(set(body), wanted, email)
+            self.assertNotIn("_links", body, email)
+        self.settle()
+        hana, ivo = self.row("hana@example.org"), self.row("ivo@example.org")
+        self.assertEqual((hana.mc_status, hana.mc_first_name, hana.mc_last_name, hana.sync_status),
+                         ("subscribed", "Hana", "Mori", "ok"))
+        self.assertEqual(hana.mc_interests[self.interest_ids["Events"]], True)
+        self.assertTrue(hana.mc_unique_email_id)
+        self.assertEqual((ivo.mc_status, ivo.sync_status), ("subscribed", "ok"))
+        self.assertEqual(ivo.mc_interests[self.interest_ids["Events"]], True)
+        # The echo of the push is no change: the next sync has nothing to do.
+        self.emulator.control.clock(real=True)
+        run = self.sync()
+        self.assertEqual((run.updates_queued, run.odoo_changes, run.batches_sent), (0, 0, 0))

@@ -10,6 +10,7 @@ import requests
 
 from mailchimp_sync import reasons
 from mailchimp_sync.batches import OperationResult, build_operation, iter_results_archive
+from mailchimp_sync.members import FETCH_FIELDS
 from mailchimp_sync.reasons import Reason
 
 
@@ -36,8 +37,10 @@ def results(sdk_client, emulator):
         (7, "tags", {"tags": [{"name": "odoo", "status": "active"}]}, "nobody@example.org", True),
         (8, "member", {"merge_fields": {"FNAME": "Here"}}, "here@example.org", True),
     ]
+    # As the sync sends them: answers trimmed to the fields it reads.
     batch = sdk_client.batches.start({"operations": [
-        build_operation(uid, lid, kind, payload, email, known) for uid, kind, payload, email, known in ops
+        build_operation(uid, lid, kind, payload, email, known, fields=FETCH_FIELDS)
+        for uid, kind, payload, email, known in ops
     ]})
     emulator.control.run_batches()
     url = sdk_client.batches.status(batch["id"])["response_body_url"]
@@ -47,6 +50,10 @@ def results(sdk_client, emulator):
 
 def test_each_refusal_has_its_code(results):
     assert results[8].ok
+    # A success answers with the fields asked for; a refusal keeps its
+    # title, detail and errors whole.
+    assert set(results[8].body) <= {f.split(".")[0] for f in FETCH_FIELDS}, results[8].body
+    assert results[8].body["merge_fields"]["FNAME"] == "Here"
     codes = {uid: r.error_reason() for uid, r in results.items() if not r.ok}
     assert codes[1] == Reason(reasons.COMPLIANCE_STATE), results[1]
     assert codes[2] == Reason(reasons.COMPLIANCE_STATE), results[2]
