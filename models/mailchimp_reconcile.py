@@ -1,5 +1,6 @@
 import json
 import logging
+from datetime import datetime
 
 from psycopg2.extras import execute_values
 
@@ -9,6 +10,8 @@ from ..mailchimp_sync.reconcile import AudienceRules, reconcile_row, row_state_f
 from ..tools.user_messages import describe_reason
 
 CHUNK = 5000
+# The loaded row's timestamps (JSON has them as text).
+TIMESTAMP_KEYS = ("mc_status_changed", "mc_name_changed", "odoo_changed", "contact_write_date")
 _logger = logging.getLogger(__name__)
 
 
@@ -38,8 +41,11 @@ class MailchimpReconcile(models.AbstractModel):
         if not member_ids:
             return []
         self.env["mailchimp.member"]._lock_rows(member_ids)
+        # The chunk as one JSON document: one parse for the chunk instead of
+        # a dict and eight JSON values per row (half of loading it).
         cr.execute(
             """
+            SELECT json_agg(x ORDER BY x.id) FROM (
             SELECT m.id, m.email, m.mc_status, m.mc_status_changed, m.mc_first_name, m.mc_last_name,
                    m.mc_name_changed, m.mc_interests, m.mc_interests_changed, m.contact_id,
                    m.odoo_subscribed, m.odoo_changed, m.odoo_interests, m.odoo_interests_changed,
@@ -52,11 +58,15 @@ class MailchimpReconcile(models.AbstractModel):
          LEFT JOIN mailing_contact c ON c.id = m.contact_id
          LEFT JOIN mail_blacklist b ON b.email = c.email_normalized
              WHERE m.id = ANY(%s)
-          ORDER BY m.id
+            ) x
             """,
             (list(member_ids),),
         )
-        rows = cr.dictfetchall()
+        rows = cr.fetchone()[0] or []
+        for row in rows:
+            for key in TIMESTAMP_KEYS:
+                if row[key]:
+                    row[key] = datetime.fromisoformat(row[key])
         # Per contact, the rows subscribed at Mailchimp (the "same contact,
         # other email" rule) and the tags: one grouped query each for the
         # chunk rather than a subquery per row.
