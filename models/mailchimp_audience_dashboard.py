@@ -8,6 +8,9 @@ one query per table for the whole recordset, never one per member.
 
 from odoo import api, models
 
+# Subscribed at Mailchimp, as every figure counts it.
+MC_SUBSCRIBED_SQL = "mc_status IN ('subscribed', 'pending')"
+
 
 class MailchimpAudienceDashboard(models.AbstractModel):
     _name = "mailchimp.audience.dashboard"
@@ -32,14 +35,29 @@ class MailchimpAudienceDashboard(models.AbstractModel):
             audience.member_count = totals.get(audience, 0)
             audience.failed_count = fails.get(audience, 0)
 
+    def _snapshot_counts(self):
+        """(subscribed at Mailchimp, subscribed in Odoo, failing) of one
+        audience, in one scan of its rows: what a finished run keeps of it.
+        The live figures join the queued updates and count the batches
+        besides, which a run's history does not show."""
+        self.ensure_one()
+        self.env.flush_all()
+        self.env.cr.execute(
+            f"""SELECT count(*) FILTER (WHERE {MC_SUBSCRIBED_SQL}), count(*) FILTER (WHERE odoo_subscribed),
+                       count(*) FILTER (WHERE sync_status = 'fail')
+                  FROM mailchimp_member WHERE audience_id = %s""",
+            (self.id,),
+        )
+        return self.env.cr.fetchone()
+
     def _compute_sync_stats(self):
         stats = dict.fromkeys(self.ids, (0,) * 6)
         updates, batches = {}, {}
         if self.ids:
             self.env.cr.execute(
-                """
+                f"""
                 SELECT audience_id,
-                       count(*) FILTER (WHERE mc_status IN ('subscribed', 'pending')),
+                       count(*) FILTER (WHERE {MC_SUBSCRIBED_SQL}),
                        count(*) FILTER (WHERE odoo_subscribed),
                        count(*) FILTER (WHERE odoo_subscribed AND sync_status != 'fail'
                                           AND coalesce(mc_status, '') NOT IN ('subscribed', 'pending')),

@@ -199,9 +199,9 @@ class MailchimpSyncRun(models.Model):
             audience.interest_ids.filtered("trust_override").write({"trust_override": False})
         audience.write(vals)
         # The history's snapshot: the audience as this run left it.
-        self.write({"mc_subscribed_count": audience.mc_subscribed_count,
-                    "odoo_subscribed_count": audience.odoo_subscribed_count,
-                    "failing_count": audience.failed_count})
+        mc_subscribed, odoo_subscribed, failing = audience._snapshot_counts()
+        self.write({"mc_subscribed_count": mc_subscribed, "odoo_subscribed_count": odoo_subscribed,
+                    "failing_count": failing})
         self._close("done")
 
     @api.model

@@ -115,3 +115,21 @@ class TestSyncEndToEnd(SyncCase):
         self.emulator.control.clock(real=True)
         run = self.sync()
         self.assertEqual((run.updates_queued, run.odoo_changes, run.batches_sent), (0, 0, 0))
+
+    def test_finished_run_keeps_the_audience_figures(self):
+        """The run's history keeps the audience's figures as the run left
+        them: the same counts the audience form shows."""
+        self.seed([
+            {"email_address": "jo@example.org", "status": "subscribed"},
+            {"email_address": "kim@example.org", "status": "unsubscribed"},
+            {"email_address": "lou@example.org", "status": "cleaned"},
+            {"email_address": "max@example.org", "status": "pending"},
+        ])
+        self.contact("lou@example.org", [self.newsletter])  # cleaned at Mailchimp: this row fails
+        self.contact("ned@example.org", [self.newsletter])
+        run = self.sync(settle=False)
+        self.audience.invalidate_recordset()
+        self.assertEqual((run.mc_subscribed_count, run.odoo_subscribed_count, run.failing_count),
+                         (self.audience.mc_subscribed_count, self.audience.odoo_subscribed_count,
+                          self.audience.failed_count))
+        self.assertEqual((run.mc_subscribed_count, run.odoo_subscribed_count, run.failing_count), (2, 4, 1))
