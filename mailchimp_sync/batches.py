@@ -82,6 +82,9 @@ class OperationResult:
     body: dict | None
     title: str | None = None
     detail: str | None = None
+    # The body as JSON text, as Mailchimp sent it (None: no JSON object):
+    # settling hands it to the database as it came.
+    raw: str | None = None
 
     @property
     def ok(self):
@@ -126,18 +129,20 @@ def parse_result(item):
     """One entry of a results file → :class:`OperationResult`."""
     status = int(item.get("status_code") or 0)
     raw = item.get("response")
-    body = None
+    body = text = None
     if isinstance(raw, str) and raw.strip():
         try:
             body = json.loads(raw)
         except ValueError:
             body = {"detail": raw[:1000]}
+        else:
+            text = raw if isinstance(body, dict) else None
     elif isinstance(raw, dict):
-        body = raw
+        body, text = raw, json.dumps(raw)
     title = detail = None
     if status >= 300 and isinstance(body, dict):
         title, detail = body.get("title"), body.get("detail")
-    return OperationResult(update_id_from_operation(item.get("operation_id")), status, body, title, detail)
+    return OperationResult(update_id_from_operation(item.get("operation_id")), status, body, title, detail, text)
 
 
 def iter_results_archive(fileobj):

@@ -10,8 +10,9 @@ from odoo import api, fields, models
 from odoo.tools import mute_logger
 
 from ..mailchimp_sync.batches import MAX_OPERATIONS, build_operation, iter_results_archive
+from ..mailchimp_sync.client import subscriber_hash
 from ..mailchimp_sync.exceptions import RATE_LIMITED, MailchimpError, MailchimpNotFoundError
-from ..mailchimp_sync.members import merge_member, parse_mailchimp_datetime
+from ..mailchimp_sync.members import check_statuses, parse_mailchimp_datetime
 from ..mailchimp_sync.reasons import NO_RESULT
 from ..tools.user_messages import describe_reason
 
@@ -378,20 +379,17 @@ class MailchimpBatch(models.Model):
                         results[result.update_id] = result
         cr = self.env.cr
         cr.execute(
-            """SELECT u.id, u.member_id, u.kind, u.payload, m.subscriber_hash, m.mc_status,
-                      m.mc_status_changed, m.mc_first_name, m.mc_last_name, m.mc_name_changed,
-                      m.mc_interests, m.mc_interests_changed, m.mc_merge_fields, m.mc_merge_fields_changed,
-                      m.mc_tags, m.mc_tags_partial
+            """SELECT u.id, u.member_id, u.kind, u.payload, m.subscriber_hash
                  FROM mailchimp_update u JOIN mailchimp_member m ON m.id = u.member_id
                 WHERE u.batch_id = %s AND u.state = 'sent'
              ORDER BY u.member_id
                   FOR UPDATE OF m""",
             (self.id,),
         )
-        done, failed, requeue, member_vals, fail_rows = [], [], [], [], []
-        moved = set()  # rows whose member's address (so its hash) changed
+        done, failed, requeue, answers, fail_rows = [], [], [], [], []
+        moved = []  # rows whose member's address (so its hash) changed
         rows = set()
-        for (update_id, member_id, kind, payload, old_hash, *cached_values) in cr.fetchall():
+        for update_id, member_id, kind, payload, old_hash in cr.fetchall():
             rows.add(member_id)
             result = results.get(update_id)
             if result is None:
@@ -400,15 +398,14 @@ class MailchimpBatch(models.Model):
                 continue
             if result.ok:
                 done.append((update_id, result.status_code))
-                if kind == "member" and isinstance(result.body, dict) and result.body.get("status"):
-                    cached = dict(zip(("mc_status", "mc_status_changed", "mc_first_name", "mc_last_name",
-                                       "mc_name_changed", "mc_interests", "mc_interests_changed",
-                                       "mc_merge_fields", "mc_merge_fields_changed", "mc_tags",
-                                       "mc_tags_partial"),
-                                      cached_values, strict=True))
-                    member_vals.append((member_id, merge_member(cached, result.body)))
-                    if member_vals[-1][1]["subscriber_hash"] != old_hash:
-                        moved.add(member_id)
+                member = result.body
+                if kind == "member" and result.raw and member.get("status"):
+                    # Merged with the cached row in SQL, as a fetched page is.
+                    check_statuses([member])
+                    answers.append((member_id, result.raw))
+                    new_hash = member.get("id") or subscriber_hash(member.get("email_address"))
+                    if new_hash != old_hash:
+                        moved.append((member_id, new_hash))
                 continue
             failed.append((update_id, result.status_code, result.title, result.detail))
             if result.is_compliance_state and kind == "member" and (payload or {}).get("status") == "subscribed":
@@ -416,15 +413,16 @@ class MailchimpBatch(models.Model):
             else:
                 reason = result.error_reason()
                 fail_rows.append((member_id, describe_reason(self.env, reason.code, reason.params)))
-        self._write_results(done, failed, requeue, member_vals, fail_rows, moved,
-                            rows - {member_id for member_id, _values in member_vals})
+        self._write_results(done, failed, requeue, answers, fail_rows, moved,
+                            rows - {member_id for member_id, _text in answers})
         self.env["mailchimp.update"]._settle_data(self, results)
         self.write({"result_state": "done", "result_message": f"{len(done)} done, {len(failed)} failed, "
                                                                f"{len(requeue)} queued again as pending"})
         return len(done) + len(failed)
 
-    def _write_results(self, done, failed, requeue, member_vals, fail_rows, moved, others):
-        """Write a settled batch's results; ``others``: its rows without fetched values."""
+    def _write_results(self, done, failed, requeue, answers, fail_rows, moved, others):
+        """Write a settled batch's results; ``answers``: [(row id, member as
+        Mailchimp answered, JSON text)]; ``others``: its rows without one."""
         cr = self.env.cr
         now = fields.Datetime.now()
         if done:
@@ -471,8 +469,8 @@ class MailchimpBatch(models.Model):
             )
         # After the requeues and failures: these writes also tell which rows
         # are in sync now.
-        if member_vals:
-            self.env["mailchimp.member"]._write_fetched_values(member_vals, moved)
+        if answers:
+            self.env["mailchimp.member"]._write_fetched_values(answers, moved)
         if others:
             self.env["mailchimp.member"]._mark_in_sync(others)
         self.env["mailchimp.member"].invalidate_model()

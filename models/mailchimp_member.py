@@ -2,7 +2,7 @@ import json
 
 from odoo import api, fields, models
 
-from ..mailchimp_sync.members import merge_member
+from ..mailchimp_sync.members import check_statuses
 
 MAILCHIMP_STATUSES = [
     ("subscribed", "Subscribed"),
@@ -29,18 +29,88 @@ MC_COLUMNS = (
 # A row in flight is in sync once nothing of it is left queued or sent.
 IN_SYNC_SQL = """(m.sync_status = 'live' AND NOT EXISTS (
     SELECT 1 FROM mailchimp_update u WHERE u.member_id = m.id AND u.state IN ('queued', 'sent')))"""
-MC_TYPES = {
-    "subscriber_hash": "varchar", "email": "varchar", "mc_status": "varchar", "mc_last_changed": "timestamp",
-    "mc_status_changed": "timestamp", "mc_first_name": "varchar", "mc_last_name": "varchar",
-    "mc_name_changed": "timestamp", "mc_interests": "jsonb", "mc_interests_changed": "jsonb",
-    "mc_unique_email_id": "varchar", "mc_merge_fields": "jsonb", "mc_merge_fields_changed": "jsonb",
-    "mc_tags": "jsonb", "mc_tags_partial": "boolean",
-}
+# What Python's str.strip() takes off a name or an address (the \013 is \v).
+_STRIP = "E' \\t\\n\\r\\f\\013\\u00a0'"
 
 
-def _recordset_sql(extra=""):
-    """``jsonb_to_recordset`` column list of the Mailchimp side."""
-    return ", ".join(f"{c} {MC_TYPES[c]}" for c in MC_COLUMNS) + extra
+def _answered_sql(member):
+    """SELECT list: the Mailchimp side of a row as one member tells it
+    (``member``: a jsonb expression, the member as Mailchimp answered a
+    page or an operation), as if the row were new; ``_merged_sql`` then
+    merges it with the cached row.  Names are stripped (a name that is not
+    text is empty), interests are booleans, the tags a sorted list of
+    names (NULL: the answer did not carry them), and ``tags_count`` says
+    how many tags the member has (Mailchimp shows at most 50)."""
+    name = """CASE WHEN jsonb_typeof({x}->'merge_fields'->'{tag}') = 'string'
+                   THEN btrim({x}->'merge_fields'->>'{tag}', {strip}) ELSE '' END"""
+    return f"""
+        COALESCE(NULLIF({member}->>'id', ''),
+                 md5(lower(btrim(COALESCE({member}->>'email_address', ''), {_STRIP})))) AS subscriber_hash,
+        btrim(COALESCE({member}->>'email_address', ''), {_STRIP}) AS email,
+        {member}->>'status' AS mc_status,
+        NULLIF({member}->>'last_changed', '')::timestamptz AT TIME ZONE 'UTC' AS mc_last_changed,
+        {name.format(x=member, tag="FNAME", strip=_STRIP)} AS mc_first_name,
+        {name.format(x=member, tag="LNAME", strip=_STRIP)} AS mc_last_name,
+        COALESCE((SELECT jsonb_object_agg(e.key, e.value NOT IN ('false', 'null', '0', '""'))
+                    FROM jsonb_each(CASE WHEN jsonb_typeof({member}->'interests') = 'object'
+                                         THEN {member}->'interests' END) e), '{{}}') AS mc_interests,
+        NULLIF({member}->>'unique_email_id', '') AS mc_unique_email_id,
+        CASE WHEN jsonb_typeof({member}->'merge_fields') = 'object'
+             THEN {member}->'merge_fields' ELSE '{{}}' END AS mc_merge_fields,
+        CASE WHEN jsonb_typeof({member}->'tags') = 'array' THEN COALESCE((
+            SELECT jsonb_agg(t.name ORDER BY t.name) FROM (
+                SELECT DISTINCT (e->>'name') COLLATE "C" AS name FROM jsonb_array_elements({member}->'tags') e
+                 WHERE jsonb_typeof(e) = 'object' AND COALESCE(e->>'name', '') <> '') t), '[]') END AS mc_tags,
+        COALESCE(NULLIF({member}->>'tags_count', '')::numeric, 0) AS tags_count"""
+
+
+def _merged_sql(old, new):
+    """{column: SQL} of a row's Mailchimp side once the answer ``new`` (an
+    alias of ``_answered_sql``'s columns) is merged into the cached side
+    ``old`` (an alias of the cache row; its columns may all be NULL: a row
+    seen for the first time).
+
+    Mailchimp's ``last_changed`` moves on any edit of a member, so it cannot
+    tell which field changed: each field (status, names, each interest,
+    each merge field) keeps a change time of its own, which moves to
+    ``last_changed`` only when that field's value differs from the cached
+    one (or was never timed).  Merge fields the answer does not carry keep
+    their cached value and time; tags it does not carry stay as cached."""
+    changed = f"{new}.mc_last_changed"
+
+    def moved(old_time, differs):
+        return f"CASE WHEN {old_time} IS NULL OR {differs} THEN {changed} ELSE {old_time} END"
+
+    def times(values, old_values, old_times):
+        return f"""COALESCE((SELECT jsonb_object_agg(e.key, CASE
+                                WHEN NULLIF({old_times}->>e.key, '') IS NULL
+                                  OR COALESCE({old_values}->e.key, 'null') IS DISTINCT FROM e.value
+                                THEN to_jsonb({changed}) ELSE {old_times}->e.key END)
+                              FROM jsonb_each({values}) e), '{{}}')"""
+
+    return {
+        "subscriber_hash": f"{new}.subscriber_hash",
+        "email": f"{new}.email",
+        "mc_status": f"{new}.mc_status",
+        "mc_last_changed": changed,
+        "mc_status_changed": moved(f"{old}.mc_status_changed", f"{old}.mc_status IS DISTINCT FROM {new}.mc_status"),
+        "mc_first_name": f"{new}.mc_first_name",
+        "mc_last_name": f"{new}.mc_last_name",
+        "mc_name_changed": moved(
+            f"{old}.mc_name_changed",
+            f"(COALESCE({old}.mc_first_name, ''), COALESCE({old}.mc_last_name, ''))"
+            f" <> ({new}.mc_first_name, {new}.mc_last_name)"),
+        "mc_interests": f"{new}.mc_interests",
+        "mc_interests_changed": times(f"{new}.mc_interests", f"{old}.mc_interests", f"{old}.mc_interests_changed"),
+        "mc_unique_email_id": f"COALESCE({new}.mc_unique_email_id, {old}.mc_unique_email_id)",
+        "mc_merge_fields": f"COALESCE({old}.mc_merge_fields, '{{}}') || {new}.mc_merge_fields",
+        "mc_merge_fields_changed": f"COALESCE({old}.mc_merge_fields_changed, '{{}}') || "
+                                   + times(f"{new}.mc_merge_fields", f"{old}.mc_merge_fields",
+                                           f"{old}.mc_merge_fields_changed"),
+        "mc_tags": f"COALESCE({new}.mc_tags, {old}.mc_tags)",
+        "mc_tags_partial": f"""CASE WHEN {new}.mc_tags IS NULL THEN COALESCE({old}.mc_tags_partial, FALSE)
+                                    ELSE {new}.tags_count > jsonb_array_length({new}.mc_tags) END""",
+    }
 
 
 class MailchimpMember(models.Model):
@@ -186,44 +256,32 @@ class MailchimpMember(models.Model):
 
     @api.model
     def _merge_page(self, audience, members):
-        """Upsert one page of members into the cache (two statements).
-        Returns how many rows changed."""
-        by_hash = {}
-        for member in members:
-            by_hash[member.get("id")] = member  # pages overlap: keep one
-        if not by_hash:
+        """Upsert one page of members into the cache, in one statement: each
+        member is merged with its cached row in SQL (``_merged_sql``), and a
+        row whose Mailchimp side did not change (typically the echo of our
+        own update) is not written.  Returns how many rows changed."""
+        if not members:
             return 0
-        cr = self.env.cr
-        cr.execute(
-            """SELECT subscriber_hash, mc_status, mc_status_changed, mc_first_name, mc_last_name,
-                      mc_name_changed, mc_interests, mc_interests_changed, mc_last_changed, email,
-                      mc_merge_fields, mc_merge_fields_changed, mc_tags, mc_tags_partial
-                 FROM mailchimp_member WHERE audience_id = %s AND subscriber_hash = ANY(%s)""",
-            (audience.id, list(by_hash)),
-        )
-        keys = ("subscriber_hash", "mc_status", "mc_status_changed", "mc_first_name", "mc_last_name",
-                "mc_name_changed", "mc_interests", "mc_interests_changed", "mc_last_changed", "email",
-                "mc_merge_fields", "mc_merge_fields_changed", "mc_tags", "mc_tags_partial")
-        cached = {row[0]: dict(zip(keys, row, strict=True)) for row in cr.fetchall()}
-        records = []
-        for member_hash, member in by_hash.items():
-            old = cached.get(member_hash)
-            values = merge_member(old, member)
-            if old and all(old[k] == values[k] for k in
-                           ("mc_last_changed", "mc_status", "email", "mc_first_name", "mc_last_name",
-                            "mc_interests", "mc_merge_fields", "mc_tags", "mc_tags_partial")):
-                continue  # unchanged (typically the echo of our own update): no write
-            records.append(values)
-        if not records:
-            return 0
+        check_statuses(members)
+        merged = _merged_sql("o", "n")
         sets = ", ".join(f"{c} = EXCLUDED.{c}" for c in MC_COLUMNS if c != "subscriber_hash")
-        cr.execute(
+        compared = ("mc_last_changed", "mc_status", "email", "mc_first_name", "mc_last_name", "mc_interests",
+                    "mc_merge_fields", "mc_tags", "mc_tags_partial")
+        self.env.cr.execute(
             f"""
+            WITH n AS (
+                -- pages overlap: a member given twice is merged once, as last given
+                SELECT DISTINCT ON (subscriber_hash) * FROM (
+                    SELECT p.i, {_answered_sql("p.x")}
+                      FROM jsonb_array_elements(%(members)s::jsonb) WITH ORDINALITY AS p(x, i)) a
+              ORDER BY subscriber_hash, i DESC
+            )
             INSERT INTO mailchimp_member AS m (audience_id, {", ".join(MC_COLUMNS)}, sync_status,
                                               create_uid, write_uid, create_date, write_date)
-            SELECT %(aud)s, {", ".join("x." + c for c in MC_COLUMNS)}, 'todo',
+            SELECT %(aud)s, {", ".join(merged[c] for c in MC_COLUMNS)}, 'todo',
                    %(uid)s, %(uid)s, now() AT TIME ZONE 'UTC', now() AT TIME ZONE 'UTC'
-              FROM jsonb_to_recordset(%(rows)s::jsonb) AS x({_recordset_sql()})
+              FROM n LEFT JOIN mailchimp_member o ON o.audience_id = %(aud)s AND o.subscriber_hash = n.subscriber_hash
+          ORDER BY n.i  -- new rows take ids in Mailchimp's order, as listed
             ON CONFLICT (audience_id, subscriber_hash) DO UPDATE SET {sets},
                 -- only a real change at Mailchimp makes the row work to do
                 sync_status = CASE
@@ -231,33 +289,33 @@ class MailchimpMember(models.Model):
                       OR m.mc_status IS DISTINCT FROM EXCLUDED.mc_status
                     THEN 'todo' ELSE m.sync_status END,
                 write_date = EXCLUDED.write_date
+             WHERE ({", ".join("m." + c for c in compared)})
+                   IS DISTINCT FROM ({", ".join("EXCLUDED." + c for c in compared)})
             """,
-            {"aud": audience.id, "uid": self.env.uid, "rows": self._json_rows(records)},
+            {"aud": audience.id, "uid": self.env.uid, "members": json.dumps(members)},
         )
         self.invalidate_model()
-        return len(records)
-
-    @staticmethod
-    def _json_rows(records):
-        return json.dumps(records, default=lambda v: v.isoformat() if hasattr(v, "isoformat") else str(v))
+        return self.env.cr.rowcount
 
     @api.model
-    def _write_fetched_values(self, member_vals, moved):
-        """Write settled results [(id, merge_member values)] into their rows,
-        and their status in the same write (each write of a large cache
-        costs).  Rows in ``moved`` (renamed from Odoo) take their new hash."""
-        self._release_hashes([(member_id, values["subscriber_hash"]) for member_id, values in member_vals
-                              if member_id in moved])
-        rows = [{"id": member_id, **values} for member_id, values in member_vals]
-        sets = ", ".join(f"{c} = x.{c}" for c in MC_COLUMNS if c != "mc_unique_email_id")
+    def _write_fetched_values(self, answers, moved):
+        """Write settled results into their rows, merged with the cached side
+        as a fetch merges a page, and their status in the same write (each
+        write of a large cache costs).  ``answers``: [(row id, the member
+        as Mailchimp answered, as JSON text)]; rows in ``moved`` [(row id,
+        new hash)] (renamed from Odoo) take their new hash."""
+        self._release_hashes(moved)
+        merged = _merged_sql("m", "n")
+        documents = ",".join(f'{{"id":{member_id},"m":{text}}}' for member_id, text in answers)
         self.env.cr.execute(
             f"""UPDATE mailchimp_member m
                    SET sync_status = CASE WHEN {IN_SYNC_SQL} THEN 'ok' ELSE m.sync_status END,
                        sync_error = CASE WHEN {IN_SYNC_SQL} THEN NULL ELSE m.sync_error END,
-                       {sets}, mc_unique_email_id = COALESCE(x.mc_unique_email_id, m.mc_unique_email_id)
-                  FROM jsonb_to_recordset(%s::jsonb) AS x(id int, {_recordset_sql()})
-                 WHERE m.id = x.id""",
-            (self._json_rows(rows),),
+                       {", ".join(f"{c} = {merged[c]}" for c in MC_COLUMNS)}
+                  FROM (SELECT (r->>'id')::int AS id, {_answered_sql("(r->'m')")}
+                          FROM jsonb_array_elements(%s::jsonb) r) n
+                 WHERE m.id = n.id""",
+            (f"[{documents}]",),
         )
         self.invalidate_model()
 

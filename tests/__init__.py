@@ -16,3 +16,4 @@ from . import test_reconcile_defects
 from . import test_data_sync
 from . import test_configuration
 from . import test_incremental
+from . import test_member_merge

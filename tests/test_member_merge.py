@@ -1,0 +1,96 @@
+"""A member as Mailchimp tells it (a fetched page, a settled answer) merged
+into its cache row in SQL: each field keeps a change time of its own,
+which moves to Mailchimp's ``last_changed`` only when its value does."""
+
+import json
+from datetime import datetime
+
+from odoo.tests import tagged
+
+from ..mailchimp_sync.client import subscriber_hash
+from .common import SyncCase
+
+FIRST = datetime(2026, 1, 1, 10)
+SECOND = datetime(2026, 1, 2, 9)
+
+
+@tagged("post_install", "-at_install")
+class TestMemberMerge(SyncCase):
+    def setUp(self):
+        super().setUp()
+        self.seed([])
+
+    def member(self, **values):
+        member = {
+            "id": subscriber_hash("ann@example.org"), "email_address": "ann@example.org", "status": "subscribed",
+            "last_changed": "2026-01-01T10:00:00+00:00", "unique_email_id": "u1",
+            "merge_fields": {"FNAME": " Ann ", "LNAME": "Lee"}, "interests": {"i1": True, "i2": False},
+            "tags": [{"id": 1, "name": "b"}, {"id": 2, "name": "A"}, {"id": 3, "name": "b"}], "tags_count": 2,
+        }
+        member.update(values)
+        return member
+
+    def merge(self, *members):
+        changed = self.Member._merge_page(self.audience, list(members))
+        return changed, self.row("ann@example.org")
+
+    def test_a_new_member_is_timed_at_its_last_change(self):
+        changed, row = self.merge(self.member())
+        self.assertEqual(changed, 1)
+        self.assertEqual((row.mc_status, row.mc_status_changed, row.mc_last_changed), ("subscribed", FIRST, FIRST))
+        self.assertEqual((row.mc_first_name, row.mc_last_name, row.mc_name_changed), ("Ann", "Lee", FIRST))
+        self.assertEqual(row.mc_interests, {"i1": True, "i2": False})
+        self.assertEqual(row.mc_interests_changed, {"i1": "2026-01-01T10:00:00", "i2": "2026-01-01T10:00:00"})
+        self.assertEqual(row.mc_merge_fields, {"FNAME": " Ann ", "LNAME": "Lee"})
+        self.assertEqual(row.mc_tags, ["A", "b"], "each name once, in code point order")
+        self.assertFalse(row.mc_tags_partial)
+        self.assertEqual((row.mc_unique_email_id, row.sync_status), ("u1", "todo"))
+
+    def test_each_field_moves_only_when_its_value_does(self):
+        self.merge(self.member(merge_fields={"FNAME": "Ann", "LNAME": "Lee", "COMPANY": "Acme"}))
+        changed, row = self.merge(self.member(
+            last_changed="2026-01-02T09:00:00Z", interests={"i1": True, "i2": True},
+            merge_fields={"FNAME": "Ann", "LNAME": "Lee", "COMPANY": "Acme Ltd"}))
+        self.assertEqual(changed, 1)
+        self.assertEqual((row.mc_last_changed, row.mc_status_changed, row.mc_name_changed), (SECOND, FIRST, FIRST))
+        self.assertEqual(row.mc_interests_changed, {"i1": "2026-01-01T10:00:00", "i2": "2026-01-02T09:00:00"})
+        self.assertEqual(row.mc_merge_fields_changed, {
+            "FNAME": "2026-01-01T10:00:00", "LNAME": "2026-01-01T10:00:00", "COMPANY": "2026-01-02T09:00:00"})
+        # A merge field the answer does not carry keeps its value and time.
+        changed, row = self.merge(self.member(
+            last_changed="2026-01-03T09:00:00Z", status="unsubscribed", merge_fields={"FNAME": "Ann", "LNAME": "Lee"}))
+        self.assertEqual(row.mc_merge_fields["COMPANY"], "Acme Ltd")
+        self.assertEqual(row.mc_merge_fields_changed["COMPANY"], "2026-01-02T09:00:00")
+        self.assertEqual(row.mc_status_changed, datetime(2026, 1, 3, 9))
+
+    def test_an_echo_is_not_written(self):
+        """The same member again (our own update, read back): no write, and
+        the row is not work to do again."""
+        _changed, row = self.merge(self.member())
+        row.sync_status = "ok"
+        self.env.flush_all()
+        changed, row = self.merge(self.member(), self.member())
+        self.assertEqual(changed, 0)
+        self.assertEqual(row.sync_status, "ok")
+
+    def test_tags_not_carried_stay_as_cached(self):
+        self.merge(self.member(tags_count=5))
+        member = self.member(last_changed="2026-01-02T09:00:00Z")
+        del member["tags"], member["tags_count"]
+        _changed, row = self.merge(member)
+        self.assertEqual((row.mc_tags, row.mc_tags_partial), (["A", "b"], True))
+
+    def test_a_settled_answer_is_merged_as_a_fetched_one(self):
+        _changed, row = self.merge(self.member())
+        row.sync_status = "live"
+        self.env.flush_all()
+        answer = self.member(last_changed="2026-01-02T09:00:00Z", interests={"i1": False, "i2": False},
+                             email_address="ann@example.org ")
+        self.Member._write_fetched_values([(row.id, json.dumps(answer))], [])
+        row.invalidate_recordset()
+        self.assertEqual((row.sync_status, row.email, row.mc_status_changed), ("ok", "ann@example.org", FIRST))
+        self.assertEqual(row.mc_interests_changed, {"i1": "2026-01-02T09:00:00", "i2": "2026-01-01T10:00:00"})
+
+    def test_an_unknown_status_is_refused_with_the_member_named(self):
+        with self.assertRaisesRegex(ValueError, "Unknown Mailchimp status 'zombie' for ann@example.org"):
+            self.merge(self.member(status="zombie"))
