@@ -187,7 +187,10 @@ class MailchimpSync(models.AbstractModel):
         """After the transaction commits, VACUUM (and ANALYZE) the cache and
         update tables if more of their rows are dead than alive, or, with
         ``analyze_stale`` (the last batch of a sync was just settled),
-        their statistics are out of date.  Each stage rewrites most rows
+        their statistics are out of date; the other tables the stages join
+        are then analyzed too where stale (the memberships a first sync
+        created, say), so the next cycle does not wait for it.  Each stage
+        rewrites most rows
         of a large cache; where autovacuum is off or lags behind (a busy
         server), a 100,000-member cache grew to seven dead versions of each
         row, and every later stage read and indexed all of them.  VACUUM
@@ -197,10 +200,9 @@ class MailchimpSync(models.AbstractModel):
         cr = self.env.cr
         cr.execute(
             f"""SELECT relname FROM pg_stat_user_tables
-                WHERE relname = ANY(%s)
-                  AND ((n_dead_tup > 20000 AND n_dead_tup > n_live_tup)
-                       OR (%s AND {STALE_STATS_SQL}))""",
-            (list(VACUUM_TABLES), analyze_stale),
+                WHERE (relname = ANY(%s) AND n_dead_tup > 20000 AND n_dead_tup > n_live_tup)
+                   OR (%s AND relname = ANY(%s) AND {STALE_STATS_SQL})""",
+            (list(VACUUM_TABLES), analyze_stale, list(STAT_TABLES)),
         )
         tables = {table for (table,) in cr.fetchall()}
         if not tables:
@@ -222,8 +224,11 @@ class MailchimpSync(models.AbstractModel):
                     # Another worker vacuuming the same table already does the job.
                     vcr.execute("SET lock_timeout = '2s'")
                     for table in tables:
+                        # The tables the sync rewrites are vacuumed; the others
+                        # (Odoo's) only have their statistics refreshed.
+                        command = "VACUUM (ANALYZE) %s" if table in VACUUM_TABLES else "ANALYZE %s"
                         try:
-                            vcr.execute(SQL("VACUUM (ANALYZE) %s", SQL.identifier(table)), log_exceptions=False)
+                            vcr.execute(SQL(command, SQL.identifier(table)), log_exceptions=False)
                         except errors.LockNotAvailable:
                             _logger.info("VACUUM of %s skipped: another session is vacuuming it", table)
                 finally:

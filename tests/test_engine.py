@@ -466,6 +466,47 @@ class TestTableUpkeep(CommittedFixture, SyncCase):
         # written, keeps VACUUM from removing them: only the run is seen.)
         self.assertEqual(vacuums_after, vacuums + 1, "vacuumed once, however many asked")
 
+    def test_the_last_settled_batch_refreshes_stale_statistics(self):
+        """Once the last batch of a sync is settled, an Odoo table the stages
+        join whose statistics are stale (here: a bulk import into the
+        blacklist) is analyzed after the commit, and not vacuumed: the next
+        cycle's plans are right without waiting for it."""
+        self.setup_committed()
+
+        def counts(cr):
+            cr.execute("SELECT pg_stat_clear_snapshot()")
+            cr.execute("""SELECT n_mod_since_analyze, analyze_count, vacuum_count
+                            FROM pg_stat_user_tables WHERE relname = 'mail_blacklist'""")
+            return cr.fetchone()
+
+        with self.db.cursor() as cr:
+            cr.execute("""INSERT INTO mail_blacklist (email, active, create_date, write_date)
+                          SELECT 'stale' || i || '@example.org', TRUE, now(), now()
+                            FROM generate_series(1, 3000) AS i""")
+            cr.execute("SELECT pg_stat_force_next_flush()")
+            cr.commit()
+        self.addCleanup(self.drop_stale_blacklist)
+        with self.db.cursor() as cr:
+            for _i in range(50):  # the inserting session reports its counts when idle
+                changed, analyzes, vacuums = counts(cr)
+                if changed >= 3000:
+                    break
+                time.sleep(0.1)
+            self.assertGreaterEqual(changed, 3000)
+            cr.commit()
+            env = self.env_on(cr)
+            env["mailchimp.sync"]._vacuum_if_bloated()
+            cr.commit()
+            self.assertEqual(counts(cr)[1:], (analyzes, vacuums), "not before the last batch is settled")
+            env["mailchimp.sync"]._vacuum_if_bloated(analyze_stale=True)
+            cr.commit()
+            self.assertEqual(counts(cr)[1:], (analyzes + 1, vacuums), "analyzed, not vacuumed")
+
+    def drop_stale_blacklist(self):
+        with self.db.cursor() as cr:
+            cr.execute("DELETE FROM mail_blacklist WHERE email LIKE 'stale%%@example.org'")
+            cr.commit()
+
 
 @tagged("post_install", "-at_install")
 class TestScheduledActions(SyncCase):
