@@ -10,6 +10,8 @@ from ..mailchimp_sync.reconcile import AudienceRules, reconcile_row, row_state_f
 from ..tools.user_messages import describe_reason
 
 CHUNK = 5000
+# The safety valve never stops a plan that changes this many people or fewer.
+MIN_SAFETY_LIMIT = 10
 # The loaded row's timestamps (JSON has them as text).
 TIMESTAMP_KEYS = ("mc_status_changed", "mc_name_changed", "odoo_changed", "contact_write_date")
 _logger = logging.getLogger(__name__)
@@ -275,9 +277,7 @@ class MailchimpReconcile(models.AbstractModel):
             """
             SELECT count(*) FILTER (WHERE o), count(*) FILTER (WHERE u),
                    (array_agg(email ORDER BY id) FILTER (WHERE o))[1:5],
-                   (array_agg(email ORDER BY id) FILTER (WHERE u))[1:5],
-                   (SELECT count(*) FROM mailchimp_member
-                     WHERE audience_id = %(aud)s AND (odoo_subscribed OR mc_status IN ('subscribed', 'pending')))
+                   (array_agg(email ORDER BY id) FILTER (WHERE u))[1:5]
               FROM (
                 SELECT id, email,
                        odoo_subscribed AND mc_status IS NOT NULL AND mc_status NOT IN ('subscribed', 'pending')
@@ -296,9 +296,18 @@ class MailchimpReconcile(models.AbstractModel):
             """,
             {"aud": audience.id, "ov": override},
         )
-        opt_outs, unsubscribes, out_examples, unsub_examples, subscribed = self.env.cr.fetchone()
+        opt_outs, unsubscribes, out_examples, unsub_examples = self.env.cr.fetchone()
         plan = {"plan_opt_outs": opt_outs, "plan_unsubscribes": unsubscribes}
-        limit = max(min(subscribed * (audience.safety_share or 0) / 100.0, audience.safety_max or 0), 10)
+        if opt_outs + unsubscribes <= MIN_SAFETY_LIMIT:
+            return plan  # within any limit: the audience need not be counted
+        self.env.cr.execute(
+            """SELECT count(*) FROM mailchimp_member
+                WHERE audience_id = %s AND (odoo_subscribed OR mc_status IN ('subscribed', 'pending'))""",
+            (audience.id,),
+        )
+        subscribed = self.env.cr.fetchone()[0]
+        limit = max(min(subscribed * (audience.safety_share or 0) / 100.0, audience.safety_max or 0),
+                    MIN_SAFETY_LIMIT)
         if opt_outs + unsubscribes <= limit:
             return plan
         plan["message"] = self.env._(
