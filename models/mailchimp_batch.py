@@ -197,10 +197,11 @@ class MailchimpBatch(models.Model):
             cr.commit()  # pylint: disable=invalid-commit
             return
         audience = self.audience_id
-        fields = self.env["mailchimp.merge.field"]._fetch_fields(audience)
+        # Answers trimmed to what settling reads (the fetch's fields).
+        answer_fields = self.env["mailchimp.merge.field"]._fetch_fields(audience)
         operations = [
             build_operation(update_id, audience.mailchimp_list_id, kind, payload or {}, email, bool(status),
-                            fields=fields)
+                            fields=answer_fields)
             for update_id, kind, payload, email, status in rows
         ]
         cr.commit()  # pylint: disable=invalid-commit
@@ -421,8 +422,9 @@ class MailchimpBatch(models.Model):
         return len(done) + len(failed)
 
     def _write_results(self, done, failed, requeue, answers, fail_rows, moved, others):
-        """Write a settled batch's results; ``answers``: [(row id, member as
-        Mailchimp answered, JSON text)]; ``others``: its rows without one."""
+        """Write a settled batch's results; ``answers``: [(row id, the member
+        as Mailchimp answered, as JSON text)]; ``others``: its rows without
+        such an answer."""
         cr = self.env.cr
         now = fields.Datetime.now()
         # One statement per status code (all but a few are 200): a list of
