@@ -23,6 +23,7 @@ from ..mailchimp_sync.exceptions import MailchimpError
 from ..tools.user_messages import describe_error
 from ..mailchimp_sync.members import format_mailchimp_datetime
 from .mailchimp_batch import WaitUntil
+from .mailing_contact import CREATE_CHUNK
 
 _logger = logging.getLogger(__name__)
 
@@ -277,9 +278,11 @@ class MailchimpSync(models.AbstractModel):
 
     def _stage_create(self, audience, run, deadline):
         while True:
-            created = self.env["mailing.contact"]._mailchimp_create_for_members(audience)
-            run.created += created
-            if created < 5000:
+            created = self.env["mailing.contact"]._mailchimp_create_chunk(audience, after_id=run.cursor)
+            run.created += len(created)
+            if created:
+                run.cursor = max(created)
+            if len(created) < CREATE_CHUNK:
                 self._ensure_statistics(force=("mailchimp_member", "mailing_contact") if run.created > 1000 else ())
                 return True
             self._check_budget(deadline)

@@ -133,3 +133,31 @@ class TestSyncEndToEnd(SyncCase):
                          (self.audience.mc_subscribed_count, self.audience.odoo_subscribed_count,
                           self.audience.failed_count))
         self.assertEqual((run.mc_subscribed_count, run.odoo_subscribed_count, run.failing_count), (2, 4, 1))
+
+    def test_contacts_are_created_chunk_after_chunk(self):
+        """The create stage gives contacts in chunks, each from where the
+        last one ended (a stage that starts over reads every row it already
+        did again): every member still gets one, once."""
+        from unittest.mock import patch  # noqa: PLC0415
+
+        from ..models import mailchimp_sync, mailing_contact  # noqa: PLC0415
+
+        self.seed([{"email_address": f"new{i}@example.org", "status": "subscribed"} for i in range(7)]
+                  + [{"email_address": "gone@example.org", "status": "unsubscribed"}])
+        calls = []
+        create_chunk = type(self.Contact)._mailchimp_create_chunk
+
+        def spy(contacts, audience, member_ids=None, after_id=0):
+            created = create_chunk(contacts, audience, member_ids, after_id)
+            calls.append((after_id, len(created)))
+            return created
+
+        with patch.object(mailing_contact, "CREATE_CHUNK", 3), patch.object(mailchimp_sync, "CREATE_CHUNK", 3), \
+                patch.object(type(self.Contact), "_mailchimp_create_chunk", spy):
+            run = self.sync(settle=False)
+        self.assertEqual(run.created, 7)
+        self.assertEqual([n for _after, n in calls], [3, 3, 1])
+        afters = [after for after, _n in calls]
+        self.assertEqual(afters, sorted(set(afters)), "each chunk starts after the last")
+        for i in range(7):
+            self.assertEqual(len(self.Contact.search([("email", "=", f"new{i}@example.org")])), 1)
