@@ -191,10 +191,10 @@ class MailchimpSync(models.AbstractModel):
         their statistics are out of date; the other tables the stages join
         are then analyzed too where stale (the memberships a first sync
         created, say), so the next cycle does not wait for it.  Each stage
-        rewrites most rows
-        of a large cache; where autovacuum is off or lags behind (a busy
-        server), a 100,000-member cache grew to seven dead versions of each
-        row, and every later stage read and indexed all of them.  VACUUM
+        rewrites most rows of a large cache; where autovacuum is off or lags
+        behind (a busy server), a 100,000-member cache grew to seven dead
+        versions of each row, and every later stage read and indexed all of
+        them.  VACUUM
         cannot run inside a transaction, so it runs on a connection of its
         own once the caller's work is committed; it blocks no reader or
         writer."""
