@@ -191,7 +191,7 @@ class MailchimpOdooChanges(models.AbstractModel):
                AND (m.sync_status = 'ok' OR (m.sync_status = 'fail' AND m.sent_data ? 'odoo'))
                AND (m.sent_data->>'odoo') IS DISTINCT FROM {snapshot}
             """,
-            {"aud": audience.id, "since": since, **params},
+            {"aud": audience.id, **params},
         )
         self.env["mailchimp.member"].invalidate_model()
 

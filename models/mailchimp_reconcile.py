@@ -8,6 +8,7 @@ from odoo import api, models
 
 from ..mailchimp_sync.reconcile import AudienceRules, reconcile_row, row_state_from_cache
 from ..tools.user_messages import describe_reason
+from .mailchimp_audience_dashboard import MC_SUBSCRIBED_SQL
 
 CHUNK = 5000
 # The safety valve never stops a plan that changes this many people or fewer.
@@ -301,8 +302,8 @@ class MailchimpReconcile(models.AbstractModel):
         if opt_outs + unsubscribes <= MIN_SAFETY_LIMIT:
             return plan  # within any limit: the audience need not be counted
         self.env.cr.execute(
-            """SELECT count(*) FROM mailchimp_member
-                WHERE audience_id = %s AND (odoo_subscribed OR mc_status IN ('subscribed', 'pending'))""",
+            f"""SELECT count(*) FROM mailchimp_member
+                 WHERE audience_id = %s AND (odoo_subscribed OR {MC_SUBSCRIBED_SQL})""",
             (audience.id,),
         )
         subscribed = self.env.cr.fetchone()[0]

@@ -300,7 +300,7 @@ class MailchimpSync(models.AbstractModel):
         """Data written since the last cycle looked at data, if it synced
         with these settings."""
         run.data_config = config = self.env["mailchimp.merge.field"]._data_config(audience)
-        previous = run.search([("audience_id", "=", audience.id), ("state", "=", "done")], order="id desc", limit=1)
+        previous = run._last_done(audience)
         incremental = run.odoo_since and previous.data_config == config
         self.env["mailchimp.odoo.changes"]._mark_data_changes(
             audience, since=(previous.data_horizon or run.odoo_since) if incremental else None)

@@ -168,6 +168,11 @@ class MailchimpSyncRun(models.Model):
         return self.env.cr.fetchone()[0]
 
     @api.model
+    def _last_done(self, audience):
+        """The audience's last cycle that finished (empty: none yet)."""
+        return self.search([("audience_id", "=", audience.id), ("state", "=", "done")], order="id desc", limit=1)
+
+    @api.model
     def _open(self, audience):
         """Open a cycle of ``audience``: full on the first run, on request,
         or when a trust override asks for one; else from the last fetch
@@ -175,7 +180,7 @@ class MailchimpSyncRun(models.Model):
         audience.ensure_one()
         full = bool(audience.full_sync_requested or not audience.last_fetch_at or audience.trust_override
                     or audience.interest_ids.filtered("trust_override"))
-        previous = self.search([("audience_id", "=", audience.id), ("state", "=", "done")], order="id desc", limit=1)
+        previous = self._last_done(audience)
         horizon = self._db_horizon()
         since = previous.odoo_horizon or (previous.started_at and previous.started_at - timedelta(minutes=15))
         run = self.create({
