@@ -194,10 +194,9 @@ class MailchimpSync(models.AbstractModel):
         rewrites most rows of a large cache; where autovacuum is off or lags
         behind (a busy server), a 100,000-member cache grew to seven dead
         versions of each row, and every later stage read and indexed all of
-        them.  VACUUM
-        cannot run inside a transaction, so it runs on a connection of its
-        own once the caller's work is committed; it blocks no reader or
-        writer."""
+        them.  VACUUM cannot run inside a transaction, so it runs on a
+        connection of its own once the caller's work is committed; it
+        blocks no reader or writer."""
         cr = self.env.cr
         cr.execute(
             f"""SELECT relname FROM pg_stat_user_tables
