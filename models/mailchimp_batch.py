@@ -371,6 +371,7 @@ class MailchimpBatch(models.Model):
         if not self._lock_for_settling():
             return 0
         self.env["mailchimp.sync"]._ensure_statistics(stale=False)
+        self.env["mailchimp.sync"]._tune_bulk_transaction()
         results = {}
         if url:
             with tempfile.SpooledTemporaryFile(max_size=16 << 20) as tmp:

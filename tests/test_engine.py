@@ -437,12 +437,15 @@ class TestTableUpkeep(CommittedFixture, SyncCase):
     def test_a_step_sorts_and_hashes_in_memory_for_its_transaction(self):
         cr = self.env.cr
         cr.execute("SET LOCAL work_mem = '4MB'")
-        self.env["mailchimp.sync"]._raise_work_mem()
+        cr.execute("SET LOCAL jit = on")
+        self.env["mailchimp.sync"]._tune_bulk_transaction()
         cr.execute("SHOW work_mem")
         self.assertEqual(cr.fetchone()[0], "64MB")
+        cr.execute("SHOW jit")
+        self.assertEqual(cr.fetchone()[0], "off")
         # A server that gives more already keeps its setting.
         cr.execute("SET LOCAL work_mem = '256MB'")
-        self.env["mailchimp.sync"]._raise_work_mem()
+        self.env["mailchimp.sync"]._tune_bulk_transaction()
         cr.execute("SHOW work_mem")
         self.assertEqual(cr.fetchone()[0], "256MB")
 
