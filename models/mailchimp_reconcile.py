@@ -202,14 +202,14 @@ class MailchimpReconcile(models.AbstractModel):
         # Before the rows' new snapshot replaces the contact's last name and
         # address, which tell what changed since.
         self.env["mailing.contact"]._mailchimp_partners_follow(audience, data_rows)
-        self._write_rows(row_vals, audience, data_rows)
+        # Our own membership writes are not Odoo-side changes to reconcile
+        # again: the rows of the contacts written take their new Odoo side
+        # in the same write as their decision (a second write of a row in
+        # one transaction also checks each of its foreign keys again).
+        written = {contact_id for contact_id, _list in subscribe + unsubscribe}
+        self._write_rows(row_vals, audience, data_rows,
+                         odoo_rows=[r["id"] for r in rows if written and r["contact_id"] in written])
         self._write_data_failures(data.describe_failures())
-        if subscribe or unsubscribe:
-            # Our own writes are not Odoo-side changes to reconcile again;
-            # only the rows of the contacts written have a new Odoo side.
-            written = {contact_id for contact_id, _list in subscribe + unsubscribe}
-            self.env["mailchimp.odoo.changes"]._refresh_odoo_state(
-                audience, [r["id"] for r in rows if r["contact_id"] in written], mark_todo=False)
 
     def _write_data_failures(self, failures):
         """The reasons of rows that failed on their data: [(row id, sentence)]."""
@@ -322,21 +322,38 @@ class MailchimpReconcile(models.AbstractModel):
         )
         return plan
 
-    def _write_rows(self, row_vals, audience=None, data_rows=()):
-        """Write the rows' status, reason and data as agreed; ``data_rows``
-        (their data was reconciled) also remember a snapshot of their Odoo
-        data, in the same statement (one write per row)."""
+    def _write_rows(self, row_vals, audience=None, data_rows=(), odoo_rows=()):
+        """Write the rows' status, reason and data as agreed, in one
+        statement; ``data_rows`` (their data was reconciled) also remember
+        a snapshot of their Odoo data, and ``odoo_rows`` (the sync just
+        wrote their contact's memberships) take their Odoo side as it now
+        is (``mailchimp.odoo.changes._odoo_state_sql``)."""
+        if not row_vals:
+            return
         data_rows = set(data_rows)
         snapshot = self.env["mailchimp.odoo.changes"]._data_snapshot_expression(audience) if data_rows else "NULL"
-        execute_values(
-            self.env.cr._obj,
+        ids, statuses, reasons, sent = zip(*row_vals, strict=True)
+        params = {"ids": list(ids), "statuses": list(statuses), "reasons": list(reasons), "sent": list(sent),
+                  "data": [i in data_rows for i in ids], "odoo_ids": list(odoo_rows)}
+        odoo_columns, state_join = "", ""
+        if odoo_rows:
+            state_sql, state_params = self.env["mailchimp.odoo.changes"]._odoo_state_sql(
+                audience, ids_param="odoo_ids")
+            params.update(state_params)
+            state_join = f"LEFT JOIN ({state_sql}) st ON st.id = v.id"
+            odoo_columns = "".join(
+                f", {column} = CASE WHEN st.id IS NULL THEN m.{column} ELSE st.{value} END"
+                for column, value in (("odoo_subscribed", "sub"), ("odoo_changed", "changed"),
+                                      ("odoo_interests", "ivals"), ("odoo_interests_changed", "itimes")))
+        self.env.cr.execute(
             f"""UPDATE mailchimp_member m
                   SET sync_status = v.status, sync_error = v.reason,
-                      sent_data = CASE WHEN v.data THEN v.sent::jsonb || {snapshot} ELSE v.sent::jsonb END,
-                      last_synced = now() AT TIME ZONE 'UTC'
-                 FROM (VALUES %s) AS v(id, status, reason, sent, data)
+                      sent_data = CASE WHEN v.data THEN v.sent || {snapshot} ELSE v.sent END,
+                      last_synced = now() AT TIME ZONE 'UTC' {odoo_columns}
+                 FROM unnest(%(ids)s::int[], %(statuses)s::varchar[], %(reasons)s::text[], %(sent)s::jsonb[],
+                             %(data)s::bool[]) AS v(id, status, reason, sent, data)
+                 {state_join}
                 WHERE m.id = v.id""",
-            [(*vals, vals[0] in data_rows) for vals in row_vals],
-            page_size=1000,
+            params,
         )
         self.env["mailchimp.member"].invalidate_model()
