@@ -369,6 +369,9 @@ def _reconcile_tags(row, decision):
     read) it holds what was agreed."""
     if row.odoo_tags is None:
         return
+    if not (row.odoo_tags or row.mc_tags or row.synced_tags):
+        decision.synced_tags = frozenset()  # no tags on either side, none agreed
+        return
     prefix = row.tag_prefix or ""
 
     def scoped(tags):

@@ -34,6 +34,10 @@ DEFAULT_MAPPINGS = (
 _COLUMN_RE = re.compile(r"^[a-z_][a-z0-9_]*$")
 
 
+# A field without a default: no value is "only the default".
+_NO_DEFAULT = object()
+
+
 class MailchimpMergeField(models.Model):
     """A merge field of an audience at Mailchimp, and the Odoo field it is
     kept in sync with (of the mailing contact or of its partner), in one
@@ -252,12 +256,10 @@ class MailchimpMergeField(models.Model):
                 f"SELECT id, write_date, {', '.join(columns)} FROM {Model._table} WHERE id = ANY(%(ids)s)",
                 {"ids": ids, "lang": lang},
             )
-            data = {}
+            data = {}  # record id -> (write date, [values by fnames, then names], effective names)
             for row_id, write_date, *values in cr.fetchall():
-                record = dict(zip(fnames, values, strict=False))
-                if names:
-                    record["_names"] = self._effective_names(*values[len(fnames):])
-                data[row_id] = (write_date, record)
+                data[row_id] = (write_date, values, self._effective_names(*values[len(fnames):]) if names else None)
+            position = {fname: i for i, fname in enumerate(fnames)}
             # A value that is only the field's default (a partner's type,
             # say, on a partner the sync just created) holds no change to
             # oppose to Mailchimp's.
@@ -268,27 +270,34 @@ class MailchimpMergeField(models.Model):
                 if field.type == "selection":
                     shown[fname] = dict(field._description_selection(Model.env))
                 elif field.type == "many2one":
-                    related = {r[1][fname] for r in data.values() if r[1][fname]}
+                    related = {r[1][position[fname]] for r in data.values() if r[1][position[fname]]}
                     shown[fname] = {r.id: r.display_name for r in self.env[field.comodel_name].sudo().with_context(
                         lang=lang, active_test=False).browse(related)}
+            # Each mapping's reading worked out once, not for every row:
+            # (tag, where its value is, which name part it is, what it
+            # shows, its default).
+            readings = []
+            for tag, _model, fname, _ttype, name_part, *_rest in of_model:
+                default = defaults.get(fname)
+                readings.append((tag, position[fname], (0 if fname == "first_name" else 1) if name_part else None,
+                                 shown.get(fname), _NO_DEFAULT if default in (None, False) else default))
             for row in rows:
                 found = data.get(row.get(key))
                 if not found:
                     continue
-                write_date, record = found
+                write_date, values, effective_names = found
                 if names:
-                    row["odoo_names"] = record["_names"]
-                for tag, _model, fname, ttype, name_part, *_rest in of_model:
-                    raw = record[fname]
-                    if name_part:
-                        value = record["_names"][0 if fname == "first_name" else 1]
-                    elif ttype in ("many2one", "selection"):
-                        value = shown[fname].get(raw, raw) if raw is not None else None
+                    row["odoo_names"] = effective_names
+                odoo_values = row["odoo_values"]
+                for tag, at, name_part, shown_as, default in readings:
+                    raw = values[at]
+                    if name_part is not None:
+                        value = effective_names[name_part]
+                    elif shown_as is not None:
+                        value = shown_as.get(raw, raw) if raw is not None else None
                     else:
                         value = raw
-                    default = defaults.get(fname)
-                    changed = None if default not in (None, False) and raw == default else write_date
-                    row["odoo_values"][tag] = (value, changed)
+                    odoo_values[tag] = (value, None if raw == default else write_date)
 
     @staticmethod
     def _effective_names(first, last, name, email):
