@@ -14,7 +14,7 @@ CHUNK = 5000
 # The safety valve never stops a plan that changes this many people or fewer.
 MIN_SAFETY_LIMIT = 10
 # The loaded row's timestamps (JSON has them as text).
-TIMESTAMP_KEYS = ("mc_status_changed", "mc_name_changed", "odoo_changed", "contact_write_date")
+TIMESTAMP_KEYS = ("mc_status_changed", "mc_name_changed", "odoo_changed")
 _logger = logging.getLogger(__name__)
 
 
@@ -52,9 +52,8 @@ class MailchimpReconcile(models.AbstractModel):
             SELECT m.id, m.email, m.mc_status, m.mc_status_changed, m.mc_first_name, m.mc_last_name,
                    m.mc_name_changed, m.mc_interests, m.mc_interests_changed, m.contact_id,
                    m.odoo_subscribed, m.odoo_changed, m.odoo_interests, m.odoo_interests_changed,
-                   m.sent_data, m.sync_status, c.name AS contact_name, c.first_name, c.last_name,
-                   c.email_normalized AS contact_email, COALESCE(c.message_bounce, 0) AS bounce,
-                   c.write_date AS contact_write_date, COALESCE(b.active, FALSE) AS blacklisted,
+                   m.sent_data, c.email_normalized AS contact_email, COALESCE(c.message_bounce, 0) AS bounce,
+                   COALESCE(b.active, FALSE) AS blacklisted,
                    m.mc_merge_fields, m.mc_merge_fields_changed, m.mc_tags, m.mc_tags_partial,
                    c.partner_id AS contact_partner_id
               FROM mailchimp_member m
@@ -75,12 +74,13 @@ class MailchimpReconcile(models.AbstractModel):
         # chunk rather than a subquery per row.
         contact_ids = list({r["contact_id"] for r in rows if r["contact_id"]})
         cr.execute(
-            """SELECT contact_id, array_agg(id) FROM mailchimp_member
+            """SELECT contact_id, count(*), min(id) FROM mailchimp_member
                 WHERE audience_id = %s AND contact_id = ANY(%s) AND mc_status IN ('subscribed', 'pending')
              GROUP BY contact_id""",
             (audience.id, contact_ids),
         )
-        subscribed_rows = dict(cr.fetchall())
+        # contact -> (how many of its rows are subscribed, the first of them)
+        subscribed_rows = {contact_id: (count, first) for contact_id, count, first in cr.fetchall()}
         cr.execute(
             """SELECT rel.mailing_contact_id, array_agg(t.name->>'en_US' ORDER BY t.name->>'en_US')
                  FROM mailing_contact_res_partner_category_rel rel
@@ -109,7 +109,8 @@ class MailchimpReconcile(models.AbstractModel):
         for row in rows:
             row["in_flight"] = row["id"] in in_flight
             contact_id = row["contact_id"]
-            row["other_sub"] = any(i != row["id"] for i in subscribed_rows.get(contact_id, ()))
+            count, first = subscribed_rows.get(contact_id, (0, None))
+            row["other_sub"] = count > 1 or (count == 1 and first != row["id"])
             row["tags"] = tags.get(contact_id, []) if contact_id else None
             row["email_taken"] = row["id"] in taken
         return rows
