@@ -67,16 +67,20 @@ class MailingContact(models.Model):
         subtype_id = self.env["ir.model.data"]._xmlid_to_res_id("mail.mt_note")
         header = Markup("<p>%s</p>") % self.env._("Mailchimp audience %s:", audience.name)
         paragraph = Markup("<p>%s</p>")
+        # Thousands of contacts share a few notes ("Subscribed at Mailchimp:
+        # Newsletter"): each distinct note is rendered once.
+        bodies = {}
+
+        def body(lines):
+            key = tuple(lines)
+            if key not in bodies:
+                bodies[key] = str(header + Markup().join(paragraph % line for line in lines))
+            return bodies[key]
+
+        author_id, email_from, uid = author.id, author.email_formatted or None, self.env.uid
         values = [
-            (
-                contact_id,
-                str(header + Markup().join(paragraph % line for line in lines)),
-                generate_tracking_message_id("mailchimp-note"),
-                subtype_id,
-                author.id,
-                author.email_formatted or None,
-                self.env.uid,
-            )
+            (contact_id, body(lines), generate_tracking_message_id("mailchimp-note"), subtype_id, author_id,
+             email_from, uid)
             for contact_id, lines in rows.items()
         ]
         execute_values(
