@@ -184,7 +184,7 @@ class MailchimpBatch(models.Model):
         # Touch the claimed updates: a writer cancelling one now conflicts
         # with this transaction instead of missing it.
         cr.execute(
-            """UPDATE mailchimp_update u SET write_date = now() AT TIME ZONE 'UTC'
+            """UPDATE mailchimp_update u SET sent_at = now() AT TIME ZONE 'UTC'
                  FROM mailchimp_member m
                 WHERE u.batch_id = %s AND u.state = 'sent' AND m.id = u.member_id
             RETURNING u.id, u.kind, u.payload, m.email, m.mc_status""",
@@ -452,18 +452,16 @@ class MailchimpBatch(models.Model):
             # newer (a later unsubscribe, say) is queued or in flight for it.
             execute_values(
                 cr._obj,
-                """INSERT INTO mailchimp_update (member_id, audience_id, kind, payload, state,
-                                                 create_uid, write_uid, create_date, write_date)
-                   SELECT v.member_id, m.audience_id, 'member', v.payload::jsonb, 'queued', v.uid, v.uid,
-                          now() AT TIME ZONE 'UTC', now() AT TIME ZONE 'UTC'
-                     FROM (VALUES %s) AS v(member_id, update_id, payload, uid)
+                """INSERT INTO mailchimp_update (member_id, audience_id, kind, payload, state, queued_at)
+                   SELECT v.member_id, m.audience_id, 'member', v.payload::jsonb, 'queued',
+                          now() AT TIME ZONE 'UTC'
+                     FROM (VALUES %s) AS v(member_id, update_id, payload)
                      JOIN mailchimp_member m ON m.id = v.member_id
                     WHERE m.odoo_subscribed
                       AND NOT EXISTS (SELECT 1 FROM mailchimp_update o
                                        WHERE o.member_id = v.member_id AND o.id > v.update_id
                                          AND o.kind = 'member' AND o.state IN ('queued', 'sent'))""",
-                [(member_id, update_id, json.dumps(payload), self.env.uid)
-                 for member_id, update_id, payload in requeue],
+                [(member_id, update_id, json.dumps(payload)) for member_id, update_id, payload in requeue],
             )
         if fail_rows:
             execute_values(

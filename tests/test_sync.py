@@ -134,6 +134,46 @@ class TestSyncEndToEnd(SyncCase):
                           self.audience.failed_count))
         self.assertEqual((run.mc_subscribed_count, run.odoo_subscribed_count, run.failing_count), (2, 4, 1))
 
+    def test_reconcile_writes_each_row_once(self):
+        """The rows whose contact the reconcile opts in take their new Odoo
+        side in the same write as their decision: one write per row (a
+        second write of a row in one transaction checks its foreign keys
+        again), and the next cycle sees nothing changed in Odoo."""
+        self.seed([{"email_address": f"sub{i}@example.org", "status": "subscribed",
+                    "interests": {"Events": True}} for i in range(4)]
+                  + [{"email_address": "out@example.org", "status": "unsubscribed"}])
+        run = self.sync(until="reconcile")
+        cr = self.env.cr
+
+        def updated():
+            cr.execute("SELECT n_tup_upd FROM pg_stat_xact_user_tables WHERE relname = 'mailchimp_member'")
+            return cr.fetchone()[0]
+
+        before = updated()
+        while self.audience.current_run_id.stage == "reconcile":
+            self.assertEqual(self.step(), "partial")
+        self.assertEqual(updated() - before, 5, "one write for each of the five rows")
+        self.assertEqual(run.odoo_opt_ins, 8, "four contacts on the newsletter and on Events")
+        for i in range(4):
+            row = self.row(f"sub{i}@example.org")
+            subscription = row.contact_id.subscription_ids.filtered(lambda s: s.list_id == self.newsletter)
+            self.assertTrue(row.odoo_subscribed)
+            self.assertEqual(row.odoo_changed, subscription.mailchimp_changed_at)
+            self.assertEqual(row.odoo_interests, {self.interest_ids["Events"]: True, self.interest_ids["News"]: False})
+        self.sync()  # this cycle's end: its batch sent and settled
+        run = self.sync()
+        self.assertEqual((run.odoo_changes, run.updates_queued), (0, 0), "no Odoo change seen again")
+
+    def test_updates_keep_when_they_were_queued_and_sent(self):
+        self.contact("quinn@example.org", [self.newsletter])
+        self.seed([])
+        self.sync(settle=False)
+        update = self.env["mailchimp.update"].search([("member_id.email", "=", "quinn@example.org")])
+        self.assertEqual(update.state, "sent")
+        self.assertTrue(update.queued_at)
+        self.assertTrue(update.sent_at)
+        self.assertLessEqual(update.queued_at, update.sent_at)
+
     def test_contacts_are_created_chunk_after_chunk(self):
         """The create stage gives contacts in chunks, each from where the
         last one ended (a stage that starts over reads every row it already
