@@ -61,34 +61,26 @@ class MailchimpOdooChanges(models.AbstractModel):
         bl = self._blacklist_clause(audience)
         bl_time = "b.mailchimp_changed_at" if audience.blacklist_unsubscribes else "NULL::timestamp"
         where_ids = f"AND m.id = ANY(%({ids_param})s)" if some_rows else ""
-        interest_filter = "i.audience_id = %(aud)s AND i.mailing_list_id IS NOT NULL AND i.stale IS NOT TRUE"
-        interest_values = """jsonb_object_agg(i.mailchimp_interest_id,
-                                               s2.id IS NOT NULL AND NOT COALESCE(s2.opt_out, FALSE)) AS vals,
-                              jsonb_object_agg(i.mailchimp_interest_id,
-                                               GREATEST(s2.mailchimp_changed_at, r2.removed_at)) AS times"""
-        interest_joins = """LEFT JOIN mailing_subscription s2 ON s2.contact_id = m.contact_id
-                                                          AND s2.list_id = i.mailing_list_id
-                            LEFT JOIN mailchimp_list_removal r2 ON r2.contact_id = m.contact_id
-                                                               AND r2.list_id = i.mailing_list_id"""
-        if not some_rows:
-            # Every row: the interests grouped in one pass (hash joins over
-            # the memberships) rather than looked up row by row.
-            iv_from = f"""LEFT JOIN (SELECT m.id, {interest_values}
-                                       FROM mailchimp_member m JOIN mailchimp_interest i ON {interest_filter}
-                                       {interest_joins}
-                                      WHERE m.audience_id = %(aud)s AND m.contact_id IS NOT NULL
-                                   GROUP BY m.id) iv ON iv.id = m.id"""
-        else:
-            # A chunk or a single row: index lookups per row are cheaper
-            # than reading every membership.
-            iv_from = f"""LEFT JOIN LATERAL (SELECT {interest_values} FROM mailchimp_interest i {interest_joins}
-                                              WHERE {interest_filter} AND m.contact_id IS NOT NULL) iv ON TRUE"""
         lookups = [  # (alias, table, how the row finds its one record there)
             ("c", "mailing_contact", "c.id = m.contact_id"),
             ("s", "mailing_subscription", "s.contact_id = m.contact_id AND s.list_id = %(list)s"),
             ("r", "mailchimp_list_removal", "r.contact_id = m.contact_id AND r.list_id = %(list)s"),
             ("b", "mail_blacklist", "b.email = c.email_normalized"),
         ]
+        params = {"aud": audience.id, "list": audience.mailing_list_id.id}
+        # Each mapped interest list is looked up as the audience's list is,
+        # and its value and time put in the row's objects by name: grouping
+        # every row's memberships to build them made the full refresh of a
+        # million-member cache hash and aggregate two million rows.
+        values, times = [], []
+        for n, interest in enumerate(audience.interest_ids.filtered(lambda i: i.mailing_list_id and not i.stale)):
+            lookups += [
+                (f"s{n}", "mailing_subscription", f"s{n}.contact_id = m.contact_id AND s{n}.list_id = %(list{n})s"),
+                (f"r{n}", "mailchimp_list_removal", f"r{n}.contact_id = m.contact_id AND r{n}.list_id = %(list{n})s"),
+            ]
+            params.update({f"list{n}": interest.mailing_list_id.id, f"interest{n}": interest.mailchimp_interest_id})
+            values.append(f"%(interest{n})s::text, s{n}.id IS NOT NULL AND NOT COALESCE(s{n}.opt_out, FALSE)")
+            times.append(f"%(interest{n})s::text, GREATEST(s{n}.mailchimp_changed_at, r{n}.removed_at)")
         if some_rows:
             # A lookup by index per row (LIMIT 1 keeps it one: none has two
             # records): for a chunk the planner guessed that hashing every
@@ -106,13 +98,14 @@ class MailchimpOdooChanges(models.AbstractModel):
                        CASE WHEN m.contact_id IS NULL THEN m.odoo_deleted_at
                             ELSE GREATEST(s.mailchimp_changed_at, r.removed_at, {bl_time})
                        END AS changed,
-                       COALESCE(iv.vals, '{{}}'::jsonb) AS ivals,
-                       COALESCE(iv.times, '{{}}'::jsonb) AS itimes
+                       CASE WHEN m.contact_id IS NULL THEN '{{}}'::jsonb
+                            ELSE jsonb_build_object({", ".join(values)}) END AS ivals,
+                       CASE WHEN m.contact_id IS NULL THEN '{{}}'::jsonb
+                            ELSE jsonb_build_object({", ".join(times)}) END AS itimes
                   FROM mailchimp_member m
              {joins}
-             {iv_from}
                  WHERE m.audience_id = %(aud)s {where_ids}"""
-        return sql, {"aud": audience.id, "list": audience.mailing_list_id.id}
+        return sql, params
 
     def _changed_in_odoo_since(self, audience, since):
         """Rows whose Odoo side may have changed since ``since``: new or to-do
