@@ -210,8 +210,8 @@ class MailchimpOdooChanges(models.AbstractModel):
         """SQL of what a reconciled row remembers of its Odoo data (alias
         ``m``: the cache row): the fingerprint of ``_data_snapshot_sql`` and
         the contact's name and address, which its partner may follow next
-        time.  Parameters are inlined, so it fits in a bulk statement's
-        template (``execute_values``)."""
+        time.  Parameters are inlined (and ``%`` doubled), so it fits in a
+        statement that has parameters of its own."""
         snapshot, params = self._data_snapshot_sql(audience)
         sql = f"""COALESCE((SELECT jsonb_build_object('odoo', {snapshot},
                                                       'contact', jsonb_build_array(c.name, c.email_normalized))
