@@ -2,8 +2,6 @@ import json
 import logging
 from datetime import datetime
 
-from psycopg2.extras import execute_values
-
 from odoo import api, models
 
 from ..mailchimp_sync.reconcile import AudienceRules, reconcile_row, row_state_from_cache
@@ -208,20 +206,13 @@ class MailchimpReconcile(models.AbstractModel):
         # in the same write as their decision (a second write of a row in
         # one transaction also checks each of its foreign keys again).
         written = {contact_id for contact_id, _list in subscribe + unsubscribe}
+        # Rows that failed on their data say which values, in the same write.
+        failures = dict(data.describe_failures())
+        if failures:
+            row_vals = [(row_id, status, failures.get(row_id, reason), sent)
+                        for row_id, status, reason, sent in row_vals]
         self._write_rows(row_vals, audience, data_rows,
                          odoo_rows=[r["id"] for r in rows if written and r["contact_id"] in written])
-        self._write_data_failures(data.describe_failures())
-
-    def _write_data_failures(self, failures):
-        """The reasons of rows that failed on their data: [(row id, sentence)]."""
-        if failures:
-            execute_values(
-                self.env.cr._obj,
-                """UPDATE mailchimp_member m SET sync_error = v.reason
-                     FROM (VALUES %s) AS v(id, reason) WHERE m.id = v.id""",
-                failures,
-            )
-            self.env["mailchimp.member"].invalidate_model(["sync_error"])
 
     @api.model
     def _sync_members(self, audience, member_ids, tally=None, from_mailchimp=False):
