@@ -1,14 +1,25 @@
 import json
+import logging
+import time
+from datetime import timedelta
 
 from psycopg2.extras import execute_values
 
-from odoo import fields, models
+from odoo import api, fields, models
 
 from ..mailchimp_sync.merge_fields import EMAIL_TAKEN, DataProblem
 from ..mailchimp_sync.reconcile import merge_superseded
 
 # Why an unsent update was cancelled for a newer one of its row.
 SUPERSEDED = "Superseded by a newer update"
+# Days a settled update is kept (system parameter; 0 keeps them all).
+RETENTION_PARAM = "mailchimp_sync.update_retention_days"
+DEFAULT_RETENTION_DAYS = 30
+# Updates one statement of the purge deletes; the cron call stops after
+# PURGE_SECONDS and reports what is left, so Odoo's runner calls again.
+PURGE_CHUNK = 20000
+PURGE_SECONDS = 60
+_logger = logging.getLogger(__name__)
 UPDATE_STATES = [
     ("queued", "Queued"),
     ("sent", "Sent"),
@@ -322,3 +333,79 @@ class MailchimpUpdate(models.Model):
                 reasons,
             )
         self.env["mailchimp.member"].invalidate_model()
+
+    # ------------------------------------------------------------------
+    # Housekeeping
+    # ------------------------------------------------------------------
+
+    @api.model
+    def _retention_days(self):
+        value = self.env["ir.config_parameter"].sudo().get_param(RETENTION_PARAM, DEFAULT_RETENTION_DAYS)
+        try:
+            return max(int(value), 0)
+        except (TypeError, ValueError):
+            _logger.warning("System parameter %s is not a number of days (%r); %s days are kept",
+                            RETENTION_PARAM, value, DEFAULT_RETENTION_DAYS)
+            return DEFAULT_RETENTION_DAYS
+
+    @api.model
+    def _purge_settled(self, days, limit=PURGE_CHUNK):
+        """Delete up to ``limit`` settled updates (done, cancelled, failed)
+        last touched more than ``days`` days ago.  A failed update of a row
+        still failing stays: it tells why.  Queued and sent updates are
+        never touched, and the state is checked again by the DELETE itself,
+        so a row settled meanwhile is simply left for the next call.
+        Returns how many were deleted."""
+        cutoff = fields.Datetime.now() - timedelta(days=days)
+        self.env.cr.execute(
+            """DELETE FROM mailchimp_update WHERE id IN (
+                   SELECT u.id FROM mailchimp_update u
+                     JOIN mailchimp_member m ON m.id = u.member_id
+                    WHERE u.state IN ('done', 'cancelled', 'failed')
+                      AND COALESCE(u.done_at, u.sent_at, u.queued_at) < %(cutoff)s
+                      AND NOT (u.state = 'failed' AND m.sync_status = 'fail')
+                    LIMIT %(limit)s
+                      FOR UPDATE OF u SKIP LOCKED)
+               AND state IN ('done', 'cancelled', 'failed')""",
+            {"cutoff": cutoff, "limit": limit},
+        )
+        deleted = self.env.cr.rowcount
+        if deleted < limit:
+            # Batches settled before the cutoff whose updates are all gone.
+            self.env.cr.execute(
+                """DELETE FROM mailchimp_batch b
+                    WHERE b.result_state = 'done' AND COALESCE(b.completed_at, b.submitted_at, b.create_date) < %s
+                      AND NOT EXISTS (SELECT 1 FROM mailchimp_update u WHERE u.batch_id = b.id)""",
+                (cutoff,),
+            )
+            self.env["mailchimp.batch"].invalidate_model()
+        self.invalidate_model()
+        return deleted
+
+    @api.model
+    def _cron_purge_settled(self, days=None):
+        """Scheduled action: delete settled updates older than the retention
+        (Settings › Email Marketing › Mailchimp, 30 days by default; 0 keeps
+        them all).  A full sync of a large audience settles one update per
+        member, so without it the table grows by an audience each time.
+        Bounded work per call: it reports what is left, and Odoo's runner
+        calls again."""
+        days = self._retention_days() if days is None else days
+        Cron = self.env["ir.cron"]
+        if not days:
+            Cron._notify_progress(done=0, remaining=0)
+            return
+        deadline = time.monotonic() + PURGE_SECONDS
+        done = 0
+        while True:
+            deleted = self._purge_settled(days)
+            done += deleted
+            if deleted < PURGE_CHUNK:
+                Cron._notify_progress(done=done, remaining=0)
+                break
+            if time.monotonic() >= deadline:
+                Cron._notify_progress(done=done, remaining=1)
+                break
+        if done:
+            _logger.info("Deleted %s settled Mailchimp updates older than %s days", done, days)
+            self.env["mailchimp.sync"]._vacuum_if_bloated()

@@ -37,9 +37,20 @@ class ResConfigSettings(models.TransientModel):
         "asks them to confirm by email.",
     )
 
-    @api.constrains("default_max_time", "mailchimp_webhook_base_url")
+    mailchimp_update_retention_days = fields.Integer(
+        string="Keep Settled Updates (days)",
+        config_parameter="mailchimp_sync.update_retention_days",
+        default=30,
+        help="Days the updates Mailchimp settled (done, cancelled, failed) stay in Odoo before a daily "
+        "scheduled action deletes them. A failed update of a member still failing is kept. 0 keeps them all.",
+    )
+
+    @api.constrains("default_max_time", "mailchimp_webhook_base_url", "mailchimp_update_retention_days")
     def _check_mailchimp_settings(self):
         for settings in self:
+            if settings.mailchimp_update_retention_days < 0:
+                raise ValidationError(self.env._(
+                    "The number of days settled updates are kept cannot be negative (0 keeps them all)."))
             if settings.default_max_time < 10:
                 raise ValidationError(self.env._("The default time budget must be at least 10 seconds."))
             url = (settings.mailchimp_webhook_base_url or "").strip()

@@ -17,3 +17,4 @@ from . import test_data_sync
 from . import test_configuration
 from . import test_incremental
 from . import test_member_merge
+from . import test_housekeeping
