@@ -666,11 +666,15 @@ def _time_cond(attr, t, lower, inclusive):
     """Bound on a timestamp attribute; ``lower`` means since_ (>), else before_ (<)."""
     if lower:
         if inclusive:
-            return lambda m: (getattr(m, attr) or 0) >= t
-        return lambda m: (getattr(m, attr) or 0) > t
-    if inclusive:
-        return lambda m: getattr(m, attr) is not None and getattr(m, attr) <= t
-    return lambda m: getattr(m, attr) is not None and getattr(m, attr) < t
+            cond = lambda m: (getattr(m, attr) or 0) >= t  # noqa: E731
+        else:
+            cond = lambda m: (getattr(m, attr) or 0) > t  # noqa: E731
+    elif inclusive:
+        cond = lambda m: getattr(m, attr) is not None and getattr(m, attr) <= t  # noqa: E731
+    else:
+        cond = lambda m: getattr(m, attr) is not None and getattr(m, attr) < t  # noqa: E731
+    cond.selective = True
+    return cond
 
 
 def _select(store, lst, fk):
@@ -713,10 +717,13 @@ def _select(store, lst, fk):
         cand = [lst.by_unique[unique]] if unique in lst.by_unique else []
     else:
         cand = lst.members.values()
-    if conds:
-        rows = [m for m in cand if all(c(m) for c in conds)]
-    else:
-        rows = list(cand)
+    # One pass per condition, the time bounds first (an incremental fetch
+    # keeps few members after them): a generator of every condition per
+    # member made each listing of a large list cost a tenth of a second.
+    conds.sort(key=lambda c: not getattr(c, "selective", False))
+    rows = list(cand)
+    for cond in conds:
+        rows = [m for m in rows if cond(m)]
     if order == "email" and not sort_field:
         rows.sort(key=lambda m: m.email.lower())
     else:
