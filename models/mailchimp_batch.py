@@ -503,6 +503,20 @@ class MailchimpBatch(models.Model):
         self._abandon(reason, status=status)
 
     @api.model
+    def _purge_settled(self, cutoff):
+        """Delete batches settled before ``cutoff`` whose updates are all gone
+        (``mailchimp.update._purge_settled``): nothing is left to show."""
+        self.env.cr.execute(
+            """DELETE FROM mailchimp_batch b
+                WHERE b.result_state = 'done' AND COALESCE(b.completed_at, b.submitted_at, b.create_date) < %s
+                  AND NOT EXISTS (SELECT 1 FROM mailchimp_update u WHERE u.batch_id = b.id)""",
+            (cutoff,),
+        )
+        deleted = self.env.cr.rowcount
+        self.invalidate_model()
+        return deleted
+
+    @api.model
     def _cron_poll_batches(self, min_age_minutes=3, limit=5, recheck_seconds=30):
         """Scheduled action: settle batches whose webhook did not come, a few
         per call, so a site Mailchimp cannot reach still completes its

@@ -349,14 +349,12 @@ class MailchimpUpdate(models.Model):
             return DEFAULT_RETENTION_DAYS
 
     @api.model
-    def _purge_settled(self, days, limit=PURGE_CHUNK):
+    def _purge_settled(self, cutoff, limit=PURGE_CHUNK):
         """Delete up to ``limit`` settled updates (done, cancelled, failed)
-        last touched more than ``days`` days ago.  A failed update of a row
-        still failing stays: it tells why.  Queued and sent updates are
-        never touched, and the state is checked again by the DELETE itself,
-        so a row settled meanwhile is simply left for the next call.
+        last touched before ``cutoff``.  A failed update of a row still
+        failing stays: it tells why.  Updates still queued or sent are never
+        touched, and one another worker holds is left for the next call.
         Returns how many were deleted."""
-        cutoff = fields.Datetime.now() - timedelta(days=days)
         self.env.cr.execute(
             """DELETE FROM mailchimp_update WHERE id IN (
                    SELECT u.id FROM mailchimp_update u
@@ -370,15 +368,6 @@ class MailchimpUpdate(models.Model):
             {"cutoff": cutoff, "limit": limit},
         )
         deleted = self.env.cr.rowcount
-        if deleted < limit:
-            # Batches settled before the cutoff whose updates are all gone.
-            self.env.cr.execute(
-                """DELETE FROM mailchimp_batch b
-                    WHERE b.result_state = 'done' AND COALESCE(b.completed_at, b.submitted_at, b.create_date) < %s
-                      AND NOT EXISTS (SELECT 1 FROM mailchimp_update u WHERE u.batch_id = b.id)""",
-                (cutoff,),
-            )
-            self.env["mailchimp.batch"].invalidate_model()
         self.invalidate_model()
         return deleted
 
@@ -395,12 +384,14 @@ class MailchimpUpdate(models.Model):
         if not days:
             Cron._notify_progress(done=0, remaining=0)
             return
+        cutoff = fields.Datetime.now() - timedelta(days=days)
         deadline = time.monotonic() + PURGE_SECONDS
         done = 0
         while True:
-            deleted = self._purge_settled(days)
+            deleted = self._purge_settled(cutoff)
             done += deleted
             if deleted < PURGE_CHUNK:
+                self.env["mailchimp.batch"]._purge_settled(cutoff)
                 Cron._notify_progress(done=done, remaining=0)
                 break
             if time.monotonic() >= deadline:

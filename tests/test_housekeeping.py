@@ -66,10 +66,11 @@ class TestUpdatePurge(TransactionCase):
         updates = self.env["mailchimp.update"]
         for _i in range(5):
             updates |= self._update(self.synced, "done", 40)
-        self.assertEqual(self.env["mailchimp.update"]._purge_settled(30, limit=2), 2)
+        cutoff = fields.Datetime.now() - timedelta(days=30)
+        self.assertEqual(self.env["mailchimp.update"]._purge_settled(cutoff, limit=2), 2)
         self.assertEqual(len(updates.exists()), 3)
-        self.assertEqual(self.env["mailchimp.update"]._purge_settled(30, limit=2), 2)
-        self.assertEqual(self.env["mailchimp.update"]._purge_settled(30, limit=2), 1)
+        self.assertEqual(self.env["mailchimp.update"]._purge_settled(cutoff, limit=2), 2)
+        self.assertEqual(self.env["mailchimp.update"]._purge_settled(cutoff, limit=2), 1)
         self.assertFalse(updates.exists())
 
     def test_retention_setting(self):

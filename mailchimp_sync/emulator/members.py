@@ -666,15 +666,11 @@ def _time_cond(attr, t, lower, inclusive):
     """Bound on a timestamp attribute; ``lower`` means since_ (>), else before_ (<)."""
     if lower:
         if inclusive:
-            cond = lambda m: (getattr(m, attr) or 0) >= t  # noqa: E731
-        else:
-            cond = lambda m: (getattr(m, attr) or 0) > t  # noqa: E731
-    elif inclusive:
-        cond = lambda m: getattr(m, attr) is not None and getattr(m, attr) <= t  # noqa: E731
-    else:
-        cond = lambda m: getattr(m, attr) is not None and getattr(m, attr) < t  # noqa: E731
-    cond.selective = True
-    return cond
+            return lambda m: (getattr(m, attr) or 0) >= t
+        return lambda m: (getattr(m, attr) or 0) > t
+    if inclusive:
+        return lambda m: getattr(m, attr) is not None and getattr(m, attr) <= t
+    return lambda m: getattr(m, attr) is not None and getattr(m, attr) < t
 
 
 def _select(store, lst, fk):
@@ -684,7 +680,9 @@ def _select(store, lst, fk):
         _check_status(status, STATUSES + ("archived",))
     if sort_field:
         _check_status(sort_field, ("timestamp_opt", "timestamp_signup", "last_changed"), "sort_field")
-    conds = []
+    # The time bounds apart: they are applied first (an incremental fetch
+    # keeps few members after them).
+    bounds, conds = [], []
     if status:
         conds.append(lambda m: m.status == status)
     elif not archived_default:
@@ -695,7 +693,7 @@ def _select(store, lst, fk):
                                      ("before_timestamp_opt", before_opt, "timestamp_opt", False),
                                      ("unsubscribed_since", unsub_since, "last_changed", True)):
         if value:
-            conds.append(_time_cond(attr, _time_param(name, value), lower, inclusive))
+            bounds.append(_time_cond(attr, _time_param(name, value), lower, inclusive))
     if unsub_since:
         conds.append(lambda m: m.status == "unsubscribed")
     if unique:
@@ -713,16 +711,14 @@ def _select(store, lst, fk):
             conds.append(lambda m: not (ids & m.interests))
         else:
             conds.append(lambda m: bool(ids & m.interests))
-    if unique and not conds[1:]:
+    if unique and not bounds and not conds[1:]:
         cand = [lst.by_unique[unique]] if unique in lst.by_unique else []
     else:
         cand = lst.members.values()
-    # One pass per condition, the time bounds first (an incremental fetch
-    # keeps few members after them): a generator of every condition per
-    # member made each listing of a large list cost a tenth of a second.
-    conds.sort(key=lambda c: not getattr(c, "selective", False))
+    # One pass per condition: a generator of every condition per member
+    # made each listing of a large list cost a tenth of a second.
     rows = list(cand)
-    for cond in conds:
+    for cond in bounds + conds:
         rows = [m for m in rows if cond(m)]
     if order == "email" and not sort_field:
         rows.sort(key=lambda m: m.email.lower())
