@@ -13,6 +13,7 @@ from ..mailchimp_sync.client import subscriber_hash
 from ..mailchimp_sync.exceptions import RATE_LIMITED, MailchimpError, MailchimpNotFoundError
 from ..mailchimp_sync.members import check_statuses, parse_mailchimp_datetime
 from ..mailchimp_sync.reasons import NO_RESULT
+from ..tools.sql import int_array
 from ..tools.user_messages import describe_reason
 
 _logger = logging.getLogger(__name__)
@@ -437,8 +438,8 @@ class MailchimpBatch(models.Model):
             by_code.setdefault(code, []).append(update_id)
         for code, update_ids in by_code.items():
             cr.execute(
-                "UPDATE mailchimp_update SET state = 'done', status_code = %s, done_at = %s WHERE id = ANY(%s)",
-                (code, now, update_ids),
+                "UPDATE mailchimp_update SET state = 'done', status_code = %s, done_at = %s WHERE id = ANY(%s::int[])",
+                (code, now, int_array(update_ids)),
             )
         if failed:
             execute_values(

@@ -3,6 +3,7 @@ import json
 from odoo import api, fields, models
 
 from ..mailchimp_sync.members import check_statuses
+from ..tools.sql import int_array
 
 MAILCHIMP_STATUSES = [
     ("subscribed", "Subscribed"),
@@ -258,8 +259,8 @@ class MailchimpMember(models.Model):
         if member_ids:
             self.env.flush_all()
             self.env.cr.execute(
-                "SELECT id FROM mailchimp_member WHERE id = ANY(%s) ORDER BY id FOR NO KEY UPDATE",
-                (list(member_ids),),
+                "SELECT id FROM mailchimp_member WHERE id = ANY(%s::int[]) ORDER BY id FOR NO KEY UPDATE",
+                (int_array(member_ids),),
             )
 
     # ------------------------------------------------------------------
@@ -290,7 +291,12 @@ class MailchimpMember(models.Model):
             )
             INSERT INTO mailchimp_member AS m (audience_id, {", ".join(MC_COLUMNS)}, sync_status)
             SELECT %(aud)s, {", ".join(merged[c] for c in MC_COLUMNS)}, 'todo'
-              FROM n LEFT JOIN mailchimp_member o ON o.audience_id = %(aud)s AND o.subscriber_hash = n.subscriber_hash
+              -- one lookup by the unique index per member: the planner,
+              -- which during a first fetch believes the cache nearly empty,
+              -- otherwise read every row of the audience for every page
+              FROM n LEFT JOIN LATERAL (
+                  SELECT * FROM mailchimp_member o
+                   WHERE o.audience_id = %(aud)s AND o.subscriber_hash = n.subscriber_hash LIMIT 1) o ON TRUE
           ORDER BY n.i  -- new rows take ids in Mailchimp's order, as listed
             ON CONFLICT (audience_id, subscriber_hash) DO UPDATE SET {sets},
                 -- only a real change at Mailchimp makes the row work to do
@@ -348,8 +354,8 @@ class MailchimpMember(models.Model):
         by id: the status index would also walk every row still in flight."""
         self.env.cr.execute(
             f"""UPDATE mailchimp_member m SET sync_status = 'ok', sync_error = NULL
-                 WHERE m.id = ANY(%s) AND {IN_SYNC_SQL}""",
-            (sorted(member_ids),),
+                 WHERE m.id = ANY(%s::int[]) AND {IN_SYNC_SQL}""",
+            (int_array(sorted(member_ids)),),
         )
         self.invalidate_model()
 

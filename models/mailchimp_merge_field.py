@@ -6,6 +6,7 @@ from odoo.exceptions import ValidationError
 from ..mailchimp_sync import merge_fields as mf
 from ..mailchimp_sync.members import fetch_fields
 from ..mailchimp_sync.reconcile import split_name
+from ..tools.sql import int_array
 
 MERGE_TYPES = [
     ("text", "Text"),
@@ -253,8 +254,8 @@ class MailchimpMergeField(models.Model):
             if names:
                 columns += ["first_name", "last_name", "name", "email_normalized"]
             cr.execute(
-                f"SELECT id, write_date, {', '.join(columns)} FROM {Model._table} WHERE id = ANY(%(ids)s)",
-                {"ids": ids, "lang": lang},
+                f"SELECT id, write_date, {', '.join(columns)} FROM {Model._table} WHERE id = ANY(%(ids)s::int[])",
+                {"ids": int_array(ids), "lang": lang},
             )
             data = {}  # record id -> (write date, [values by fnames, then names], effective names)
             for row_id, write_date, *values in cr.fetchall():

@@ -60,7 +60,7 @@ class MailchimpOdooChanges(models.AbstractModel):
         named ``ids_param`` lists (the caller adds it)."""
         bl = self._blacklist_clause(audience)
         bl_time = "b.mailchimp_changed_at" if audience.blacklist_unsubscribes else "NULL::timestamp"
-        where_ids = f"AND m.id = ANY(%({ids_param})s)" if some_rows else ""
+        where_ids = f"AND m.id = ANY(%({ids_param})s::int[])" if some_rows else ""
         lookups = [  # (alias, table, how the row finds its one record there)
             ("c", "mailing_contact", "c.id = m.contact_id"),
             ("s", "mailing_subscription", "s.contact_id = m.contact_id AND s.list_id = %(list)s"),

@@ -5,6 +5,7 @@ from datetime import datetime
 from odoo import api, models
 
 from ..mailchimp_sync.reconcile import AudienceRules, reconcile_row, row_state_from_cache
+from ..tools.sql import int_array
 from ..tools.user_messages import describe_reason
 from .mailchimp_audience_dashboard import MC_SUBSCRIBED_SQL
 
@@ -55,12 +56,14 @@ class MailchimpReconcile(models.AbstractModel):
                    m.mc_merge_fields, m.mc_merge_fields_changed, m.mc_tags, m.mc_tags_partial,
                    c.partner_id AS contact_partner_id
               FROM mailchimp_member m
-         LEFT JOIN mailing_contact c ON c.id = m.contact_id
+              -- a lookup by id per row: a hash join read every contact
+              -- for each chunk
+         LEFT JOIN LATERAL (SELECT * FROM mailing_contact c WHERE c.id = m.contact_id LIMIT 1) c ON TRUE
          LEFT JOIN mail_blacklist b ON b.email = c.email_normalized
-             WHERE m.id = ANY(%s)
+             WHERE m.id = ANY(%s::int[])
             ) x
             """,
-            (list(member_ids),),
+            (int_array(member_ids),),
         )
         rows = cr.fetchone()[0] or []
         for row in rows:
@@ -73,9 +76,9 @@ class MailchimpReconcile(models.AbstractModel):
         contact_ids = list({r["contact_id"] for r in rows if r["contact_id"]})
         cr.execute(
             """SELECT contact_id, count(*), min(id) FROM mailchimp_member
-                WHERE audience_id = %s AND contact_id = ANY(%s) AND mc_status IN ('subscribed', 'pending')
+                WHERE audience_id = %s AND contact_id = ANY(%s::int[]) AND mc_status IN ('subscribed', 'pending')
              GROUP BY contact_id""",
-            (audience.id, contact_ids),
+            (audience.id, int_array(contact_ids)),
         )
         # contact -> (how many of its rows are subscribed, the first of them)
         subscribed_rows = {contact_id: (count, first) for contact_id, count, first in cr.fetchall()}
@@ -83,9 +86,9 @@ class MailchimpReconcile(models.AbstractModel):
             """SELECT rel.mailing_contact_id, array_agg(t.name->>'en_US' ORDER BY t.name->>'en_US')
                  FROM mailing_contact_res_partner_category_rel rel
                  JOIN res_partner_category t ON t.id = rel.res_partner_category_id
-                WHERE rel.mailing_contact_id = ANY(%s)
+                WHERE rel.mailing_contact_id = ANY(%s::int[])
              GROUP BY rel.mailing_contact_id""",
-            (contact_ids,),
+            (int_array(contact_ids),),
         )
         tags = dict(cr.fetchall())
         # Addresses changed in Odoo that another member of the audience
@@ -325,8 +328,9 @@ class MailchimpReconcile(models.AbstractModel):
         data_rows = set(data_rows)
         snapshot = self.env["mailchimp.odoo.changes"]._data_snapshot_expression(audience) if data_rows else "NULL"
         ids, statuses, reasons, sent = zip(*row_vals, strict=True)
-        params = {"ids": list(ids), "statuses": list(statuses), "reasons": list(reasons), "sent": list(sent),
-                  "data": [i in data_rows for i in ids], "odoo_ids": list(odoo_rows)}
+        params = {"ids": int_array(ids), "statuses": "{%s}" % ",".join(statuses), "reasons": list(reasons),
+                  "sent": list(sent), "data": "{%s}" % ",".join("t" if i in data_rows else "f" for i in ids),
+                  "odoo_ids": int_array(odoo_rows)}
         odoo_columns, state_join = "", ""
         if odoo_rows:
             state_sql, state_params = self.env["mailchimp.odoo.changes"]._odoo_state_sql(
@@ -337,6 +341,9 @@ class MailchimpReconcile(models.AbstractModel):
                 f", {column} = CASE WHEN st.id IS NULL THEN m.{column} ELSE st.{value} END"
                 for column, value in (("odoo_subscribed", "sub"), ("odoo_changed", "changed"),
                                       ("odoo_interests", "ivals"), ("odoo_interests_changed", "itimes")))
+        # The ids again as a condition on the cache itself: joined to the
+        # unnested list alone, a 5,000-row chunk hashed the whole cache
+        # (a sequential scan of 100,000 rows for every chunk).
         self.env.cr.execute(
             f"""UPDATE mailchimp_member m
                   SET sync_status = v.status, sync_error = v.reason,
@@ -345,7 +352,7 @@ class MailchimpReconcile(models.AbstractModel):
                  FROM unnest(%(ids)s::int[], %(statuses)s::varchar[], %(reasons)s::text[], %(sent)s::jsonb[],
                              %(data)s::bool[]) AS v(id, status, reason, sent, data)
                  {state_join}
-                WHERE m.id = v.id""",
+                WHERE m.id = v.id AND m.id = ANY(%(ids)s::int[])""",
             params,
         )
         self.env["mailchimp.member"].invalidate_model()

@@ -9,6 +9,7 @@ from odoo import api, fields, models
 
 from ..mailchimp_sync.merge_fields import EMAIL_TAKEN, DataProblem
 from ..mailchimp_sync.reconcile import merge_superseded
+from ..tools.sql import int_array
 
 # Why an unsent update was cancelled for a newer one of its row.
 SUPERSEDED = "Superseded by a newer update"
@@ -106,9 +107,9 @@ class MailchimpUpdate(models.Model):
             """SELECT u.id, u.member_id, u.kind, u.payload
                  FROM mailchimp_update u
             LEFT JOIN mailchimp_batch b ON b.id = u.batch_id
-                WHERE u.member_id = ANY(%s)
+                WHERE u.member_id = ANY(%s::int[])
                   AND (u.state = 'queued' OR (u.state = 'sent' AND b.submit_state = 'claimed'))""",
-            (list(member_ids),),
+            (int_array(member_ids),),
         )
         result = {}
         for update_id, member_id, kind, payload in self.env.cr.fetchall():
@@ -121,8 +122,8 @@ class MailchimpUpdate(models.Model):
         self.env.cr.execute(
             """SELECT DISTINCT u.member_id FROM mailchimp_update u
                  JOIN mailchimp_batch b ON b.id = u.batch_id
-                WHERE u.state = 'sent' AND b.submit_state != 'claimed' AND u.member_id = ANY(%s)""",
-            (list(member_ids),),
+                WHERE u.state = 'sent' AND b.submit_state != 'claimed' AND u.member_id = ANY(%s::int[])""",
+            (int_array(member_ids),),
         )
         return {r[0] for r in self.env.cr.fetchall()}
 
@@ -156,7 +157,8 @@ class MailchimpUpdate(models.Model):
                SELECT v.member_id, %(aud)s, v.kind, v.payload, 'queued', now() AT TIME ZONE 'UTC'
                  FROM unnest(%(members)s::int[], %(kinds)s::varchar[], %(payloads)s::jsonb[])
                       AS v(member_id, kind, payload)""",
-            {"aud": audience.id, "members": members, "kinds": kinds, "payloads": payloads},
+            {"aud": audience.id, "members": int_array(members), "kinds": "{%s}" % ",".join(kinds),
+             "payloads": payloads},
         )
         self.invalidate_model()
         return len(members)

@@ -4,6 +4,8 @@ from psycopg2.extras import execute_values
 from odoo import api, fields, models
 from odoo.tools.mail import generate_tracking_message_id
 
+from ..tools.sql import int_array
+
 # Contacts created from Mailchimp per statement (one step's worth).
 CREATE_CHUNK = 5000
 # mass_mailing counts a contact as bouncing from 1 bounce and blacklists
@@ -141,6 +143,9 @@ class MailingContact(models.Model):
               FROM ins
              WHERE m.audience_id = %(aud)s AND lower(m.email) = ins.email_normalized
                AND m.contact_id IS NULL
+               -- the chunk's rows by id: joined by address alone, each
+               -- chunk hashed every row of the cache without a contact
+               AND m.id IN (SELECT id FROM src)
             RETURNING m.id
             """,
             {"aud": audience.id, "uid": self.env.uid, "limit": CREATE_CHUNK, "ids": member_ids,
@@ -191,8 +196,8 @@ class MailingContact(models.Model):
                  FROM mailchimp_member m
                  JOIN mailing_contact c ON c.id = m.contact_id
                  JOIN res_partner p ON p.id = c.partner_id
-                WHERE m.id = ANY(%s) AND m.sent_data ? 'contact'""",
-            (list(member_ids),),
+                WHERE m.id = ANY(%s::int[]) AND m.sent_data ? 'contact'""",
+            (int_array(member_ids),),
         )
         Partner = self.env["res.partner"].sudo()
         changed = 0

@@ -1,1 +1,1 @@
-from . import user_messages
+from . import sql, user_messages
