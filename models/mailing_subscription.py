@@ -2,6 +2,8 @@ from contextlib import contextmanager
 
 from odoo import api, fields, models
 
+from ..tools.sql import int_array
+
 
 class MailingSubscription(models.Model):
     """Records when each membership last changed, however it was changed.
@@ -121,7 +123,7 @@ class MailingSubscription(models.Model):
                        write_date = EXCLUDED.write_date
                  WHERE mailing_subscription.opt_out
                 """,
-                {"uid": self.env.uid, "c": list(contacts), "l": list(lists)},
+                {"uid": self.env.uid, "c": int_array(contacts), "l": int_array(lists)},
             )
         if unsubscribe:
             contacts, lists = zip(*sorted(set(unsubscribe)), strict=True)
@@ -133,8 +135,11 @@ class MailingSubscription(models.Model):
                        opt_out_datetime = now() AT TIME ZONE 'UTC', write_date = now() AT TIME ZONE 'UTC'
                   FROM unnest(%(c)s::int[], %(l)s::int[]) AS x(c, l)
                  WHERE s.contact_id = x.c AND s.list_id = x.l AND NOT COALESCE(s.opt_out, FALSE)
+                   -- the contacts again on the memberships' side: joined to
+                   -- the pairs alone, a chunk could hash every membership
+                   AND s.contact_id = ANY(%(c)s::int[])
                 """,
-                {"reason": reason.id if reason else None, "c": list(contacts), "l": list(lists)},
+                {"reason": reason.id if reason else None, "c": int_array(contacts), "l": int_array(lists)},
             )
         self.invalidate_model()
 

@@ -14,6 +14,17 @@ class ResPartner(models.Model):
     )
     mailchimp_member_count = fields.Integer(compute="_compute_mailchimp_member_count")
 
+    def init(self):
+        res = super().init()
+        # Rows are linked to the partner of their address, and Odoo does
+        # not index it: a webhook's or a Retry's match read every partner.
+        # Dropped on uninstall (hooks.py).
+        self.env.cr.execute(
+            """CREATE INDEX IF NOT EXISTS mailchimp_sync_partner_email_idx
+                   ON res_partner (email_normalized) WHERE email_normalized IS NOT NULL"""
+        )
+        return res
+
     def _compute_mailchimp_member_count(self):
         counts = dict(
             self.env["mailchimp.member"]._read_group(

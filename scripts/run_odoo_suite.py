@@ -141,6 +141,7 @@ xmlids = env.cr.fetchone()[0]
 env.cr.execute(
     "SELECT (SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'mailchimp%%')"
     " + (SELECT count(*) FROM pg_proc WHERE proname LIKE 'mailchimp%%')"
+    " + (SELECT count(*) FROM pg_indexes WHERE indexname LIKE 'mailchimp%%')"
 )
 xmlids += env.cr.fetchone()[0]
 print("UNINSTALL-RESULT", state, tables, xmlids)
@@ -161,8 +162,9 @@ def check_uninstall(dbname, log_path):
     state, tables, xmlids = result.group(1), int(result.group(2)), int(result.group(3))
     errors = [line for line in proc.stderr.splitlines() if " ERROR " in line or " CRITICAL " in line]
     if state != "uninstalled" or tables or xmlids or errors:
-        return f"state {state}, {tables} tables and {xmlids} xml ids/triggers/functions left, errors: {errors[:3]}"
-    print("odoo suite: uninstalled cleanly (no table, no xml id left)")
+        return (f"state {state}, {tables} tables and {xmlids} xml ids/triggers/functions/indexes left, "
+                f"errors: {errors[:3]}")
+    print("odoo suite: uninstalled cleanly (no table, xml id, trigger, function or index left)")
     return None
 
 
