@@ -205,14 +205,14 @@ class MailchimpMember(models.Model):
         # rows without a contact in id order (to match or create one); rows
         # by contact take the contact's own index (a contact has a row or
         # two), and a member is found by its hash (the unique index), never
-        # by its address, so the address is not indexed: with that index,
-        # each write of a row cost a seventh more (a first sync of 100,000
-        # members, 3 s more).  Every stage writes most rows of a large cache at
-        # least once, and each index is one more write per row (the indexes
-        # cost more than the row itself): indexes others cover are dropped,
-        # and the rows to do and the rows without a contact, a few of the
-        # cache once it is synced, are indexed apart, so most writes of a
-        # row touch neither of those indexes.
+        # by its address, so the address is not indexed (with that index,
+        # the stages of a 100,000-member first sync took 3 s more).  Every
+        # stage writes most rows of a large cache at least once, and each
+        # index is one more write per row (the indexes cost more than the
+        # row itself): indexes others cover are dropped, and the rows to do
+        # and the rows without a contact, a few of the cache once it is
+        # synced, are indexed apart, so most writes of a row touch neither
+        # of those indexes.
         self.env.cr.execute(
             """
             DROP INDEX IF EXISTS mailchimp_member__audience_id_index;
