@@ -5,7 +5,7 @@ from datetime import datetime
 from odoo import api, models
 
 from ..mailchimp_sync.reconcile import AudienceRules, reconcile_row, row_state_from_cache
-from ..tools.sql import int_array
+from ..tools.sql import int_array, token_array
 from ..tools.user_messages import describe_reason
 from .mailchimp_audience_dashboard import MC_SUBSCRIBED_SQL
 
@@ -328,8 +328,8 @@ class MailchimpReconcile(models.AbstractModel):
         data_rows = set(data_rows)
         snapshot = self.env["mailchimp.odoo.changes"]._data_snapshot_expression(audience) if data_rows else "NULL"
         ids, statuses, reasons, sent = zip(*row_vals, strict=True)
-        params = {"ids": int_array(ids), "statuses": "{%s}" % ",".join(statuses), "reasons": list(reasons),
-                  "sent": list(sent), "data": "{%s}" % ",".join("t" if i in data_rows else "f" for i in ids),
+        params = {"ids": int_array(ids), "statuses": token_array(statuses), "reasons": list(reasons),
+                  "sent": list(sent), "data": token_array("t" if i in data_rows else "f" for i in ids),
                   "odoo_ids": int_array(odoo_rows)}
         odoo_columns, state_join = "", ""
         if odoo_rows:

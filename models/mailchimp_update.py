@@ -9,7 +9,7 @@ from odoo import api, fields, models
 
 from ..mailchimp_sync.merge_fields import EMAIL_TAKEN, DataProblem
 from ..mailchimp_sync.reconcile import merge_superseded
-from ..tools.sql import int_array
+from ..tools.sql import int_array, token_array
 
 # Why an unsent update was cancelled for a newer one of its row.
 SUPERSEDED = "Superseded by a newer update"
@@ -162,7 +162,7 @@ class MailchimpUpdate(models.Model):
                SELECT v.member_id, %(aud)s, v.kind, v.payload, 'queued', now() AT TIME ZONE 'UTC'
                  FROM unnest(%(members)s::int[], %(kinds)s::varchar[], %(payloads)s::jsonb[])
                       AS v(member_id, kind, payload)""",
-            {"aud": audience.id, "members": int_array(members), "kinds": "{%s}" % ",".join(kinds),
+            {"aud": audience.id, "members": int_array(members), "kinds": token_array(kinds),
              "payloads": payloads},
         )
         self.invalidate_model()
@@ -287,9 +287,10 @@ class MailchimpUpdate(models.Model):
         cr.execute(
             """SELECT u.id, u.member_id, u.kind, u.payload, m.email, m.mc_tags, m.sent_data
                  FROM mailchimp_update u JOIN mailchimp_member m ON m.id = u.member_id
-                WHERE u.batch_id = %s AND u.id = ANY(%s) AND (u.kind = 'tags' OR u.id = ANY(%s))
+                WHERE u.batch_id = %s AND u.id = ANY(%s::int[]) AND (u.kind = 'tags' OR u.id = ANY(%s::int[]))
              ORDER BY u.id""",
-            (batch.id, list(results), [update_id for update_id, result in results.items() if not result.ok]),
+            (batch.id, int_array(results), int_array(update_id for update_id, result in results.items()
+                                                     if not result.ok)),
         )
         mc_tags, sent, reasons = {}, {}, []
         for update_id, member_id, kind, stored_payload, email, tags, sent_data in cr.fetchall():
