@@ -20,6 +20,7 @@ from odoo import api, models, sql_db
 from odoo.tools import SQL
 
 from ..mailchimp_sync.exceptions import MailchimpError
+from ..mailchimp_sync.read_ahead import read_ahead
 from ..tools.user_messages import describe_error
 from ..mailchimp_sync.members import format_mailchimp_datetime
 from .mailchimp_batch import WaitUntil
@@ -253,19 +254,31 @@ class MailchimpSync(models.AbstractModel):
             # Interests deleted at Mailchimp are skipped by this cycle.
             self.env["mailchimp.interest"]._refresh_stale(audience)
         since = format_mailchimp_datetime(run.fetch_since) if run.fetch_since else None
+        timing = {"page": 0.0}
+
+        def ahead():
+            # No page read ahead that the budget will not leave time for.
+            return time.monotonic() + timing["page"] < deadline
+
         while True:
             status = run.fetch_status or None
-            for page in client.iter_member_pages(
+            # The next page is read from Mailchimp while this one is merged:
+            # waiting for the answer and writing the cache overlap.
+            pages = read_ahead(client.iter_member_pages(
                 audience.mailchimp_list_id, fields=self.env["mailchimp.merge.field"]._fetch_fields(audience),
                 since_last_changed=since,
                 status=status, offset=run.fetch_offset, overlap=PAGE_OVERLAP,
-            ):
-                run.fetched_changed += self.env["mailchimp.member"]._merge_page(audience, page.members)
-                run.fetched += max(page.next_offset - run.fetch_offset, 0)
-                run.write({"fetch_offset": page.next_offset, "progress_done": page.next_offset,
-                           "progress_total": page.total_items})
-                if not page.is_last and time.monotonic() >= deadline:
-                    return False
+            ), ahead)
+            with closing(pages):
+                for page in pages:
+                    started = time.monotonic()
+                    run.fetched_changed += self.env["mailchimp.member"]._merge_page(audience, page.members)
+                    run.fetched += max(page.next_offset - run.fetch_offset, 0)
+                    run.write({"fetch_offset": page.next_offset, "progress_done": page.next_offset,
+                               "progress_total": page.total_items})
+                    timing["page"] = time.monotonic() - started
+                    if not page.is_last and time.monotonic() >= deadline:
+                        return False
             if status == "archived":
                 break
             run.write({"fetch_status": "archived", "fetch_offset": 0})
