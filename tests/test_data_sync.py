@@ -262,6 +262,29 @@ class TestTagsBothWays(DataSyncCase):
         self.assertEqual(self.mc_tags("jo@example.org"), ["MC: Donor", "MC: VIP"])
 
 
+    def test_bulk_tag_and_name_writes_count_every_row(self):
+        """The writers a reconcile chunk calls, with more rows than a page
+        of 100: every link is made and counted, every name written."""
+        contacts = self.env["mailing.contact"].create(
+            [{"name": f"T{i}", "email": f"t{i}@example.org"} for i in range(250)])
+        self.tag("Keep")
+        Contact = self.env["mailing.contact"]
+        added = Contact._mailchimp_apply_tags([(c.id, "Donor") for c in contacts]
+                                              + [(c.id, "Keep") for c in contacts[:10]], [])
+        self.assertEqual(added, 260)
+        self.assertEqual(len(contacts.filtered(lambda c: "Donor" in c.tag_ids.mapped("name"))), 250)
+        removed = Contact._mailchimp_apply_tags([], [(c.id, "Donor") for c in contacts[:120]])
+        self.assertEqual(removed, 120)
+        contacts.invalidate_recordset()
+        self.assertEqual(len(contacts.filtered(lambda c: "Donor" in c.tag_ids.mapped("name"))), 130)
+        Contact._mailchimp_apply_names([(c.id, f"First{c.id}", "O'Last" if c.id % 2 else "") for c in contacts])
+        contacts.invalidate_recordset()
+        odd = contacts.filtered(lambda c: c.id % 2)
+        self.assertEqual(odd[:1].name, f"First{odd[:1].id} O'Last")
+        even = contacts - odd
+        self.assertEqual((even[:1].first_name, even[:1].last_name), (f"First{even[:1].id}", False))
+
+
 @tagged("post_install", "-at_install")
 class TestEmailChanges(DataSyncCase):
     def test_email_changed_in_odoo_renames_the_member(self):

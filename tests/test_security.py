@@ -281,6 +281,10 @@ class TestNotesAndAudit(SyncCase):
         self.assertIn("&lt;b&gt;Anna&lt;/b&gt; &amp; co.", first.body, "plain text is escaped")
         self.assertNotIn("<b>", first.body)
         self.assertEqual(contacts[1].message_ids[:1].author_id, odoobot)
+        # Each contact gets its own note's text (the distinct notes are sent once).
+        self.assertIn("Unsubscribed at Mailchimp.", contacts[1].message_ids[:1].body)
+        self.assertNotIn("Anna", contacts[1].message_ids[:1].body)
+        self.assertNotEqual(first.message_id, contacts[1].message_ids[:1].message_id)
         self.assertFalse(contacts[2].message_ids.filtered(lambda m: "Mailchimp audience" in (m.body or "")))
         # Thousands at once.
         many = self.Contact.create([{"name": f"M{i}", "email": f"m{i}@example.org"} for i in range(2500)])
