@@ -4,6 +4,7 @@ from datetime import timedelta
 from odoo import api, fields, models
 
 from ..mailchimp_sync.exceptions import MailchimpError
+from ..tools.settings import days_parameter
 
 _logger = logging.getLogger(__name__)
 
@@ -26,6 +27,9 @@ SYNC_STAGES = [
 # (the last one repeats): a Mailchimp outage is not hammered, and a fixed
 # problem is picked up soon.
 RETRY_MINUTES = (1, 5, 15, 60)
+# Days a finished cycle is kept (system parameter; 0 keeps them all).
+RUN_RETENTION_PARAM = "mailchimp_sync.run_retention_days"
+DEFAULT_RUN_RETENTION_DAYS = 365
 
 
 class MailchimpSyncRun(models.Model):
@@ -166,6 +170,33 @@ class MailchimpSyncRun(models.Model):
                 WHERE datname = current_database() AND xact_start IS NOT NULL"""
         )
         return self.env.cr.fetchone()[0]
+
+    @api.model
+    def _purge_finished(self, days=None):
+        """Delete the cycles that ended more than ``days`` ago (Settings ›
+        Email Marketing › Mailchimp, a year by default; 0 keeps them all):
+        done, failed or aborted ones, but never an audience's current cycle
+        nor its last one done, which the next cycle starts from.  Returns
+        how many were deleted."""
+        days = days_parameter(self.env, RUN_RETENTION_PARAM, DEFAULT_RUN_RETENTION_DAYS) if days is None else days
+        if not days:
+            return 0
+        self.env.flush_all()
+        self.env.cr.execute(
+            """DELETE FROM mailchimp_sync_run r
+                WHERE r.state IN ('done', 'failed', 'aborted')
+                  AND COALESCE(r.ended_at, r.started_at) < %s
+                  AND NOT EXISTS (SELECT 1 FROM mailchimp_audience a WHERE a.current_run_id = r.id)
+                  AND r.id <> COALESCE((SELECT max(d.id) FROM mailchimp_sync_run d
+                                         WHERE d.audience_id = r.audience_id AND d.state = 'done'), 0)""",
+            (fields.Datetime.now() - timedelta(days=days),),
+        )
+        deleted = self.env.cr.rowcount
+        self.invalidate_model()
+        self.env["mailchimp.audience"].invalidate_model(["run_ids"])
+        if deleted:
+            _logger.info("Deleted %s Mailchimp sync runs older than %s days", deleted, days)
+        return deleted
 
     @api.model
     def _last_done(self, audience):

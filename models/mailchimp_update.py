@@ -9,6 +9,7 @@ from odoo import api, fields, models
 
 from ..mailchimp_sync.merge_fields import EMAIL_TAKEN, DataProblem
 from ..mailchimp_sync.reconcile import merge_superseded
+from ..tools.settings import days_parameter
 from ..tools.sql import int_array, token_array
 
 # Why an unsent update was cancelled for a newer one of its row.
@@ -348,13 +349,7 @@ class MailchimpUpdate(models.Model):
 
     @api.model
     def _retention_days(self):
-        value = self.env["ir.config_parameter"].sudo().get_param(RETENTION_PARAM, DEFAULT_RETENTION_DAYS)
-        try:
-            return max(int(value), 0)
-        except (TypeError, ValueError):
-            _logger.warning("System parameter %s is not a number of days (%r); %s days are kept",
-                            RETENTION_PARAM, value, DEFAULT_RETENTION_DAYS)
-            return DEFAULT_RETENTION_DAYS
+        return days_parameter(self.env, RETENTION_PARAM, DEFAULT_RETENTION_DAYS)
 
     @api.model
     def _purge_settled(self, cutoff, limit=PURGE_CHUNK):
@@ -383,12 +378,15 @@ class MailchimpUpdate(models.Model):
     def _cron_purge_settled(self, days=None):
         """Scheduled action: delete settled updates older than the retention
         (Settings › Email Marketing › Mailchimp, 30 days by default; 0 keeps
-        them all).  A full sync of a large audience settles one update per
-        member, so without it the table grows by an audience each time.
-        Bounded work per call: it reports what is left, and Odoo's runner
-        calls again."""
+        them all), and sync runs older than theirs.  A full sync of a large
+        audience settles one update per member, so without it the table
+        grows by an audience each time.  Bounded work per call: it reports
+        what is left, and Odoo's runner calls again."""
         days = self._retention_days() if days is None else days
         Cron = self.env["ir.cron"]
+        # The audiences' sync history has its own retention (a year by
+        # default): a handful of rows a cycle, kept far longer.
+        self.env["mailchimp.sync.run"]._purge_finished()
         if not days:
             Cron._notify_progress(done=0, remaining=0)
             return

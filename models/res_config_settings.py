@@ -45,12 +45,24 @@ class ResConfigSettings(models.TransientModel):
         "scheduled action deletes them. A failed update of a member still failing is kept. 0 keeps them all.",
     )
 
-    @api.constrains("default_max_time", "mailchimp_webhook_base_url", "mailchimp_update_retention_days")
+    mailchimp_run_retention_days = fields.Integer(
+        string="Keep Sync History (days)",
+        config_parameter="mailchimp_sync.run_retention_days",
+        default=365,
+        help="Days each audience's finished sync runs stay in Odoo before the daily scheduled action "
+        "deletes them. The current run and the last finished one are always kept. 0 keeps them all.",
+    )
+
+    @api.constrains("default_max_time", "mailchimp_webhook_base_url", "mailchimp_update_retention_days",
+                    "mailchimp_run_retention_days")
     def _check_mailchimp_settings(self):
         for settings in self:
             if settings.mailchimp_update_retention_days < 0:
                 raise ValidationError(self.env._(
                     "The number of days settled updates are kept cannot be negative (0 keeps them all)."))
+            if settings.mailchimp_run_retention_days < 0:
+                raise ValidationError(self.env._(
+                    "The number of days the sync history is kept cannot be negative (0 keeps it all)."))
             if settings.default_max_time < 10:
                 raise ValidationError(self.env._("The default time budget must be at least 10 seconds."))
             url = (settings.mailchimp_webhook_base_url or "").strip()

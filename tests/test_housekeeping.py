@@ -80,8 +80,78 @@ class TestUpdatePurge(TransactionCase):
         with self.assertRaises(ValidationError):
             self.env["res.config.settings"].create({"mailchimp_update_retention_days": -1})
         self.env["ir.config_parameter"].sudo().set_param("mailchimp_sync.update_retention_days", "many")
-        with mute_logger("odoo.addons.mailchimp_sync.models.mailchimp_update"):
+        with mute_logger("odoo.addons.mailchimp_sync.tools.settings"):
             self.assertEqual(self.env["mailchimp.update"]._retention_days(), 30, "a bad value falls back to 30")
+
+
+@tagged("post_install", "-at_install")
+class TestRunPurge(TransactionCase):
+    """Finished sync runs are deleted after their retention (a year by
+    default); each audience keeps its current run and its last done one,
+    which the next cycle starts from."""
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        account = cls.env["mailchimp.account"].create(
+            {"name": "Main", "api_key": "0123456789abcdef0123456789abcdef-us21"})
+        cls.audiences = cls.env["mailchimp.audience"].create([
+            {"name": name, "account_id": account.id, "mailchimp_list_id": list_id,
+             "mailing_list_id": cls.env["mailing.list"].create({"name": name}).id}
+            for name, list_id in (("First", "a1b2c3d4e5"), ("Second", "f6a7b8c9d0"))
+        ])
+
+    def _run(self, audience, state, age_days):
+        when = fields.Datetime.now() - timedelta(days=age_days)
+        return self.env["mailchimp.sync.run"].create({
+            "audience_id": audience.id, "state": state, "started_at": when,
+            "ended_at": when if state in ("done", "failed", "aborted") else False,
+        })
+
+    def test_old_runs_go_the_ones_a_cycle_needs_stay(self):
+        first, second = self.audiences
+        old_done = self._run(first, "done", 400)
+        old_failed = self._run(first, "failed", 390)
+        last_done = self._run(first, "done", 380)  # first's last done run, however old
+        old_aborted = self._run(first, "aborted", 370)
+        recent = self._run(first, "done", 10)
+        only_done = self._run(second, "done", 500)  # second's only done run
+        current = self._run(second, "failing", 450)
+        second.current_run_id = current
+        # first's newest done run is the recent one: the 380-day one may go.
+        deleted = self.env["mailchimp.sync.run"]._purge_finished()
+        self.assertEqual(deleted, 4)
+        self.assertFalse((old_done | old_failed | last_done | old_aborted).exists())
+        self.assertEqual((recent | only_done | current).exists(), recent | only_done | current)
+        self.assertEqual(first.run_ids, recent)
+        recent.unlink()
+        self.assertEqual(self.env["mailchimp.sync.run"]._purge_finished(), 0)
+
+    def test_the_last_done_run_stays_when_newer_ones_failed(self):
+        first = self.audiences[0]
+        last_done = self._run(first, "done", 800)
+        failed = self._run(first, "failed", 700)
+        self.assertEqual(self.env["mailchimp.sync.run"]._purge_finished(), 1)
+        self.assertTrue(last_done.exists())
+        self.assertFalse(failed.exists())
+        self.assertEqual(self.env["mailchimp.sync.run"]._last_done(first), last_done)
+
+    def test_retention_setting_and_zero_keeps_everything(self):
+        first = self.audiences[0]
+        old = self._run(first, "done", 40)
+        self._run(first, "done", 1)
+        settings = self.env["res.config.settings"].create({"mailchimp_run_retention_days": 30})
+        settings.execute()
+        # The daily cron purges the runs too, even with updates kept forever.
+        self.env["ir.config_parameter"].sudo().set_param("mailchimp_sync.update_retention_days", "0")
+        self.env["mailchimp.update"]._cron_purge_settled()
+        self.assertFalse(old.exists())
+        kept = self._run(first, "done", 4000)
+        self.env["res.config.settings"].create({"mailchimp_run_retention_days": 0}).execute()
+        self.assertEqual(self.env["mailchimp.sync.run"]._purge_finished(), 0)
+        self.assertTrue(kept.exists())
+        with self.assertRaises(ValidationError):
+            self.env["res.config.settings"].create({"mailchimp_run_retention_days": -1})
 
 
 @tagged("post_install", "-at_install")
