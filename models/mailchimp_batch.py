@@ -384,7 +384,7 @@ class MailchimpBatch(models.Model):
         # cost more than the rest of reading them, and only a subscribe
         # refused for the compliance state needs its payload (in SQL, below).
         cr.execute(
-            """SELECT u.id, u.member_id, u.kind, u.payload->>'status', m.subscriber_hash
+            """SELECT u.id, u.member_id, u.kind, u.payload->>'status', m.subscriber_hash, u.queued_at
                  FROM mailchimp_update u JOIN mailchimp_member m ON m.id = u.member_id
                 WHERE u.batch_id = %s AND u.state = 'sent'
              ORDER BY u.member_id
@@ -394,7 +394,7 @@ class MailchimpBatch(models.Model):
         done, failed, requeue, answers, fail_rows = [], [], [], [], []
         moved = []  # rows whose member's address (so its hash) changed
         rows = set()
-        for update_id, member_id, kind, asked_status, old_hash in cr.fetchall():
+        for update_id, member_id, kind, asked_status, old_hash, queued_at in cr.fetchall():
             rows.add(member_id)
             result = results.get(update_id)
             if result is None:
@@ -407,7 +407,7 @@ class MailchimpBatch(models.Model):
                 if kind == "member" and result.raw and member.get("status"):
                     # Merged with the cached row in SQL, as a fetched page is.
                     check_statuses([member])
-                    answers.append((member_id, result.raw))
+                    answers.append((member_id, result.raw, queued_at))
                     new_hash = member.get("id") or subscriber_hash(member.get("email_address"))
                     if new_hash != old_hash:
                         moved.append((member_id, new_hash))
@@ -419,7 +419,7 @@ class MailchimpBatch(models.Model):
                 reason = result.error_reason()
                 fail_rows.append((member_id, describe_reason(self.env, reason.code, reason.params)))
         self._write_results(done, failed, requeue, answers, fail_rows, moved,
-                            rows - {member_id for member_id, _text in answers})
+                            rows - {member_id for member_id, _text, _at in answers})
         self.env["mailchimp.update"]._settle_data(self, results)
         self.write({"result_state": "done", "result_message": f"{len(done)} done, {len(failed)} failed, "
                                                                f"{len(requeue)} queued again as pending"})
@@ -427,8 +427,8 @@ class MailchimpBatch(models.Model):
 
     def _write_results(self, done, failed, requeue, answers, fail_rows, moved, others):
         """Write a settled batch's results; ``answers``: [(row id, the member
-        as Mailchimp answered, as JSON text)]; ``others``: its rows without
-        such an answer."""
+        as Mailchimp answered, as JSON text, when its update was queued)];
+        ``others``: its rows without such an answer."""
         cr = self.env.cr
         now = fields.Datetime.now()
         # One statement per status code (all but a few are 200): a list of

@@ -66,7 +66,7 @@ def _answered_sql(member):
         COALESCE(NULLIF({member}->>'tags_count', '')::numeric, 0) AS tags_count"""
 
 
-def _merged_sql(old, new):
+def _merged_sql(old, new, as_of=None):
     """{column: SQL} of a row's Mailchimp side once the answer ``new`` (an
     alias of ``_answered_sql``'s columns) is merged into the cached side
     ``old`` (an alias of the cache row; its columns may all be NULL: a row
@@ -77,17 +77,25 @@ def _merged_sql(old, new):
     each merge field) keeps a change time of its own, which moves to
     ``last_changed`` only when that field's value differs from the cached
     one (or was never timed).  Merge fields the answer does not carry keep
-    their cached value and time; tags it does not carry stay as cached."""
+    their cached value and time; tags it does not carry stay as cached.
+
+    ``as_of`` (SQL of a time, for the answer to one of our own updates):
+    what changed is the echo of what Odoo decided when it queued the
+    update, so its change time is no later than that.  Stamped with the
+    time Mailchimp ran the batch instead, it beat an Odoo change made while
+    the update was on its way (a contact deleted after its create was
+    decided), and the row failed instead of unsubscribing the member."""
     changed = f"{new}.mc_last_changed"
+    field_changed = f"LEAST({changed}, COALESCE({as_of}, {changed}))" if as_of else changed
 
     def moved(old_time, differs):
-        return f"CASE WHEN {old_time} IS NULL OR {differs} THEN {changed} ELSE {old_time} END"
+        return f"CASE WHEN {old_time} IS NULL OR {differs} THEN {field_changed} ELSE {old_time} END"
 
     def times(values, old_values, old_times):
         return f"""COALESCE((SELECT jsonb_object_agg(e.key, CASE
                                 WHEN NULLIF({old_times}->>e.key, '') IS NULL
                                   OR COALESCE({old_values}->e.key, 'null') IS DISTINCT FROM e.value
-                                THEN to_jsonb({changed}) ELSE {old_times}->e.key END)
+                                THEN to_jsonb({field_changed}) ELSE {old_times}->e.key END)
                               FROM jsonb_each({values}) e), '{{}}')"""
 
     return {
@@ -319,11 +327,14 @@ class MailchimpMember(models.Model):
         """Write settled results into their rows, merged with the cached side
         as a fetch merges a page, and their status in the same write (each
         write of a large cache costs).  ``answers``: [(row id, the member
-        as Mailchimp answered, as JSON text)]; rows in ``moved`` [(row id,
-        new hash)] (renamed from Odoo) take their new hash."""
+        as Mailchimp answered, as JSON text, when its update was queued)];
+        rows in ``moved`` [(row id, new hash)] (renamed from Odoo) take their
+        new hash."""
         self._release_hashes(moved)
-        merged = _merged_sql("m", "n")
-        documents = ",".join(f'{{"id":{member_id},"m":{text}}}' for member_id, text in answers)
+        merged = _merged_sql("m", "n", as_of="n.queued_at")
+        documents = ",".join(
+            f'{{"id":{member_id},"at":{json.dumps(queued_at.isoformat() if queued_at else None)},"m":{text}}}'
+            for member_id, text, queued_at in answers)
         # OFFSET 0 keeps the answers a subquery computed once per row: pulled
         # up into the UPDATE, each of their columns was computed again for
         # every reference to it in the merge (a third of the statement).
@@ -333,6 +344,7 @@ class MailchimpMember(models.Model):
                        sync_error = CASE WHEN m.sync_status = 'live' AND NOT n.busy THEN NULL ELSE m.sync_error END,
                        {", ".join(f"{c} = {merged[c]}" for c in MC_COLUMNS)}
                   FROM (SELECT (r->>'id')::int AS id, {BUSY_SQL.format(row="(r->>'id')::int")} AS busy,
+                               (r->>'at')::timestamp AS queued_at,
                                {_answered_sql("(r->'m')")}
                           FROM jsonb_array_elements(%s::jsonb) r OFFSET 0) n
                  WHERE m.id = n.id""",

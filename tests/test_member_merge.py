@@ -86,10 +86,27 @@ class TestMemberMerge(SyncCase):
         self.env.flush_all()
         answer = self.member(last_changed="2026-01-02T09:00:00Z", interests={"i1": False, "i2": False},
                              email_address="ann@example.org ")
-        self.Member._write_fetched_values([(row.id, json.dumps(answer))], [])
+        # Queued after Mailchimp ran it (no cap): the answer's own time.
+        self.Member._write_fetched_values([(row.id, json.dumps(answer), datetime(2026, 1, 3))], [])
         row.invalidate_recordset()
         self.assertEqual((row.sync_status, row.email, row.mc_status_changed), ("ok", "ann@example.org", FIRST))
         self.assertEqual(row.mc_interests_changed, {"i1": "2026-01-02T09:00:00", "i2": "2026-01-01T10:00:00"})
+
+    def test_a_settled_answer_counts_as_changed_when_its_update_was_queued(self):
+        """The answer to our own update echoes what Odoo decided when it
+        queued it: what it changed is timed then, not when Mailchimp ran
+        the batch, so an Odoo change made meanwhile still wins."""
+        _changed, row = self.merge(self.member())
+        row.sync_status = "live"
+        self.env.flush_all()
+        answer = self.member(status="unsubscribed", last_changed="2026-01-02T09:00:00Z",
+                             interests={"i1": False, "i2": False})
+        self.Member._write_fetched_values([(row.id, json.dumps(answer), datetime(2026, 1, 2, 8, 30))], [])
+        row.invalidate_recordset()
+        self.assertEqual(row.mc_status, "unsubscribed")
+        self.assertEqual(row.mc_status_changed, datetime(2026, 1, 2, 8, 30))
+        self.assertEqual(row.mc_last_changed, datetime(2026, 1, 2, 9, 0), "Mailchimp's own time is kept")
+        self.assertEqual(row.mc_interests_changed, {"i1": "2026-01-02T08:30:00", "i2": "2026-01-01T10:00:00"})
 
     def test_an_unknown_status_is_refused_with_the_member_named(self):
         with self.assertRaisesRegex(ValueError, "Unknown Mailchimp status 'zombie' for ann@example.org"):
