@@ -72,14 +72,15 @@ class MailingContact(models.Model):
         # Newsletter"): each distinct note is rendered and sent once, and
         # each contact names its note by position.  Adapting every value of
         # every row (execute_values) cost a second per 40,000 notes.
-        bodies = {}
+        bodies, position = [], {}  # the distinct notes; lines -> position in bodies (from 1)
         contact_ids, body_of, message_ids = [], [], []
         for contact_id, lines in rows.items():
             key = tuple(lines)
-            if key not in bodies:
-                bodies[key] = (len(bodies) + 1, str(header + Markup().join(paragraph % line for line in lines)))
+            if key not in position:
+                bodies.append(str(header + Markup().join(paragraph % line for line in lines)))
+                position[key] = len(bodies)
             contact_ids.append(contact_id)
-            body_of.append(bodies[key][0])
+            body_of.append(position[key])
             message_ids.append(generate_tracking_message_id("mailchimp-note"))
         self.env.cr.execute(
             """INSERT INTO mail_message (model, res_id, body, message_id, subtype_id, author_id, email_from,
@@ -90,7 +91,7 @@ class MailingContact(models.Model):
                       %(uid)s, %(uid)s, now() AT TIME ZONE 'UTC', now() AT TIME ZONE 'UTC'
                  FROM unnest(%(contacts)s::int[], %(body_of)s::int[], %(message_ids)s::varchar[])
                       AS v(res_id, body, message_id)""",
-            {"bodies": [body for _index, body in sorted(bodies.values())], "subtype": subtype_id,
+            {"bodies": bodies, "subtype": subtype_id,
              "author": author.id, "email_from": author.email_formatted or None, "uid": self.env.uid,
              "contacts": int_array(contact_ids), "body_of": int_array(body_of), "message_ids": message_ids},
         )
