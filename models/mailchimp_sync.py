@@ -230,8 +230,15 @@ class MailchimpSync(models.AbstractModel):
                     vcr.execute("SET lock_timeout = '2s'")
                     for table in tables:
                         # The tables the sync rewrites are vacuumed; the others
-                        # (Odoo's) only have their statistics refreshed.
-                        command = "VACUUM (ANALYZE) %s" if table in VACUUM_TABLES else "ANALYZE %s"
+                        # (Odoo's) only have their statistics refreshed.  No
+                        # truncation of empty pages at the end: it needs an
+                        # exclusive lock, which blocks every reader of the cache
+                        # while it lasts, and while any transaction holds a lock
+                        # on the table (a webhook, another step) VACUUM waited
+                        # five seconds for it before giving up.  The pages are
+                        # reused by the next writes anyway.
+                        command = ("VACUUM (ANALYZE, TRUNCATE FALSE) %s" if table in VACUUM_TABLES
+                                   else "ANALYZE %s")
                         try:
                             vcr.execute(SQL(command, SQL.identifier(table)), log_exceptions=False)
                         except errors.LockNotAvailable:
