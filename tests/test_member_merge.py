@@ -111,3 +111,40 @@ class TestMemberMerge(SyncCase):
     def test_an_unknown_status_is_refused_with_the_member_named(self):
         with self.assertRaisesRegex(ValueError, "Unknown Mailchimp status 'zombie' for ann@example.org"):
             self.merge(self.member(status="zombie"))
+
+    def test_settled_answers_are_read_once_whatever_the_plan(self):
+        """Where the cache's statistics say it is nearly empty, the planner
+        joins the answers to their rows in a loop with the rows outside:
+        each answer must still be read (parsed and merged) once, not once
+        per row (a batch of 1,000 answers took 13 s instead of 0.1 s)."""
+        # Statistics taken while the cache was (nearly) empty, then rows
+        # written: the cache grew since it was last analyzed.
+        self.env.flush_all()
+        self.env.cr.execute("ANALYZE mailchimp_member")
+        rows = self.Member.create([
+            {"audience_id": self.audience.id, "email": f"plan{i}@example.org",
+             "subscriber_hash": subscriber_hash(f"plan{i}@example.org"), "sync_status": "live"}
+            for i in range(30)])
+        self.env.flush_all()
+        answers = [(row.id, json.dumps(self.member(id=row.subscriber_hash, email_address=row.email)), None)
+                   for row in rows]
+        sql, params = self.Member._fetched_values_query(answers)
+        cr = self.env.cr
+        # The loop a planner misled by its statistics chose.
+        for setting in ("enable_hashjoin", "enable_mergejoin", "enable_material"):
+            cr.execute(f"SET LOCAL {setting} = off")
+        cr.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + sql, params)
+        plan = cr.fetchone()[0][0]["Plan"]
+        for setting in ("enable_hashjoin", "enable_mergejoin", "enable_material"):
+            cr.execute(f"RESET {setting}")
+
+        def scans(node):
+            found = [node] if node.get("Node Type") == "Function Scan" and node.get("Alias") == "a" else []
+            for child in node.get("Plans", ()):
+                found += scans(child)
+            return found
+
+        answer_scans = scans(plan)
+        self.assertTrue(answer_scans, "the plan reads the answers")
+        self.assertEqual([scan["Actual Loops"] for scan in answer_scans], [1])
+        self.assertEqual(sum(scan["Actual Rows"] for scan in answer_scans), 30)
