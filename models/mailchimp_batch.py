@@ -187,7 +187,12 @@ class MailchimpBatch(models.Model):
             """UPDATE mailchimp_update u SET sent_at = now() AT TIME ZONE 'UTC'
                  FROM mailchimp_member m
                 WHERE u.batch_id = %s AND u.state = 'sent' AND m.id = u.member_id
-            RETURNING u.id, u.kind, u.payload, m.email, m.mc_status""",
+            RETURNING u.id, u.kind, m.email, m.mc_status,
+                      -- a member body as the JSON text to send (see build_operation)
+                      CASE WHEN u.kind = 'member'
+                           THEN (jsonb_build_object('email_address', m.email) || COALESCE(u.payload, '{}'))::text
+                      END,
+                      CASE WHEN u.kind <> 'member' THEN u.payload END""",
             (self.id,),
         )
         rows = cr.fetchall()
@@ -199,10 +204,11 @@ class MailchimpBatch(models.Model):
         audience = self.audience_id
         # Answers trimmed to what settling reads (the fetch's fields).
         answer_fields = self.env["mailchimp.merge.field"]._fetch_fields(audience)
+        list_id = audience.mailchimp_list_id
         operations = [
-            build_operation(update_id, audience.mailchimp_list_id, kind, payload or {}, email, bool(status),
+            build_operation(update_id, list_id, kind, body or payload or {}, email, bool(status),
                             fields=answer_fields)
-            for update_id, kind, payload, email, status in rows
+            for update_id, kind, email, status, body, payload in rows
         ]
         cr.commit()  # pylint: disable=invalid-commit
         try:

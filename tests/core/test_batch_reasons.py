@@ -10,6 +10,7 @@ import requests
 
 from mailchimp_sync import reasons
 from mailchimp_sync.batches import OperationResult, build_operation, iter_results_archive
+from mailchimp_sync.client import subscriber_hash
 from mailchimp_sync.members import FETCH_FIELDS
 from mailchimp_sync.reasons import Reason
 
@@ -88,3 +89,23 @@ def test_reason_as_text_is_one_line():
     assert Reason(reasons.TEMPORARY, {"status": 503}).as_text() == "temporary (status=503)"
     assert Reason(reasons.NO_RESULT).as_text() == "no_result"
     json.dumps(Reason(reasons.REFUSED, {"status": 400}).params)  # plain data only
+
+
+def test_member_body_given_as_json_text_is_sent_as_is():
+    """The sender reads a member body from the database as JSON text with
+    the address in it: the operation is the one the dict would make."""
+    payload = {"status": "subscribed", "merge_fields": {"FNAME": "Zoë"}}
+    as_dict = build_operation(9, "L1", "member", payload, "zoe@example.org", False, fields=["id"])
+    text = json.dumps({"email_address": "zoe@example.org", **payload}, ensure_ascii=False)
+    as_text = build_operation(9, "L1", "member", text, "zoe@example.org", False, fields=["id"])
+    assert as_text["body"] == text
+    assert json.loads(as_text["body"]) == json.loads(as_dict["body"])
+    assert {k: v for k, v in as_text.items() if k != "body"} == {k: v for k, v in as_dict.items() if k != "body"}
+    assert (as_dict["method"], as_dict["path"]) == ("POST", "/lists/L1/members")
+
+
+def test_payload_address_wins_over_the_members():
+    """A rename sends the new address to the old member's hash."""
+    op = build_operation(3, "L1", "member", {"email_address": "new@example.org"}, "old@example.org", True)
+    assert json.loads(op["body"])["email_address"] == "new@example.org"
+    assert op["method"] == "PUT" and op["path"].endswith("/" + subscriber_hash("old@example.org"))
