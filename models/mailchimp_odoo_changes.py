@@ -34,9 +34,12 @@ class MailchimpOdooChanges(models.AbstractModel):
             if mark_todo else "m.sync_status"
         )
         state_sql, params = self._odoo_state_sql(audience, member_ids is not None)
+        # MATERIALIZED: computed once.  Inlined, where the cache's statistics
+        # said it was nearly empty, the planner could run it again for each
+        # row it updates (as it did for the reconcile's write).
         self.env.cr.execute(
             f"""
-            WITH st AS ({state_sql})
+            WITH st AS MATERIALIZED ({state_sql})
             UPDATE mailchimp_member m
                SET odoo_subscribed = st.sub, odoo_changed = st.changed,
                    odoo_interests = st.ivals, odoo_interests_changed = st.itimes,
