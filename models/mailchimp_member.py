@@ -347,13 +347,14 @@ class MailchimpMember(models.Model):
         # CTE.  As a subquery, the planner either pulled it up into the
         # UPDATE (each of its columns computed again for every reference to
         # it in the merge), or, where the cache's statistics said it was
-        # nearly empty, ran it again for each row it joined (a batch of
-        # 1,000 answers took 13 s instead of a tenth of one).  The ids again
-        # as a condition on the cache itself, as the reconcile's write has
-        # them: the rows are then looked up by their index.
-        # Which rows are still busy, looked up for these ids only: asked per
-        # answer (an EXISTS), the planner hashed every update in flight of
-        # the audience for each batch (93,000 of them during a first sync).
+        # nearly empty, ran it again for each row it joined (auto_explain
+        # caught a batch of 1,000 answers taking 16.7 s).  The ids again as a
+        # condition on the cache itself, as the reconcile's write has them:
+        # the rows are then looked up by their index.
+        #
+        # Which rows are still busy is looked up for these ids only: asked
+        # per answer (an EXISTS), the planner hashed every update in flight
+        # of the audience for each batch (93,000 during a first sync).
         return (
             f"""WITH n AS MATERIALIZED (
                     SELECT a.id, b.member_id IS NOT NULL AS busy, a.queued_at,
