@@ -359,17 +359,18 @@ class MailchimpMember(models.Model):
             f"""WITH n AS MATERIALIZED (
                     SELECT a.id, b.member_id IS NOT NULL AS busy, a.queued_at,
                            {_answered_sql("a.member")}
-                      FROM unnest(%s::int[], %s::jsonb[], %s::timestamp[]) AS a(id, member, queued_at)
+                      FROM unnest(%(ids)s::int[], %(answers)s::jsonb[], %(queued)s::timestamp[])
+                           AS a(id, member, queued_at)
                  LEFT JOIN (SELECT DISTINCT member_id FROM mailchimp_update
-                             WHERE member_id = ANY(%s::int[]) AND state IN {BUSY_STATES}) b
+                             WHERE member_id = ANY(%(ids)s::int[]) AND state IN {BUSY_STATES}) b
                         ON b.member_id = a.id)
                 UPDATE mailchimp_member m
                    SET sync_status = CASE WHEN m.sync_status = 'live' AND NOT n.busy THEN 'ok' ELSE m.sync_status END,
                        sync_error = CASE WHEN m.sync_status = 'live' AND NOT n.busy THEN NULL ELSE m.sync_error END,
                        {", ".join(f"{c} = {merged[c]}" for c in MC_COLUMNS)}
                   FROM n
-                 WHERE m.id = n.id AND m.id = ANY(%s::int[])""",
-            (int_array(ids), list(texts), list(queued), int_array(ids), int_array(ids)),
+                 WHERE m.id = n.id AND m.id = ANY(%(ids)s::int[])""",
+            {"ids": int_array(ids), "answers": list(texts), "queued": list(queued)},
         )
 
     @api.model
