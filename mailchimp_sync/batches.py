@@ -9,6 +9,7 @@ prefixed with ``./``); each result's ``response`` is itself a JSON string.
 import json
 import re
 import tarfile
+import tempfile
 from dataclasses import dataclass
 
 from . import reasons
@@ -170,3 +171,22 @@ def iter_results_archive(fileobj):
                 items = [items]
             for item in items:
                 yield parse_result(item)
+
+
+def read_batch(client, batch_id):
+    """(the batch as ``GET /batches/{id}`` reports it, its results as
+    {update id: :class:`OperationResult`} once it is finished, else None).
+    The results archive is read from the URL that answer gives, never from
+    one a webhook gave; results of foreign operations are left out."""
+    info = client.get_batch(batch_id)
+    if info.get("status") != "finished":
+        return info, None
+    results = {}
+    url = info.get("response_body_url")
+    if url:
+        with tempfile.SpooledTemporaryFile(max_size=16 << 20) as tmp:
+            client.download(url, tmp)
+            for result in iter_results_archive(tmp):
+                if result.update_id is not None:
+                    results[result.update_id] = result
+    return info, results

@@ -201,3 +201,42 @@ class TestSyncEndToEnd(SyncCase):
         self.assertEqual(afters, sorted(set(afters)), "each chunk starts after the last")
         for i in range(7):
             self.assertEqual(len(self.Contact.search([("email", "=", f"new{i}@example.org")])), 1)
+
+
+@tagged("post_install", "-at_install")
+class TestPollerReadsAhead(SyncCase):
+    """The poller reads the next batch from Mailchimp while the one before
+    it settles: each batch still ends as if read and settled alone."""
+
+    def test_batches_settle_around_those_mailchimp_cannot_report(self):
+        self.seed()
+        emails = ["ada@example.org", "bo@example.org", "cy@example.org", "di@example.org"]
+        for email in emails:
+            self.contact(email, [self.newsletter])
+            self.sync(settle=False)
+        Batch = self.env["mailchimp.batch"]
+        batches = Batch.search([("audience_id", "=", self.audience.id)], order="id")
+        self.assertEqual(len(batches), 4, "one batch per cycle")
+        self.emulator.control.run_batches()
+        failing, gone = batches[1], batches[2]
+        # Mailchimp cannot say how the second batch stands this time, and
+        # no longer knows the third.
+        self.emulator.control.faults(
+            rules=[{"method": "GET", "path": f"/batches/{failing.mailchimp_batch_id}$", "kind": "500"}])
+        gone.mailchimp_batch_id = "gone000000"
+        Batch._cron_poll_batches(min_age_minutes=0, limit=10, recheck_seconds=0)
+        self.commit_like_the_runner()
+        self.assertEqual(batches.mapped("result_state"), ["done", "waiting", "done", "done"])
+        self.assertEqual(gone.status, "expired")
+        self.assertTrue(failing.last_checked, "the failed reading is noted, so the batch is polled again later")
+        self.assertEqual([(self.row(e).sync_status, self.row(e).mc_status) for e in emails], [
+            ("ok", "subscribed"),
+            ("live", False),  # its update's result is still to come
+            ("todo", False),  # the expired batch's row is decided again by the next cycle
+            ("ok", "subscribed"),
+        ])
+        Batch._cron_poll_batches(min_age_minutes=0, limit=10, recheck_seconds=0)
+        self.commit_like_the_runner()
+        self.assertEqual(failing.result_state, "done")
+        self.assertEqual((self.row("bo@example.org").sync_status, self.row("bo@example.org").mc_status),
+                         ("ok", "subscribed"))
