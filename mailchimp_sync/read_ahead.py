@@ -4,9 +4,11 @@ A fetch alternates between waiting for Mailchimp (a page of members) and
 waiting for PostgreSQL (merging the page into the cache).  Done one after
 the other, each side idles while the other works; with the next read under
 way in a background thread, they overlap (a 100,000-member fetch took
-11.1 to 12.0 s instead of 14.6 s).  The background thread runs the HTTP
-client only, one call at a time; it never touches the database cursor or
-the ORM.
+11.1 to 12.0 s instead of 14.6 s).  The batch poller does the same with
+the next batch's status and results while the one before settles (93
+batches: about 0.7 s less of 12.5 s).  The background thread runs the
+HTTP client (and parses what it read) only, one call at a time; it never
+touches the database cursor or the ORM.
 
 Tried and not kept: deciding a reconcile chunk in a background thread
 while the previous chunk's rows were written.  The decisions are Python,

@@ -6,6 +6,7 @@ from psycopg2 import errors
 from psycopg2.extras import execute_values
 
 from odoo import api, fields, models
+from odoo.exceptions import UserError
 from odoo.tools import mute_logger
 
 from ..mailchimp_sync.batches import MAX_OPERATIONS, build_operation, iter_results_archive, read_batch
@@ -549,11 +550,19 @@ class MailchimpBatch(models.Model):
         # 130, waiting on nothing but Mailchimp and the parser.  The thread
         # has plain values only, never the cursor.  A batch a webhook
         # settles meanwhile was read for nothing, and is skipped.
-        readers = [(batch, batch.account_id._get_client(), batch.mailchimp_batch_id) for batch in batches]
+        clients = {}  # account -> its client, or why it has none (a neutralized copy, no key)
+        for account in batches.account_id:
+            try:
+                clients[account] = account._get_client()
+            except UserError as exc:
+                clients[account] = exc
+        readers = [(batch, clients[batch.account_id], batch.mailchimp_batch_id) for batch in batches]
 
         def read_all():
             for batch, client, mailchimp_batch_id in readers:
                 try:
+                    if isinstance(client, Exception):
+                        raise client
                     answer = read_batch(client, mailchimp_batch_id)
                 except Exception as exc:  # noqa: BLE001 - raised again when this batch is settled
                     yield batch, _raise(exc)
@@ -564,7 +573,7 @@ class MailchimpBatch(models.Model):
             try:
                 with self.env.cr.savepoint():
                     batch._refresh_and_settle(read=read)
-            except MailchimpError as exc:
+            except (MailchimpError, UserError) as exc:
                 _logger.warning("Could not settle Mailchimp batch %s: %s", batch.mailchimp_batch_id, exc)
                 batch.last_checked = fields.Datetime.now()
             except (errors.SerializationFailure, errors.LockNotAvailable):

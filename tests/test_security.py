@@ -210,6 +210,22 @@ class TestNeutralizedCopy(SyncCase):
             self.env.cr.execute(query)
         self.env.invalidate_all()
 
+    def test_neutralized_copy_polls_nothing_and_goes_on(self):
+        self.seed()
+        self.contact("bob@example.org", [self.newsletter])
+        self.sync(settle=False)
+        batch = self.env["mailchimp.batch"].search([("audience_id", "=", self.audience.id)])
+        self.assertEqual(len(batch), 1)
+        self.emulator.control.run_batches()
+        self.neutralize()
+        before = requests_seen(self.emulator)
+        with self.assertLogs("odoo.addons.mailchimp_sync.models.mailchimp_batch", "WARNING") as logs:
+            self.env["mailchimp.batch"]._cron_poll_batches(min_age_minutes=0, recheck_seconds=0)
+        self.assertIn("neutralized copy", logs.output[0])
+        self.assertEqual(requests_seen(self.emulator), before, "a neutralized copy asked about its batch")
+        self.assertEqual(batch.result_state, "waiting")
+        self.assertTrue(batch.last_checked, "polled again later, not first in line at every call")
+
     def test_neutralized_copy_sends_nothing(self):
         self.seed(members=[{"email_address": "anna@example.org", "status": "subscribed"}])
         self.contact("bob@example.org", [self.newsletter])
