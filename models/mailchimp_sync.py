@@ -157,6 +157,13 @@ class MailchimpSync(models.AbstractModel):
         batch changes a few thousand rows, and analyzing the cache after
         every one cost more than settling it."""
         cr = self.env.cr
+        # Looked for and found present, statistics stay so for the rest of
+        # the transaction (the statistics views answer from a snapshot taken
+        # once per transaction anyway): settling ten batches in one call
+        # asked ten times, 3 ms each.  The mark lives as long as the
+        # transaction (the post-commit data: savepoints do not clear it).
+        if not force and not stale and cr.postcommit.data.get("mailchimp_statistics_present"):
+            return
         cr.execute(
             f"""SELECT relname FROM pg_stat_user_tables
                 WHERE relname = ANY(%s)
@@ -173,6 +180,8 @@ class MailchimpSync(models.AbstractModel):
             # without this, the next call in the same transaction (settling
             # ten batches in one cron call) analyzes the same table again.
             cr.execute("SELECT pg_stat_clear_snapshot()")
+        elif not force and not stale:
+            cr.postcommit.data["mailchimp_statistics_present"] = True
 
     def _tune_bulk_transaction(self):
         """For this transaction only: give the bulk statements' hash joins,

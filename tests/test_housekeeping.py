@@ -175,3 +175,17 @@ class TestArrayLiterals(TransactionCase):
         for bad in ("a,b", "x}", "two words", "", None):
             with self.assertRaises(ValueError):
                 token_array([bad])
+
+
+@tagged("post_install", "-at_install")
+class TestStatistics(TransactionCase):
+    def test_statistics_found_present_are_not_asked_for_again_in_the_transaction(self):
+        Sync = self.env["mailchimp.sync"]
+        Sync._ensure_statistics(stale=False)  # may analyze a table that had none
+        Sync._ensure_statistics(stale=False)  # finds them all present
+        with self.assertQueryCount(0):
+            Sync._ensure_statistics(stale=False)  # settling the next batch in the same call
+        # A stage still asks whether they are out of date.
+        before = self.env.cr.sql_log_count
+        Sync._ensure_statistics()
+        self.assertGreater(self.env.cr.sql_log_count, before)
