@@ -332,9 +332,11 @@ class MailchimpBatch(models.Model):
         for batch in self:
             if not batch.mailchimp_batch_id or batch.result_state == "done":
                 continue
-            # Lock before asking Mailchimp: when the webhook and the poller
-            # (or two deliveries of the webhook) meet, the second skips the
-            # batch at once instead of downloading the results again.
+            # Lock before asking Mailchimp: when two deliveries of the
+            # webhook (or the webhook and the poller) meet, the second skips
+            # the batch at once instead of downloading the results again.
+            # (The poller has read ahead: a batch it finds taken was read
+            # for nothing, and is left to the one settling it.)
             if not batch._lock_for_settling():
                 continue
             try:

@@ -155,3 +155,30 @@ def test_batch_limit_default_is_500(sdk_client, emulator):
     r = requests.post(f"{emulator.api_base}/batches", auth=("u", emulator.api_key), timeout=10,
                       data='{"operations": []}')
     assert r.status_code == 429
+
+
+def test_read_batch_gives_results_once_finished(emulator, lid):
+    """read_batch: the status alone until the batch is finished, then its
+    results by update id from the archive the status names; operations the
+    sync did not send (no update id) are left out."""
+    from mailchimp_sync.batches import operation_id, read_batch
+    from mailchimp_sync.client import MailchimpClient
+
+    emulator.control.settings(batch_auto_run=False)
+    client = MailchimpClient(emulator.api_key, base_url=emulator.api_base, timeout=5)
+    ops = [
+        {"method": "PUT", "path": f"/lists/{lid}/members/{h('jane@example.org')}", "operation_id": operation_id(7),
+         "body": json.dumps({"email_address": "jane@example.org", "status_if_new": "subscribed"})},
+        {"method": "PUT", "path": f"/lists/{lid}/members/{h('locked@example.org')}", "operation_id": operation_id(8),
+         "body": json.dumps({"email_address": "locked@example.org", "status": "subscribed"})},
+        {"method": "GET", "path": f"/lists/{lid}", "operation_id": "someone-else-1"},
+    ]
+    batch = client.start_batch(ops)
+    info, results = read_batch(client, batch["id"])
+    assert info["status"] == "pending" and results is None
+    emulator.control.run_batches()
+    info, results = read_batch(client, batch["id"])
+    assert info["status"] == "finished"
+    assert sorted(results) == [7, 8]
+    assert results[7].ok and results[7].body["status"] == "subscribed"
+    assert not results[8].ok and results[8].status_code == 400
