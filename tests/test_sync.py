@@ -224,7 +224,10 @@ class TestPollerReadsAhead(SyncCase):
         self.emulator.control.faults(
             rules=[{"method": "GET", "path": f"/batches/{failing.mailchimp_batch_id}$", "kind": "500"}])
         gone.mailchimp_batch_id = "gone000000"
-        Batch._cron_poll_batches(min_age_minutes=0, limit=10, recheck_seconds=0)
+        with self.assertLogs("odoo.addons.mailchimp_sync.models.mailchimp_batch", "WARNING") as logs:
+            Batch._cron_poll_batches(min_age_minutes=0, limit=10, recheck_seconds=0)
+        self.assertEqual(len(logs.output), 1)
+        self.assertIn(f"Could not settle Mailchimp batch {failing.mailchimp_batch_id}", logs.output[0])
         self.commit_like_the_runner()
         self.assertEqual(batches.mapped("result_state"), ["done", "waiting", "done", "done"])
         self.assertEqual(gone.status, "expired")
