@@ -173,20 +173,25 @@ def iter_results_archive(fileobj):
                 yield parse_result(item)
 
 
-def read_batch(client, batch_id):
-    """(the batch as ``GET /batches/{id}`` reports it, its results as
-    {update id: :class:`OperationResult`} once it is finished, else None).
-    The results archive is read from the URL that answer gives, never from
-    one a webhook gave; results of foreign operations are left out."""
-    info = client.get_batch(batch_id)
-    if info.get("status") != "finished":
-        return info, None
+def read_results(client, url):
+    """{update id: :class:`OperationResult`} of the results archive at
+    ``url`` (none without one); results of foreign operations are left out."""
     results = {}
-    url = info.get("response_body_url")
     if url:
         with tempfile.SpooledTemporaryFile(max_size=16 << 20) as tmp:
             client.download(url, tmp)
             for result in iter_results_archive(tmp):
                 if result.update_id is not None:
                     results[result.update_id] = result
-    return info, results
+    return results
+
+
+def read_batch(client, batch_id):
+    """(the batch as ``GET /batches/{id}`` reports it, its results as
+    ``read_results`` gives them once it is finished, else None).  The
+    results archive is read from the URL that answer gives, never from one
+    a webhook gave."""
+    info = client.get_batch(batch_id)
+    if info.get("status") != "finished":
+        return info, None
+    return info, read_results(client, info.get("response_body_url"))

@@ -1,5 +1,5 @@
 import logging
-import tempfile
+from concurrent.futures import Future
 from datetime import datetime, timedelta
 
 from psycopg2 import errors
@@ -9,7 +9,7 @@ from odoo import api, fields, models
 from odoo.exceptions import UserError
 from odoo.tools import mute_logger
 
-from ..mailchimp_sync.batches import MAX_OPERATIONS, build_operation, iter_results_archive, read_batch
+from ..mailchimp_sync.batches import MAX_OPERATIONS, build_operation, read_batch, read_results
 from ..mailchimp_sync.client import subscriber_hash
 from ..mailchimp_sync.exceptions import RATE_LIMITED, MailchimpError, MailchimpNotFoundError
 from ..mailchimp_sync.members import check_statuses, parse_mailchimp_datetime
@@ -59,13 +59,6 @@ UNSETTLED_DOMAIN = [
     ("mailchimp_batch_id", "!=", False),
     ("status", "not in", ("aborted", "expired")),
 ]
-
-
-def _raise(exc):
-    """A reading of a batch that failed: raises its error when called."""
-    def read():
-        raise exc
-    return read
 
 
 class MailchimpBatch(models.Model):
@@ -311,12 +304,7 @@ class MailchimpBatch(models.Model):
         return True
 
     def _results_mention(self, client, candidate, update_ids):
-        url = candidate.get("response_body_url")
-        if not url:
-            return False
-        with tempfile.SpooledTemporaryFile(max_size=16 << 20) as tmp:
-            client.download(url, tmp)
-            return any(r.update_id in update_ids for r in iter_results_archive(tmp))
+        return not update_ids.isdisjoint(read_results(client, candidate.get("response_body_url")))
 
     # ------------------------------------------------------------------
     # Results
@@ -561,20 +549,22 @@ class MailchimpBatch(models.Model):
         readers = [(batch, clients[batch.account_id], batch.mailchimp_batch_id) for batch in batches]
 
         def read_all():
+            # Each reading as a done Future: its result() gives the answer or
+            # raises the error, when the batch's turn comes.
             for batch, client, mailchimp_batch_id in readers:
+                outcome = Future()
                 try:
                     if isinstance(client, Exception):
                         raise client
-                    answer = read_batch(client, mailchimp_batch_id)
+                    outcome.set_result(read_batch(client, mailchimp_batch_id))
                 except Exception as exc:  # noqa: BLE001 - raised again when this batch is settled
-                    yield batch, _raise(exc)
-                else:
-                    yield batch, (lambda answer=answer: answer)
+                    outcome.set_exception(exc)
+                yield batch, outcome
 
-        for batch, read in read_ahead(read_all()):
+        for batch, outcome in read_ahead(read_all()):
             try:
                 with self.env.cr.savepoint():
-                    batch._refresh_and_settle(read=read)
+                    batch._refresh_and_settle(read=outcome.result)
             except (MailchimpError, UserError) as exc:
                 _logger.warning("Could not settle Mailchimp batch %s: %s", batch.mailchimp_batch_id, exc)
                 batch.last_checked = fields.Datetime.now()
