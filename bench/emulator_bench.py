@@ -1,18 +1,13 @@
 """Emulator benchmark: seed 100,000 members, then page through all of them
 with the official SDK (1,000 per page, filtered by ``fields``) and print the
 seed time, pages/s and members/s; then read ``--full-pages`` pages without
-``fields`` (whole member objects, ``_links`` included); then POST
-``--batches`` batches of 1,000 operations while the emulator works through
-them, and print how long each POST waited for its answer (a request must
-not queue behind the batch being run, as it does not at Mailchimp).  Not a
-timed test; run it by hand:
+``fields`` (whole member objects, ``_links`` included).  Not a timed test;
+run it by hand:
 
-    python bench/emulator_bench.py [--members 100000] [--page 1000] [--full-pages 20] [--batches 30]
+    python bench/emulator_bench.py [--members 100000] [--page 1000] [--full-pages 20]
 """
 
 import argparse
-import json
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -21,7 +16,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import mailchimp_marketing  # noqa: E402
 
-from mailchimp_sync.client import MailchimpClient  # noqa: E402
 from mailchimp_sync.emulator import EmulatorServer  # noqa: E402
 
 FIELDS = ["members.id", "members.email_address", "members.status", "members.last_changed",
@@ -33,7 +27,6 @@ def main():
     p.add_argument("--members", type=int, default=100_000)
     p.add_argument("--page", type=int, default=1000)
     p.add_argument("--full-pages", type=int, default=20)
-    p.add_argument("--batches", type=int, default=30)
     args = p.parse_args()
     with EmulatorServer(port=0, settings={"archived_in_default_listing": True}) as srv:
         ctl = srv.control
@@ -59,7 +52,6 @@ def main():
         for n in range(args.full_pages):
             client.lists.get_list_members_info(lid, count=args.page, offset=n * args.page)
         full_s = time.perf_counter() - t0
-        posts = post_batches(srv, lid, args.batches)
     print(f"seeded members : {args.members}")
     print(f"seed seconds   : {seed_s:.2f}")
     print(f"pages          : {pages} x {args.page} (fields={','.join(FIELDS)})")
@@ -69,32 +61,10 @@ def main():
     if args.full_pages:
         print(f"full pages     : {args.full_pages} x {args.page} (no fields)")
         print(f"full pages/s   : {args.full_pages / full_s:.1f}")
-    if posts:
-        print(f"batch POSTs    : {len(posts)} x 1000 operations while batches run")
-        print(f"POST ms        : first {posts[0]:.0f}, median {statistics.median(posts):.0f}, "
-              f"max {max(posts):.0f}")
     if seen != args.members:
         print(f"MISMATCH: paged {seen} members, expected {args.members}")
         return 1
     return 0
-
-
-def post_batches(srv, list_id, count):
-    """POST ``count`` batches of 1,000 upserts, about as often as a sync
-    sends them, while the emulator's worker runs the ones before; returns
-    each POST's milliseconds."""
-    client = MailchimpClient(srv.api_key, base_url=srv.api_base, timeout=60)
-    waits = []
-    for n in range(count):
-        operations = [{"method": "PUT", "path": f"/lists/{list_id}/members/{i:032x}", "operation_id": str(i),
-                       "body": json.dumps({"email_address": f"batch{n}.{i}@example.com",
-                                           "status_if_new": "subscribed"})}
-                      for i in range(n * 1000, n * 1000 + 1000)]
-        started = time.perf_counter()
-        client.start_batch(operations)
-        waits.append((time.perf_counter() - started) * 1000)
-        time.sleep(0.05)  # the sync's own work between two batches
-    return waits
 
 
 if __name__ == "__main__":

@@ -147,10 +147,6 @@ class BatchRunner:
                 b["finished_operations"] += 1
                 if resp.status >= 400:
                     b["errored_operations"] += 1
-            # Give way: a request waiting for the store (a POST of the next
-            # batch, say) would otherwise wait behind the whole batch, as
-            # this thread takes the lock back before the waiter wakes.
-            time.sleep(0)
         data = self._archive(b["id"], results)
         expires = self.store.clock.now() + int(s["results_expiry_seconds"])
         with self.store.lock:
