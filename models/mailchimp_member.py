@@ -418,12 +418,18 @@ class MailchimpMember(models.Model):
         written since are looked at: a row that matched nobody before can
         only match a contact created or given its address since."""
         since = since or None  # an unset Datetime field reads False
+        Changes = self.env["mailchimp.odoo.changes"]
+        # The contact's Odoo side is written with it (a lookup per row when
+        # few rows are matched).
+        columns, joins, state_params = Changes._odoo_state_parts(
+            audience, contact="best.contact_id", deleted_at="NULL::timestamp",
+            lateral=member_ids is not None or since is not None)
         # Ranked in one statement: the one owner of the email; else the
         # lowest id already on the list; else the lowest with any history
         # on it; else the lowest.  A contact deleted in Odoo is not matched
         # again unless Mailchimp changed the member after the deletion.
         self.env.cr.execute(
-            """
+            f"""
             WITH cand AS (
                 SELECT m.id AS member_id, c.id AS contact_id,
                        (s.id IS NOT NULL AND NOT COALESCE(s.opt_out, FALSE)) AS on_list,
@@ -440,10 +446,12 @@ class MailchimpMember(models.Model):
                 SELECT DISTINCT ON (member_id) member_id, contact_id
                   FROM cand ORDER BY member_id, on_list DESC, has_history DESC, contact_id
             )
-            UPDATE mailchimp_member m SET contact_id = best.contact_id, odoo_deleted_at = NULL
-              FROM best WHERE m.id = best.member_id
+            UPDATE mailchimp_member m SET contact_id = st.contact_id, odoo_deleted_at = NULL,
+                   {Changes._odoo_state_assignments()}
+              FROM (SELECT best.member_id, best.contact_id, {columns} FROM best {joins}) st
+             WHERE m.id = st.member_id
             """,
-            {"aud": audience.id, "list": audience.mailing_list_id.id, "ids": member_ids, "since": since},
+            dict(state_params, aud=audience.id, list=audience.mailing_list_id.id, ids=member_ids, since=since),
         )
         self._match_partners(audience, member_ids, since)
 
@@ -486,14 +494,21 @@ class MailchimpMember(models.Model):
 
     @api.model
     def _add_odoo_only(self, audience):
-        """Rows for contacts subscribed in Odoo that Mailchimp does not know."""
-        blacklisted = self.env["mailchimp.odoo.changes"]._blacklist_clause(audience)
+        """Rows for contacts subscribed in Odoo that Mailchimp does not know,
+        with their Odoo side."""
+        Changes = self.env["mailchimp.odoo.changes"]
+        blacklisted = Changes._blacklist_clause(audience)
+        columns, joins, state_params = Changes._odoo_state_parts(
+            audience, contact="n.contact_id", deleted_at="NULL::timestamp", lateral=False)
         self.env.cr.execute(
             f"""
             INSERT INTO mailchimp_member AS m (audience_id, contact_id, partner_id, email, subscriber_hash,
-                                          sync_status)
+                                               sync_status, odoo_subscribed, odoo_changed, odoo_interests,
+                                               odoo_interests_changed)
+            SELECT %(aud)s, n.contact_id, n.partner_id, n.email, md5(n.email), 'todo', {columns}
+              FROM (
             SELECT DISTINCT ON (c.email_normalized)
-                   %(aud)s, c.id, c.partner_id, c.email_normalized, md5(c.email_normalized), 'todo'
+                   c.id AS contact_id, c.partner_id, c.email_normalized AS email
               FROM mailing_subscription s
               JOIN mailing_contact c ON c.id = s.contact_id
          LEFT JOIN mail_blacklist b ON b.email = c.email_normalized
@@ -502,9 +517,11 @@ class MailchimpMember(models.Model):
                AND NOT EXISTS (SELECT 1 FROM mailchimp_member o
                                 WHERE o.audience_id = %(aud)s AND o.contact_id = c.id)
           ORDER BY c.email_normalized, c.id
+                   ) n
+            {joins}
             ON CONFLICT (audience_id, subscriber_hash) DO NOTHING
             """,
-            {"aud": audience.id, "list": audience.mailing_list_id.id},
+            dict(state_params, aud=audience.id, list=audience.mailing_list_id.id),
         )
         self.invalidate_model()
 

@@ -6,6 +6,13 @@ side is now.  Set-based SQL over the audience's rows; the stages
 from odoo import api, models
 
 
+# The cache row ``m`` holds another Odoo side than the one computed, ``st``.
+ODOO_SIDE_DIFFERS = """(m.odoo_subscribed IS DISTINCT FROM st.sub
+                        OR m.odoo_changed IS DISTINCT FROM st.changed
+                        OR COALESCE(m.odoo_interests, '{}'::jsonb) IS DISTINCT FROM st.ivals
+                        OR COALESCE(m.odoo_interests_changed, '{}'::jsonb) IS DISTINCT FROM st.itimes)"""
+
+
 class MailchimpOdooChanges(models.AbstractModel):
     _name = "mailchimp.odoo.changes"
     _description = "Mailchimp Sync: Odoo-Side Changes"
@@ -45,11 +52,7 @@ class MailchimpOdooChanges(models.AbstractModel):
                    odoo_interests = st.ivals, odoo_interests_changed = st.itimes,
                    sync_status = {status}
               FROM st
-             WHERE m.id = st.id
-               AND (m.odoo_subscribed IS DISTINCT FROM st.sub
-                    OR m.odoo_changed IS DISTINCT FROM st.changed
-                    OR COALESCE(m.odoo_interests, '{{}}'::jsonb) IS DISTINCT FROM st.ivals
-                    OR COALESCE(m.odoo_interests_changed, '{{}}'::jsonb) IS DISTINCT FROM st.itimes)
+             WHERE m.id = st.id AND {ODOO_SIDE_DIFFERS}
             """,
             dict(params, ids=member_ids),
         )
@@ -61,16 +64,53 @@ class MailchimpOdooChanges(models.AbstractModel):
         ``sub``, ``changed``, ``ivals`` and ``itimes`` over the audience's
         rows, or, with ``some_rows``, over the rows whose ids the parameter
         named ``ids_param`` lists (the caller adds it)."""
+        columns, joins, params = self._odoo_state_parts(audience, lateral=some_rows)
+        where_ids = f"AND m.id = ANY(%({ids_param})s::int[])" if some_rows else ""
+        sql = f"""
+                SELECT m.id, {columns}
+                  FROM mailchimp_member m
+             {joins}
+                 WHERE m.audience_id = %(aud)s {where_ids}"""
+        return sql, dict(params, aud=audience.id)
+
+    def _odoo_state_assignments(self):
+        """The SET clause of an UPDATE of cache rows ``m`` giving each the
+        Odoo side computed as ``st`` (columns of :meth:`_odoo_state_parts`),
+        and marking a synced row whose Odoo side changed to do, as
+        :meth:`_refresh_odoo_state` does."""
+        return f"""odoo_subscribed = st.sub, odoo_changed = st.changed,
+                   odoo_interests = st.ivals, odoo_interests_changed = st.itimes,
+                   sync_status = CASE WHEN m.sync_status IN ('ok', 'fail', 'live') AND {ODOO_SIDE_DIFFERS}
+                                      THEN 'todo' ELSE m.sync_status END"""
+
+    def _odoo_state_parts(self, audience, contact="m.contact_id", deleted_at="m.odoo_deleted_at", lateral=True,
+                          created=False):
+        """(columns, joins, parameters) of the Odoo side of the contact
+        ``contact`` (an SQL expression; NULL: the row has none, and
+        ``deleted_at`` says since when): the columns ``sub``, ``changed``,
+        ``ivals`` and ``itimes`` as the cache keeps them, and the joins
+        they read, as lookups by index per row (``lateral``: for a few
+        rows) or as plain joins (hashed: for the whole audience).  The
+        stages that give rows their contact (match, create, Odoo-only)
+        write the Odoo side with the contact, so that the Odoo-changes
+        stage, which computes it again, finds nothing left to write.
+        ``created``: the contacts are inserted by the same statement, which
+        cannot see them; nothing can refer to them yet, so each lookup is
+        an empty record instead (a blacklisted address of a new contact is
+        found by the Odoo-changes stage)."""
         bl = self._blacklist_clause(audience)
         bl_time = "b.mailchimp_changed_at" if audience.blacklist_unsubscribes else "NULL::timestamp"
-        where_ids = f"AND m.id = ANY(%({ids_param})s::int[])" if some_rows else ""
+        # The blacklist by contact: joined through every contact's address,
+        # a full refresh hashed all the contacts (1.4 million rows, 100 MB
+        # at a million members) to find the few that are blacklisted.
+        blacklisted = """(SELECT c.id AS contact_id, b.active, b.mailchimp_changed_at
+                            FROM mail_blacklist b JOIN mailing_contact c ON c.email_normalized = b.email)"""
         lookups = [  # (alias, table, how the row finds its one record there)
-            ("c", "mailing_contact", "c.id = m.contact_id"),
-            ("s", "mailing_subscription", "s.contact_id = m.contact_id AND s.list_id = %(list)s"),
-            ("r", "mailchimp_list_removal", "r.contact_id = m.contact_id AND r.list_id = %(list)s"),
-            ("b", "mail_blacklist", "b.email = c.email_normalized"),
+            ("s", "mailing_subscription", f"s.contact_id = {contact} AND s.list_id = %(list)s"),
+            ("r", "mailchimp_list_removal", f"r.contact_id = {contact} AND r.list_id = %(list)s"),
+            ("b", blacklisted, f"b.contact_id = {contact}"),
         ]
-        params = {"aud": audience.id, "list": audience.mailing_list_id.id}
+        params = {"list": audience.mailing_list_id.id}
         # Each mapped interest list is looked up as the audience's list is,
         # and its value and time put in the row's objects by name: grouping
         # every row's memberships to build them made the full refresh of a
@@ -78,13 +118,18 @@ class MailchimpOdooChanges(models.AbstractModel):
         values, times = [], []
         for n, interest in enumerate(audience.interest_ids.filtered(lambda i: i.mailing_list_id and not i.stale)):
             lookups += [
-                (f"s{n}", "mailing_subscription", f"s{n}.contact_id = m.contact_id AND s{n}.list_id = %(list{n})s"),
-                (f"r{n}", "mailchimp_list_removal", f"r{n}.contact_id = m.contact_id AND r{n}.list_id = %(list{n})s"),
+                (f"s{n}", "mailing_subscription", f"s{n}.contact_id = {contact} AND s{n}.list_id = %(list{n})s"),
+                (f"r{n}", "mailchimp_list_removal", f"r{n}.contact_id = {contact} AND r{n}.list_id = %(list{n})s"),
             ]
             params.update({f"list{n}": interest.mailing_list_id.id, f"interest{n}": interest.mailchimp_interest_id})
             values.append(f"%(interest{n})s::text, s{n}.id IS NOT NULL AND NOT COALESCE(s{n}.opt_out, FALSE)")
             times.append(f"%(interest{n})s::text, GREATEST(s{n}.mailchimp_changed_at, r{n}.removed_at)")
-        if some_rows:
+        if created:
+            joins = "\n".join(
+                f"""CROSS JOIN (SELECT NULL::int AS id, NULL::boolean AS opt_out, NULL::boolean AS active,
+                                   NULL::timestamp AS mailchimp_changed_at, NULL::timestamp AS removed_at) {alias}"""
+                for alias, _table, _on in lookups)
+        elif lateral:
             # A lookup by index per row (LIMIT 1 keeps it one: none has two
             # records): for a chunk the planner guessed that hashing every
             # contact and membership would be cheaper, and it was four
@@ -93,22 +138,18 @@ class MailchimpOdooChanges(models.AbstractModel):
                                for alias, table, on in lookups)
         else:
             joins = "\n".join(f"LEFT JOIN {table} {alias} ON {on}" for alias, table, on in lookups)
-        sql = f"""
-                SELECT m.id,
-                       CASE WHEN m.contact_id IS NULL THEN FALSE
+        columns = f"""
+                       CASE WHEN {contact} IS NULL THEN FALSE
                             ELSE (s.id IS NOT NULL AND NOT COALESCE(s.opt_out, FALSE) AND NOT {bl})
                        END AS sub,
-                       CASE WHEN m.contact_id IS NULL THEN m.odoo_deleted_at
+                       CASE WHEN {contact} IS NULL THEN {deleted_at}
                             ELSE GREATEST(s.mailchimp_changed_at, r.removed_at, {bl_time})
                        END AS changed,
-                       CASE WHEN m.contact_id IS NULL THEN '{{}}'::jsonb
+                       CASE WHEN {contact} IS NULL THEN '{{}}'::jsonb
                             ELSE jsonb_build_object({", ".join(values)}) END AS ivals,
-                       CASE WHEN m.contact_id IS NULL THEN '{{}}'::jsonb
-                            ELSE jsonb_build_object({", ".join(times)}) END AS itimes
-                  FROM mailchimp_member m
-             {joins}
-                 WHERE m.audience_id = %(aud)s {where_ids}"""
-        return sql, params
+                       CASE WHEN {contact} IS NULL THEN '{{}}'::jsonb
+                            ELSE jsonb_build_object({", ".join(times)}) END AS itimes"""
+        return columns, joins, params
 
     def _changed_in_odoo_since(self, audience, since):
         """Rows whose Odoo side may have changed since ``since``: new or to-do

@@ -117,8 +117,12 @@ class MailingContact(models.Model):
         their ids.  The create stage walks the cache from where its last
         chunk ended: from the start, each chunk read again every row given
         a contact before it (a million-member cache spent 80 s so)."""
+        Changes = self.env["mailchimp.odoo.changes"]
+        # The new contact's Odoo side is written with it.
+        columns, joins, state_params = Changes._odoo_state_parts(
+            audience, contact="ins.id", deleted_at="NULL::timestamp", created=True)
         self.env.cr.execute(
-            """
+            f"""
             WITH src AS (
                 SELECT id, email, lower(email) AS email_normalized,
                        NULLIF(mc_first_name, '') AS first_name, NULLIF(mc_last_name, '') AS last_name
@@ -137,17 +141,18 @@ class MailingContact(models.Model):
                   FROM src
                 RETURNING id, email_normalized
             )
-            UPDATE mailchimp_member m SET contact_id = ins.id, odoo_deleted_at = NULL
-              FROM ins
-             WHERE m.audience_id = %(aud)s AND lower(m.email) = ins.email_normalized
+            UPDATE mailchimp_member m SET contact_id = st.contact_id, odoo_deleted_at = NULL,
+                   {Changes._odoo_state_assignments()}
+              FROM (SELECT ins.id AS contact_id, ins.email_normalized, {columns} FROM ins {joins}) st
+             WHERE m.audience_id = %(aud)s AND lower(m.email) = st.email_normalized
                AND m.contact_id IS NULL
                -- the chunk's rows by id: joined by address alone, each
                -- chunk hashed every row of the cache without a contact
                AND m.id IN (SELECT id FROM src)
             RETURNING m.id
             """,
-            {"aud": audience.id, "uid": self.env.uid, "limit": CREATE_CHUNK, "ids": member_ids,
-             "after": after_id},
+            dict(state_params, aud=audience.id, uid=self.env.uid, limit=CREATE_CHUNK, ids=member_ids,
+                 after=after_id),
         )
         created_rows = [r[0] for r in self.env.cr.fetchall()]
         if audience.create_partners and created_rows:

@@ -158,3 +158,68 @@ class TestOdooHistory(TransactionCase):
         contact = self.contact(lists=[self.other])
         self.sub(contact, self.other).unlink()
         self.assertFalse(self.env["mailchimp.list.removal"].search([("contact_id", "=", contact.id)]))
+
+
+@tagged("post_install", "-at_install")
+class TestOdooSideWithContact(TransactionCase):
+    """The stages that give a cache row its contact (match, create,
+    Odoo-only) write the contact's Odoo side in the same statement: the
+    Odoo-changes stage, which computes it again for every row of a first
+    sync, then finds nothing left to write.  A synced row whose Odoo side
+    so changes is marked to do, as that stage would mark it."""
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.newsletter = cls.env["mailing.list"].create({"name": "Newsletter"})
+        cls.events = cls.env["mailing.list"].create({"name": "Events"})
+        account = cls.env["mailchimp.account"].create({"name": "A", "api_key": "0" * 32 + "-us1"})
+        cls.audience = cls.env["mailchimp.audience"].create({
+            "name": "A", "account_id": account.id, "mailchimp_list_id": "a1b2c3d4e5",
+            "mailing_list_id": cls.newsletter.id,
+            "interest_ids": [(0, 0, {"name": "Events", "mailchimp_interest_id": "ev1",
+                                     "mailing_list_id": cls.events.id})],
+        })
+
+    def contact(self, email, lists):
+        return self.env["mailing.contact"].create(
+            {"name": email, "email": email, "list_ids": [(4, lst.id) for lst in lists]})
+
+    def row(self, email, **values):
+        return self.env["mailchimp.member"].create(dict({
+            "audience_id": self.audience.id, "email": email, "mc_status": "subscribed",
+            "mc_status_changed": "2026-01-01 00:00:00"}, **values))
+
+    def test_rows_given_a_contact_carry_its_odoo_side(self):
+        matched = self.contact("anna@example.org", [self.newsletter, self.events])
+        odoo_only = self.contact("bob@example.org", [self.newsletter])
+        anna = self.row("anna@example.org")
+        cleo = self.row("cleo@example.org")  # nobody in Odoo: a contact is created
+        self.env.flush_all()
+        Member = self.env["mailchimp.member"]
+        Member._match_contacts(self.audience)
+        self.env["mailing.contact"]._mailchimp_create_for_members(self.audience)
+        Member._add_odoo_only(self.audience)
+        bob = Member.search([("audience_id", "=", self.audience.id), ("contact_id", "=", odoo_only.id)])
+        (anna | cleo | bob).invalidate_recordset()
+        self.assertEqual(anna.contact_id, matched)
+        self.assertTrue(cleo.contact_id)
+        self.assertEqual((anna.odoo_subscribed, anna.odoo_interests), (True, {"ev1": True}))
+        self.assertEqual((cleo.odoo_subscribed, cleo.odoo_interests), (False, {"ev1": False}))
+        self.assertEqual((bob.odoo_subscribed, bob.odoo_interests), (True, {"ev1": False}))
+        self.assertTrue(anna.odoo_changed and bob.odoo_changed)
+        self.assertEqual(
+            self.env["mailchimp.odoo.changes"]._refresh_odoo_state(self.audience), 0,
+            "the Odoo-changes stage finds every row's Odoo side already written")
+
+    def test_synced_row_matched_to_a_subscribed_contact_is_to_do(self):
+        row = self.row("dora@example.org", mc_status="unsubscribed", sync_status="ok")
+        self.env.flush_all()
+        since = datetime.utcnow() - timedelta(minutes=1)  # an incremental cycle
+        self.contact("dora@example.org", [self.newsletter])
+        self.env.flush_all()
+        self.env["mailchimp.member"]._match_contacts(self.audience, since=since)
+        row.invalidate_recordset()
+        self.assertTrue(row.contact_id)
+        self.assertTrue(row.odoo_subscribed)
+        self.assertEqual(row.sync_status, "todo", "its new Odoo side is reconciled")
