@@ -3,6 +3,14 @@ from datetime import datetime, timedelta
 from odoo.tests import TransactionCase, tagged
 
 
+def audience_of(env, mailing_list, **values):
+    """An audience of a new account, synced with ``mailing_list``."""
+    account = env["mailchimp.account"].create({"name": "A", "api_key": "0" * 32 + "-us1"})
+    return env["mailchimp.audience"].create(dict({
+        "name": "A", "account_id": account.id, "mailchimp_list_id": "a1b2c3d4e5",
+        "mailing_list_id": mailing_list.id}, **values))
+
+
 @tagged("post_install", "-at_install")
 class TestOdooHistory(TransactionCase):
     """Every way Odoo changes a membership of a mapped list leaves the time
@@ -13,11 +21,7 @@ class TestOdooHistory(TransactionCase):
         super().setUpClass()
         cls.newsletter = cls.env["mailing.list"].create({"name": "Newsletter"})
         cls.other = cls.env["mailing.list"].create({"name": "Other"})
-        account = cls.env["mailchimp.account"].create({"name": "A", "api_key": "0" * 32 + "-us1"})
-        cls.audience = cls.env["mailchimp.audience"].create(
-            {"name": "A", "account_id": account.id, "mailchimp_list_id": "a1b2c3d4e5",
-             "mailing_list_id": cls.newsletter.id}
-        )
+        cls.audience = audience_of(cls.env, cls.newsletter)
         cls.Member = cls.env["mailchimp.member"]
 
     def setUp(self):
@@ -173,13 +177,8 @@ class TestOdooSideWithContact(TransactionCase):
         super().setUpClass()
         cls.newsletter = cls.env["mailing.list"].create({"name": "Newsletter"})
         cls.events = cls.env["mailing.list"].create({"name": "Events"})
-        account = cls.env["mailchimp.account"].create({"name": "A", "api_key": "0" * 32 + "-us1"})
-        cls.audience = cls.env["mailchimp.audience"].create({
-            "name": "A", "account_id": account.id, "mailchimp_list_id": "a1b2c3d4e5",
-            "mailing_list_id": cls.newsletter.id,
-            "interest_ids": [(0, 0, {"name": "Events", "mailchimp_interest_id": "ev1",
-                                     "mailing_list_id": cls.events.id})],
-        })
+        cls.audience = audience_of(cls.env, cls.newsletter, interest_ids=[(0, 0, {
+            "name": "Events", "mailchimp_interest_id": "ev1", "mailing_list_id": cls.events.id})])
 
     def contact(self, email, lists):
         return self.env["mailing.contact"].create(
