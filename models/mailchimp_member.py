@@ -301,8 +301,11 @@ class MailchimpMember(models.Model):
                       FROM jsonb_array_elements(%(members)s::jsonb) WITH ORDINALITY AS p(x, i)) a
               ORDER BY subscriber_hash, i DESC
             )
-            INSERT INTO mailchimp_member AS m (audience_id, {", ".join(MC_COLUMNS)}, sync_status)
-            SELECT %(aud)s, {", ".join(merged[c] for c in MC_COLUMNS)}, 'todo'
+            INSERT INTO mailchimp_member AS m (audience_id, {", ".join(MC_COLUMNS)}, sync_status, odoo_subscribed)
+            -- a new row has no contact yet: its Odoo side is that of none
+            -- (as _odoo_state_parts gives it), which the Odoo-changes stage
+            -- then finds already written
+            SELECT %(aud)s, {", ".join(merged[c] for c in MC_COLUMNS)}, 'todo', FALSE
               -- one lookup by the unique index per member: the planner,
               -- which during a first fetch believes the cache nearly empty,
               -- otherwise read every row of the audience for every page

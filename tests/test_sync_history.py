@@ -2,6 +2,8 @@ from datetime import datetime, timedelta
 
 from odoo.tests import TransactionCase, tagged
 
+from ..mailchimp_sync.client import subscriber_hash
+
 
 def audience_of(env, mailing_list, **values):
     """An audience of a new account, synced with ``mailing_list``."""
@@ -194,8 +196,12 @@ class TestOdooSideWithContact(TransactionCase):
         odoo_only = self.contact("bob@example.org", [self.newsletter])
         anna = self.row("anna@example.org")
         cleo = self.row("cleo@example.org")  # nobody in Odoo: a contact is created
-        self.env.flush_all()
         Member = self.env["mailchimp.member"]
+        # Fetched, unsubscribed, nobody in Odoo: it stays without a contact.
+        Member._merge_page(self.audience, [{
+            "id": subscriber_hash("dan@example.org"), "email_address": "dan@example.org",
+            "status": "unsubscribed", "last_changed": "2026-01-01T10:00:00+00:00", "merge_fields": {}}])
+        self.env.flush_all()
         Member._match_contacts(self.audience)
         self.env["mailing.contact"]._mailchimp_create_for_members(self.audience)
         Member._add_odoo_only(self.audience)
@@ -207,6 +213,8 @@ class TestOdooSideWithContact(TransactionCase):
         self.assertEqual((cleo.odoo_subscribed, cleo.odoo_interests), (False, {"ev1": False}))
         self.assertEqual((bob.odoo_subscribed, bob.odoo_interests), (True, {"ev1": False}))
         self.assertTrue(anna.odoo_changed and bob.odoo_changed)
+        dan = Member.search([("audience_id", "=", self.audience.id), ("email", "=", "dan@example.org")])
+        self.assertEqual((dan.contact_id.id, dan.odoo_subscribed), (False, False))
         self.assertEqual(
             self.env["mailchimp.odoo.changes"]._refresh_odoo_state(self.audience), 0,
             "the Odoo-changes stage finds every row's Odoo side already written")
