@@ -36,10 +36,6 @@ class MailchimpOdooChanges(models.AbstractModel):
             member_ids = self._changed_in_odoo_since(audience, since)
             if not member_ids:
                 return 0
-        status = (
-            "CASE WHEN m.sync_status IN ('ok', 'fail', 'live') THEN 'todo' ELSE m.sync_status END"
-            if mark_todo else "m.sync_status"
-        )
         state_sql, params = self._odoo_state_sql(audience, member_ids is not None)
         # MATERIALIZED: computed once.  Inlined, where the cache's statistics
         # said it was nearly empty, the planner could run it again for each
@@ -47,10 +43,7 @@ class MailchimpOdooChanges(models.AbstractModel):
         self.env.cr.execute(
             f"""
             WITH st AS MATERIALIZED ({state_sql})
-            UPDATE mailchimp_member m
-               SET odoo_subscribed = st.sub, odoo_changed = st.changed,
-                   odoo_interests = st.ivals, odoo_interests_changed = st.itimes,
-                   sync_status = {status}
+            UPDATE mailchimp_member m SET {self._odoo_state_assignments(mark_todo)}
               FROM st
              WHERE m.id = st.id AND {ODOO_SIDE_DIFFERS}
             """,
@@ -73,15 +66,16 @@ class MailchimpOdooChanges(models.AbstractModel):
                  WHERE m.audience_id = %(aud)s {where_ids}"""
         return sql, dict(params, aud=audience.id)
 
-    def _odoo_state_assignments(self):
+    def _odoo_state_assignments(self, mark_todo=True):
         """The SET clause of an UPDATE of cache rows ``m`` giving each the
         Odoo side computed as ``st`` (columns of :meth:`_odoo_state_parts`),
-        and marking a synced row whose Odoo side changed to do, as
-        :meth:`_refresh_odoo_state` does."""
+        and, with ``mark_todo``, marking a synced row whose Odoo side
+        changed to do."""
+        status = (f"""CASE WHEN m.sync_status IN ('ok', 'fail', 'live') AND {ODOO_SIDE_DIFFERS}
+                                THEN 'todo' ELSE m.sync_status END""" if mark_todo else "m.sync_status")
         return f"""odoo_subscribed = st.sub, odoo_changed = st.changed,
                    odoo_interests = st.ivals, odoo_interests_changed = st.itimes,
-                   sync_status = CASE WHEN m.sync_status IN ('ok', 'fail', 'live') AND {ODOO_SIDE_DIFFERS}
-                                      THEN 'todo' ELSE m.sync_status END"""
+                   sync_status = {status}"""
 
     def _odoo_state_parts(self, audience, contact="m.contact_id", deleted_at="m.odoo_deleted_at", lateral=True,
                           created=False):
