@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from . import reasons
 from .client import subscriber_hash
 from .reasons import Reason
+from .text import needs_cleaning, postgres_text, postgres_value
 
 MAX_OPERATIONS = 1000
 OPERATION_PREFIX = "odoo_update_"
@@ -86,7 +87,8 @@ class OperationResult:
     body: dict | None
     title: str | None = None
     detail: str | None = None
-    # The body as JSON text, as Mailchimp sent it (None: no JSON object):
+    # The body as JSON text, as Mailchimp sent it, or cleaned (text.py)
+    # where PostgreSQL would refuse it (None: no JSON object):
     # settling hands it to the database as it came.
     raw: str | None = None
 
@@ -138,11 +140,16 @@ def parse_result(item):
         try:
             body = json.loads(raw)
         except ValueError:
-            body = {"detail": raw[:1000]}
+            body = {"detail": postgres_text(raw[:1000])}
         else:
+            if needs_cleaning(raw):
+                # The answer's text goes to PostgreSQL as JSON (text.py).
+                body = postgres_value(body)
+                raw = json.dumps(body)
             text = raw if isinstance(body, dict) else None
     elif isinstance(raw, dict):
-        body, text = raw, json.dumps(raw)
+        body = postgres_value(raw)
+        text = json.dumps(body)
     title = detail = None
     if status >= 300 and isinstance(body, dict):
         title, detail = body.get("title"), body.get("detail")

@@ -49,7 +49,10 @@ BATCH_WEBHOOK_PATH = "/mailchimp/batch-webhook"
 
 _KEY_RE = re.compile(r"^([^\[\]]+)((?:\[[^\[\]]*\])*)$")
 _PART_RE = re.compile(r"\[([^\[\]]*)\]")
-_EMAIL_RE = re.compile(r"^[^@\s<>\"',;]+@[^@\s<>\"',;]+\.[^@\s<>\"',;]+$")
+# A part of an address: no control character either (PostgreSQL refuses a
+# NUL, and no address has one).
+_ADDRESS_PART = r"[^@\s<>\"',;\x00-\x1f\x7f]+"
+_EMAIL_RE = re.compile(rf"^{_ADDRESS_PART}@{_ADDRESS_PART}\.{_ADDRESS_PART}$")
 _LIST_ID_RE = re.compile(r"^[0-9A-Za-z]{1,32}$")
 _BATCH_ID_RE = re.compile(r"^[0-9A-Za-z]{1,32}$")
 

@@ -3,6 +3,7 @@ import json
 from odoo import api, fields, models
 
 from ..mailchimp_sync.members import check_statuses
+from ..mailchimp_sync.text import postgres_json
 from ..tools.sql import int_array
 
 MAILCHIMP_STATUSES = [
@@ -322,7 +323,7 @@ class MailchimpMember(models.Model):
              WHERE ({", ".join("m." + c for c in compared)})
                    IS DISTINCT FROM ({", ".join("EXCLUDED." + c for c in compared)})
             """,
-            {"aud": audience.id, "members": json.dumps(members)},
+            {"aud": audience.id, "members": postgres_json(members)},
         )
         self.invalidate_model()
         return self.env.cr.rowcount

@@ -243,3 +243,52 @@ class TestPollerReadsAhead(SyncCase):
         self.assertEqual(failing.result_state, "done")
         self.assertEqual((self.row("bo@example.org").sync_status, self.row("bo@example.org").mc_status),
                          ("ok", "subscribed"))
+
+
+@tagged("post_install", "-at_install")
+class TestTextPostgresRefuses(SyncCase):
+    """Mailchimp stores any Unicode text, but PostgreSQL refuses a NUL
+    character in its text and JSON values, and JSON refuses half of a
+    surrogate pair.  A member holding one is synced without it, as the
+    rest of the audience is, instead of failing every page, batch or
+    webhook that carries it."""
+
+    ODD_FIRST = "An\x00na"
+    ODD_LAST = "Geb\ud800hard"
+
+    def seed_odd_member(self, **extra):
+        self.seed([{"email_address": "odd@example.org", "status": "subscribed",
+                    "merge_fields": {"FNAME": self.ODD_FIRST, "LNAME": self.ODD_LAST}, **extra},
+                   {"email_address": "plain@example.org", "status": "subscribed"}])
+
+    def test_a_member_with_text_postgres_refuses_is_synced_without_it(self):
+        self.seed_odd_member(tags=["VIP\x00"])
+        run = self.sync()
+        self.assertEqual(run.state, "done", run.message)
+        self.assertEqual(run.fetched, 2)
+        odd = self.Contact.search([("email", "=", "odd@example.org")])
+        self.assertEqual(odd.name, "Anna Geb\ufffdhard", "the NUL left out, the half pair replaced")
+        self.assertTrue(self.subscribed(odd))
+        row = self.row("odd@example.org")
+        self.assertEqual(row.mc_first_name, "Anna")
+        self.assertEqual(row.sync_status, "ok", row.sync_error)
+        self.assertTrue(self.subscribed(self.Contact.search([("email", "=", "plain@example.org")])))
+        self.assertEqual(self.mc("odd@example.org")["merge_fields"]["FNAME"], self.ODD_FIRST,
+                         "nothing sent back for text that only reads differently here")
+        # The next cycle finds both sides agreeing.
+        run = self.sync()
+        self.assertEqual((run.updates_queued, run.odoo_changes), (0, 0))
+
+    def test_a_batch_answer_with_text_postgres_refuses_settles(self):
+        self.seed_odd_member()
+        self.sync()
+        odd = self.Contact.search([("email", "=", "odd@example.org")])
+        odd.list_ids = [(4, self.events_list.id)]
+        run = self.sync()
+        self.assertEqual(run.updates_queued, 1)
+        # Mailchimp answered with the whole member, its odd names included.
+        updates = self.env["mailchimp.update"].search([("member_id", "=", self.row("odd@example.org").id)])
+        self.assertEqual(set(updates.mapped("state")), {"done"})
+        self.assertEqual(self.row("odd@example.org").sync_status, "ok")
+        self.assertTrue(self.mc("odd@example.org")["interests"][self.interest_ids["Events"]])
+        self.assertEqual(self.mc("odd@example.org")["merge_fields"]["FNAME"], self.ODD_FIRST)

@@ -487,3 +487,27 @@ class TestWebhookRoutes(WebhookCase):
         before = self.counts()
         self.assertEqual(self.post(self.batch_url(), body).status_code, 200)
         self.assertEqual(self.counts(), before)
+
+
+@tagged("post_install", "-at_install")
+class TestWebhookTextPostgresRefuses(WebhookCase):
+    def test_an_address_with_a_nul_is_refused_and_a_member_with_one_is_fetched(self):
+        self.seed([{"email_address": "odd@example.org", "status": "subscribed",
+                    "merge_fields": {"FNAME": "An\x00na"}}])
+        self.sync()
+        list_id = self.list_id
+        before = self.counts()
+        for email in ("od\x00d@example.org", "odd@example.org\x00"):
+            body = urlencode([("type", "unsubscribe"), ("fired_at", "2026-01-01 00:00:00"),
+                              ("data[email]", email), ("data[list_id]", list_id)])
+            self.assertEqual(self.post(self.member_url(), body).status_code, 400, repr(email))
+        self.assertEqual(self.counts(), before)
+        # A profile change Mailchimp reports for a member whose names hold
+        # a NUL: the member is fetched again and synced.
+        self.emulator.control.admin_update(list_id, "odd@example.org", merge_fields={"LNAME": "Geb\x00hard"})
+        body = urlencode([("type", "profile"), ("fired_at", "2026-01-01 00:00:00"),
+                          ("data[email]", "odd@example.org"), ("data[list_id]", list_id),
+                          ("data[merges][FNAME]", "An\x00na"), ("data[merges][LNAME]", "Geb\x00hard")])
+        self.assertEqual(self.post(self.member_url(), body).status_code, 200)
+        self.assertEqual(self.row("odd@example.org").mc_last_name, "Gebhard")
+        self.assertEqual(self.Contact.search([("email", "=", "odd@example.org")]).name, "Anna Gebhard")
