@@ -10,10 +10,12 @@ import json
 import re
 import tarfile
 import tempfile
+import zlib
 from dataclasses import dataclass
 
 from . import reasons
 from .client import subscriber_hash
+from .exceptions import MailchimpRetryableError
 from .reasons import Reason
 from .text import needs_cleaning, postgres_text, postgres_value
 
@@ -187,9 +189,18 @@ def read_results(client, url):
     if url:
         with tempfile.SpooledTemporaryFile(max_size=16 << 20) as tmp:
             client.download(url, tmp)
-            for result in iter_results_archive(tmp):
-                if result.update_id is not None:
-                    results[result.update_id] = result
+            try:
+                for result in iter_results_archive(tmp):
+                    if result.update_id is not None:
+                        results[result.update_id] = result
+            except (tarfile.TarError, EOFError, zlib.error, ValueError) as exc:
+                # Cut short or garbled on the way (the download looked
+                # whole): an error like Mailchimp's own, so that this batch
+                # waits for the next reading and the others settle.
+                raise MailchimpRetryableError(
+                    f"Mailchimp's batch results could not be read ({exc}); they are read again later.",
+                    title="Unreadable Results",
+                ) from None
     return results
 
 

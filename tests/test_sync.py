@@ -244,6 +244,28 @@ class TestPollerReadsAhead(SyncCase):
         self.assertEqual((self.row("bo@example.org").sync_status, self.row("bo@example.org").mc_status),
                          ("ok", "subscribed"))
 
+    def test_an_archive_cut_short_waits_and_the_other_batches_settle(self):
+        self.seed()
+        emails = ["ada@example.org", "bo@example.org"]
+        for email in emails:
+            self.contact(email, [self.newsletter])
+            self.sync(settle=False)
+        Batch = self.env["mailchimp.batch"]
+        batches = Batch.search([("audience_id", "=", self.audience.id)], order="id")
+        self.emulator.control.run_batches()
+        # The first batch's results arrive cut short, though whole to look at.
+        self.emulator.control.faults(rules=[{"method": "GET", "path": "^/_batch-results/", "kind": "truncated"}])
+        with self.assertLogs("odoo.addons.mailchimp_sync.models.mailchimp_batch", "WARNING") as logs:
+            Batch._cron_poll_batches(min_age_minutes=0, limit=10, recheck_seconds=0)
+        self.assertIn("batch results could not be read", logs.output[0])
+        self.commit_like_the_runner()
+        self.assertEqual(batches.mapped("result_state"), ["waiting", "done"])
+        self.assertEqual([self.row(e).sync_status for e in emails], ["live", "ok"])
+        Batch._cron_poll_batches(min_age_minutes=0, limit=10, recheck_seconds=0)
+        self.commit_like_the_runner()
+        self.assertEqual(batches.mapped("result_state"), ["done", "done"])
+        self.assertEqual([self.row(e).sync_status for e in emails], ["ok", "ok"])
+
 
 @tagged("post_install", "-at_install")
 class TestTextPostgresRefuses(SyncCase):

@@ -131,7 +131,8 @@ class EmulatorControl:
 
         ``rules``: ``[{"method": "GET", "path": "^/lists/.*/members$", "kind": "429_json",
         "count": 2, "delay": 3}]`` -- the next ``count`` matching API requests get ``kind``
-        (429_json, 429_empty, 403_empty, 500, 503, timeout).  ``rate``/``kinds``/``seed``:
+        (429_json, 429_empty, 403_empty, 500, 503, timeout; and, for a path matching
+        ``/_batch-results/``, truncated: half the archive, sent as if whole).  ``rate``/``kinds``/``seed``:
         a random share of all API requests.  ``faults()`` with no argument clears them.
         """
         return self._call("POST", "faults", {"rules": rules or [], "rate": rate, "kinds": kinds,

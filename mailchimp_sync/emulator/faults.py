@@ -6,16 +6,19 @@ Two forms, both settable through ``/_emulator/faults``:
 * random -- a share ``rate`` of all API requests get one of ``kinds``,
   drawn from a seeded RNG so a failing test can be replayed.
 
-Kinds: ``429_json``, ``429_empty``, ``403_empty``, ``500``, ``503`` and
+Kinds: ``429_json``, ``429_empty``, ``403_empty``, ``500``, ``503``,
 ``timeout`` (sleep ``delay`` seconds, then answer normally -- long after a
-client with a shorter timeout gave up).
+client with a shorter timeout gave up) and, for batch results downloads
+only (rules whose path matches ``/_batch-results/``), ``truncated``: the
+first half of the archive, sent as if whole (random faults never touch
+downloads).
 """
 
 import random
 import re
 import threading
 
-KINDS = ("429_json", "429_empty", "403_empty", "500", "503", "timeout")
+KINDS = ("429_json", "429_empty", "403_empty", "500", "503", "timeout", "truncated")
 
 
 class Faults:
@@ -47,8 +50,9 @@ class Faults:
             if not append or not hasattr(self, "injected"):
                 self.injected = []
 
-    def pick(self, method, path):
-        """The fault for this request, as (kind, delay), or None."""
+    def pick(self, method, path, rules_only=False):
+        """The fault for this request, as (kind, delay), or None;
+        ``rules_only``: never a random one."""
         with self.lock:
             for r in self.rules:
                 if r["remaining"] <= 0:
@@ -60,7 +64,7 @@ class Faults:
                 r["remaining"] -= 1
                 self.injected.append({"method": method, "path": path, "kind": r["kind"]})
                 return r["kind"], r["delay"]
-            if self.rate > 0 and self.rng.random() < self.rate:
+            if self.rate > 0 and not rules_only and self.rng.random() < self.rate:
                 kind = self.rng.choice(self.kinds)
                 self.injected.append({"method": method, "path": path, "kind": kind})
                 return kind, self.delay

@@ -125,7 +125,14 @@ class Handler(BaseHTTPRequestHandler):
         if path.startswith("/_emulator"):
             return self._control(emu, method, path[len("/_emulator"):].strip("/"), query, raw)
         if path.startswith("/_batch-results/") and method == "GET":
+            fault = emu.faults.pick(method, path, rules_only=True)
+            if fault and fault[0] == "timeout":
+                time.sleep(fault[1])
+            elif fault and fault[0] != "truncated":
+                return self._send(*_problem(int(fault[0][:3]), "Error", "The results are not available."))
             status, ct, data = emu.batches.serve(path, query, self.headers)
+            if fault and fault[0] == "truncated" and status == 200:
+                data = data[: len(data) // 2]
             return self._send(status, content_type=ct, raw=data)
         return self._send(*_problem(404, "Resource Not Found", "The requested resource could not be found."))
 

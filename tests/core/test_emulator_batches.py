@@ -182,3 +182,40 @@ def test_read_batch_gives_results_once_finished(emulator, lid):
     assert sorted(results) == [7, 8]
     assert results[7].ok and results[7].body["status"] == "subscribed"
     assert not results[8].ok and results[8].status_code == 400
+
+
+def test_an_archive_cut_short_is_a_retryable_error_and_reads_whole_later(emulator, lid):
+    """A results archive that arrives cut short (the download looked whole)
+    is an error like Mailchimp's own, retryable, with a sentence; the next
+    reading gets the whole archive."""
+    from mailchimp_sync.batches import operation_id, read_batch
+    from mailchimp_sync.client import MailchimpClient
+    from mailchimp_sync.exceptions import MailchimpRetryableError
+
+    emulator.control.settings(batch_auto_run=False)
+    client = MailchimpClient(emulator.api_key, base_url=emulator.api_base, timeout=5)
+    batch = client.start_batch([
+        {"method": "PUT", "path": f"/lists/{lid}/members/{h(f'cut{i}@example.org')}", "operation_id": operation_id(i),
+         "body": json.dumps({"email_address": f"cut{i}@example.org", "status_if_new": "subscribed"})}
+        for i in range(1, 201)])
+    emulator.control.run_batches()
+    emulator.control.faults(rules=[{"method": "GET", "path": "^/_batch-results/", "kind": "truncated"}])
+    with pytest.raises(MailchimpRetryableError, match="batch results could not be read") as caught:
+        read_batch(client, batch["id"])
+    assert caught.value.retryable
+    assert [f["kind"] for f in emulator.control.fault_report()["injected"]] == ["truncated"]
+    _info, results = read_batch(client, batch["id"])
+    assert sorted(results) == list(range(1, 201))
+
+
+def test_random_faults_leave_downloads_alone(emulator, lid):
+    from mailchimp_sync.batches import read_results
+    from mailchimp_sync.client import MailchimpClient
+
+    emulator.control.settings(batch_auto_run=False)
+    client = MailchimpClient(emulator.api_key, base_url=emulator.api_base, timeout=5)
+    batch = client.start_batch([{"method": "GET", "path": f"/lists/{lid}", "operation_id": "someone-else-1"}])
+    emulator.control.run_batches()
+    url = client.get_batch(batch["id"])["response_body_url"]
+    emulator.control.faults(rate=1.0, kinds=["500"], seed=1)
+    assert read_results(client, url) == {}, "read whole, every other request failing"
