@@ -200,7 +200,7 @@ class MailchimpBatch(models.Model):
         rows = cr.fetchall()
         if not rows:
             self.write({"submit_state": "lost", "result_state": "done",
-                        "result_message": "Every update of this batch was cancelled before it was sent."})
+                        "result_message": self.env._("Every update of this batch was cancelled before it was sent.")})
             cr.commit()  # pylint: disable=invalid-commit
             return
         audience = self.audience_id
@@ -232,7 +232,9 @@ class MailchimpBatch(models.Model):
                 return
             # Refused outright: nothing was created, the updates go back in line.
             _logger.warning("Mailchimp refused batch %s: %s", self.id, exc)
-            self._mark_lost(exc.as_text())
+            self._mark_lost(self.env._(
+                "Mailchimp refused this batch (%(reason)s); its updates were queued again for the next batch.",
+                reason=exc.as_text()))
             cr.commit()  # pylint: disable=invalid-commit
             return
         self._record_submitted(answer, len(operations))
@@ -300,7 +302,7 @@ class MailchimpBatch(models.Model):
                 return True
         if any(c.get("status") != "finished" for c in candidates):
             raise WaitUntil(fields.Datetime.now() + timedelta(minutes=1))
-        self._mark_lost("Mailchimp never received this batch; its updates were queued again.")
+        self._mark_lost(self.env._("Mailchimp never received this batch; its updates were queued again."))
         return True
 
     def _results_mention(self, client, candidate, update_ids):
@@ -333,7 +335,9 @@ class MailchimpBatch(models.Model):
                 else:
                     info, results = read_batch(batch.account_id._get_client(), batch.mailchimp_batch_id)
             except MailchimpNotFoundError:
-                batch._fail_unsettled("Mailchimp no longer knows this batch (expired).", status="expired")
+                batch._fail_unsettled(self.env._(
+                    "Mailchimp no longer knows this batch (its results expired): the next sync decides its "
+                    "members again."), status="expired")
                 continue
             batch.write(
                 {
@@ -425,8 +429,9 @@ class MailchimpBatch(models.Model):
         self._write_results(done, failed, requeue, answers, fail_rows, moved,
                             rows - {member_id for member_id, _text, _at in answers})
         self.env["mailchimp.update"]._settle_data(self, results)
-        self.write({"result_state": "done", "result_message": f"{len(done)} done, {len(failed)} failed, "
-                                                               f"{len(requeue)} queued again as pending"})
+        self.write({"result_state": "done", "result_message": self.env._(
+            "%(done)s done, %(failed)s failed, %(requeued)s queued again as pending",
+            done=len(done), failed=len(failed), requeued=len(requeue))})
         return len(done) + len(failed)
 
     def _write_results(self, done, failed, requeue, answers, fail_rows, moved, others):

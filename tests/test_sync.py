@@ -231,6 +231,8 @@ class TestPollerReadsAhead(SyncCase):
         self.commit_like_the_runner()
         self.assertEqual(batches.mapped("result_state"), ["done", "waiting", "done", "done"])
         self.assertEqual(gone.status, "expired")
+        self.assertIn("no longer knows this batch", gone.result_message)
+        self.assertEqual(batches[0].result_message, "1 done, 0 failed, 0 queued again as pending")
         self.assertTrue(failing.last_checked, "the failed reading is noted, so the batch is polled again later")
         self.assertEqual([(self.row(e).sync_status, self.row(e).mc_status) for e in emails], [
             ("ok", "subscribed"),
