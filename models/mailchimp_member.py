@@ -289,7 +289,14 @@ class MailchimpMember(models.Model):
         if not members:
             return 0
         check_statuses(members)
-        merged = _merged_sql("o", "n")
+        # A member whose update is in flight may be read here before its
+        # batch is settled: where the status is the one the update asked
+        # for (or it asked none), what changed is that update's echo, and
+        # is timed as settling would time it (``_merged_sql``'s ``as_of``).
+        # Stamped with the time Mailchimp ran the batch, it beat an opt-out
+        # made in Odoo while the update was on its way.
+        merged = _merged_sql("o", "n", as_of="""CASE WHEN n.mc_status
+                                 = COALESCE(f.payload->>'status', o.mc_status) THEN f.queued_at END""")
         sets = ", ".join(f"{c} = EXCLUDED.{c}" for c in MC_COLUMNS if c != "subscriber_hash")
         compared = ("mc_last_changed", "mc_status", "email", "mc_first_name", "mc_last_name", "mc_interests",
                     "mc_merge_fields", "mc_tags", "mc_tags_partial")
@@ -313,6 +320,11 @@ class MailchimpMember(models.Model):
               FROM n LEFT JOIN LATERAL (
                   SELECT * FROM mailchimp_member o
                    WHERE o.audience_id = %(aud)s AND o.subscriber_hash = n.subscriber_hash LIMIT 1) o ON TRUE
+              -- its member update in flight, if any (the latest)
+         LEFT JOIN LATERAL (
+                  SELECT u.payload, u.queued_at FROM mailchimp_update u
+                   WHERE u.member_id = o.id AND u.state = 'sent' AND u.kind = 'member'
+                ORDER BY u.id DESC LIMIT 1) f ON TRUE
           ORDER BY n.i  -- new rows take ids in Mailchimp's order, as listed
             ON CONFLICT (audience_id, subscriber_hash) DO UPDATE SET {sets},
                 -- only a real change at Mailchimp makes the row work to do

@@ -316,3 +316,43 @@ class TestTextPostgresRefuses(SyncCase):
         self.assertEqual(self.row("odd@example.org").sync_status, "ok")
         self.assertTrue(self.mc("odd@example.org")["interests"][self.interest_ids["Events"]])
         self.assertEqual(self.mc("odd@example.org")["merge_fields"]["FNAME"], self.ODD_FIRST)
+
+
+@tagged("post_install", "-at_install")
+class TestEchoFetchedBeforeSettling(SyncCase):
+    """A fetch may read the echo of our own update before its batch is
+    settled.  The echo is what Odoo decided when it queued the update, so
+    it is no later than that, however late Mailchimp ran the batch."""
+
+    def test_an_opt_out_made_while_our_subscribe_travels_wins_over_its_echo(self):
+        self.seed()
+        ada = self.contact("ada@example.org", [self.newsletter])
+        self.sync(settle=False)  # ada's subscribe is on its way
+        # Mailchimp runs the batch a while later, after ada opted out in Odoo.
+        self.newsletter._update_subscription_from_email("ada@example.org", opt_out=True)
+        self.mailchimp_later()
+        self.emulator.control.run_batches()
+        self.emulator.control.clock(real=True)
+        # The next cycle fetches the echo before the poller settles the batch.
+        self.sync(settle=False)
+        self.assertEqual(self.row("ada@example.org").mc_status, "subscribed")
+        self.settle()
+        self.sync()
+        self.assertFalse(self.subscribed(ada), "her opt-out stands")
+        self.assertEqual(self.mc("ada@example.org")["status"], "unsubscribed")
+
+    def test_a_member_who_left_at_mailchimp_meanwhile_is_not_an_echo(self):
+        self.seed()
+        bea = self.contact("bea@example.org", [self.newsletter])
+        self.sync(settle=False)
+        self.emulator.control.run_batches()
+        # Bea unsubscribes at Mailchimp after the batch ran, then the cycle
+        # fetches before the poller settles: her own change, not our echo.
+        self.mailchimp_later()
+        self.emulator.control.user_unsubscribe(self.list_id, "bea@example.org")
+        self.emulator.control.clock(real=True)
+        self.sync(settle=False)
+        self.settle()
+        self.sync()
+        self.assertFalse(self.subscribed(bea), "Mailchimp changed last")
+        self.assertEqual(self.mc("bea@example.org")["status"], "unsubscribed")
