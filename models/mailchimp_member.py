@@ -281,11 +281,13 @@ class MailchimpMember(models.Model):
     # ------------------------------------------------------------------
 
     @api.model
-    def _merge_page(self, audience, members):
+    def _merge_page(self, audience, members, echoes=True):
         """Upsert one page of members into the cache, in one statement: each
         member is merged with its cached row in SQL (``_merged_sql``), and a
         row whose Mailchimp side did not change (typically the echo of our
-        own update) is not written.  Returns how many rows changed."""
+        own update) is not written.  ``echoes``: the members may show our
+        updates in flight (a fetch; not a webhook, which reports a change a
+        person made).  Returns how many rows changed."""
         if not members:
             return 0
         check_statuses(members)
@@ -296,7 +298,8 @@ class MailchimpMember(models.Model):
         # Stamped with the time Mailchimp ran the batch, it beat an opt-out
         # made in Odoo while the update was on its way.
         merged = _merged_sql("o", "n", as_of="""CASE WHEN n.mc_status
-                                 = COALESCE(f.payload->>'status', o.mc_status) THEN f.queued_at END""")
+                                 = COALESCE(f.payload->>'status', o.mc_status) THEN f.queued_at END"""
+                             if echoes else None)
         sets = ", ".join(f"{c} = EXCLUDED.{c}" for c in MC_COLUMNS if c != "subscriber_hash")
         compared = ("mc_last_changed", "mc_status", "email", "mc_first_name", "mc_last_name", "mc_interests",
                     "mc_merge_fields", "mc_tags", "mc_tags_partial")
@@ -323,7 +326,7 @@ class MailchimpMember(models.Model):
               -- its member update in flight, if any (the latest)
          LEFT JOIN LATERAL (
                   SELECT u.payload, u.queued_at FROM mailchimp_update u
-                   WHERE u.member_id = o.id AND u.state = 'sent' AND u.kind = 'member'
+                   WHERE %(echoes)s AND u.member_id = o.id AND u.state = 'sent' AND u.kind = 'member'
                 ORDER BY u.id DESC LIMIT 1) f ON TRUE
           ORDER BY n.i  -- new rows take ids in Mailchimp's order, as listed
             ON CONFLICT (audience_id, subscriber_hash) DO UPDATE SET {sets},
@@ -335,7 +338,7 @@ class MailchimpMember(models.Model):
              WHERE ({", ".join("m." + c for c in compared)})
                    IS DISTINCT FROM ({", ".join("EXCLUDED." + c for c in compared)})
             """,
-            {"aud": audience.id, "members": postgres_json(members)},
+            {"aud": audience.id, "members": postgres_json(members), "echoes": echoes},
         )
         self.invalidate_model()
         return self.env.cr.rowcount

@@ -409,7 +409,9 @@ class MailchimpWebhook(models.AbstractModel):
         Member = self.env["mailchimp.member"]
         self.env.flush_all()  # the engine reads and writes the cache in SQL
         if member:
-            self.env["mailchimp.member"]._merge_page(audience, [member])
+            # What a person changed at Mailchimp, at Mailchimp's time, even
+            # where it matches an update of ours in flight.
+            self.env["mailchimp.member"]._merge_page(audience, [member], echoes=False)
             Member.invalidate_model()
             return self._row(audience, member.get("email_address") or email)
         row = self._row(audience, email)

@@ -4,6 +4,7 @@ Odoo test server.  Good, duplicated, out of order, wrong secret, malformed
 and oversized bodies."""
 
 import logging
+from datetime import timedelta
 from urllib.parse import urlencode
 
 from odoo.tests import HttpCase, tagged
@@ -511,3 +512,27 @@ class TestWebhookTextPostgresRefuses(WebhookCase):
         self.assertEqual(self.post(self.member_url(), body).status_code, 200)
         self.assertEqual(self.row("odd@example.org").mc_last_name, "Gebhard")
         self.assertEqual(self.Contact.search([("email", "=", "odd@example.org")]).name, "Anna Gebhard")
+
+
+@tagged("post_install", "-at_install")
+class TestWebhookNotAnEcho(WebhookCase):
+    def test_a_signup_reported_while_our_create_travels_keeps_mailchimp_time(self):
+        """A webhook reports what a person did at Mailchimp: a member who
+        signs up while our own subscribe of the address is on its way is
+        not taken for that subscribe's echo (timed when it was queued)."""
+        self.seed()
+        self.register()
+        cleo = self.contact("cleo@example.org", [self.newsletter])
+        self.sync(settle=False)
+        update = self.row("cleo@example.org").update_ids
+        self.assertEqual(update.state, "sent")
+        self.mailchimp_later(60)
+        bodies = self.captured("user_signup", self.list_id, "cleo@example.org")
+        signed_up_at = self.mc("cleo@example.org")["last_changed"]
+        self.control("clock", real=True)
+        self.assertEqual(self.post(self.member_url(), bodies[0]).status_code, 200)
+        row = self.row("cleo@example.org")
+        self.assertEqual(row.mc_status, "subscribed")
+        self.assertGreater(row.mc_status_changed, update.queued_at + timedelta(seconds=30),
+                           f"Mailchimp's time ({signed_up_at}), not the queued update's")
+        self.assertTrue(self.subscribed(cleo))
