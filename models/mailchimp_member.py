@@ -300,6 +300,11 @@ class MailchimpMember(models.Model):
         merged = _merged_sql("o", "n", as_of="""CASE WHEN n.mc_status
                                  = COALESCE(f.payload->>'status', o.mc_status) THEN f.queued_at END"""
                              if echoes else None)
+        # the row's member update in flight, if any (the latest)
+        in_flight = """LEFT JOIN LATERAL (
+                  SELECT u.payload, u.queued_at FROM mailchimp_update u
+                   WHERE u.member_id = o.id AND u.state = 'sent' AND u.kind = 'member'
+                ORDER BY u.id DESC LIMIT 1) f ON TRUE""" if echoes else ""
         sets = ", ".join(f"{c} = EXCLUDED.{c}" for c in MC_COLUMNS if c != "subscriber_hash")
         compared = ("mc_last_changed", "mc_status", "email", "mc_first_name", "mc_last_name", "mc_interests",
                     "mc_merge_fields", "mc_tags", "mc_tags_partial")
@@ -323,11 +328,7 @@ class MailchimpMember(models.Model):
               FROM n LEFT JOIN LATERAL (
                   SELECT * FROM mailchimp_member o
                    WHERE o.audience_id = %(aud)s AND o.subscriber_hash = n.subscriber_hash LIMIT 1) o ON TRUE
-              -- its member update in flight, if any (the latest)
-         LEFT JOIN LATERAL (
-                  SELECT u.payload, u.queued_at FROM mailchimp_update u
-                   WHERE %(echoes)s AND u.member_id = o.id AND u.state = 'sent' AND u.kind = 'member'
-                ORDER BY u.id DESC LIMIT 1) f ON TRUE
+            {in_flight}
           ORDER BY n.i  -- new rows take ids in Mailchimp's order, as listed
             ON CONFLICT (audience_id, subscriber_hash) DO UPDATE SET {sets},
                 -- only a real change at Mailchimp makes the row work to do
@@ -338,7 +339,7 @@ class MailchimpMember(models.Model):
              WHERE ({", ".join("m." + c for c in compared)})
                    IS DISTINCT FROM ({", ".join("EXCLUDED." + c for c in compared)})
             """,
-            {"aud": audience.id, "members": postgres_json(members), "echoes": echoes},
+            {"aud": audience.id, "members": postgres_json(members)},
         )
         self.invalidate_model()
         return self.env.cr.rowcount
