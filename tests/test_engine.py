@@ -299,6 +299,77 @@ class TestEngineRaces(CommittedFixture, SyncCase):
 
 
 @tagged("post_install", "-at_install")
+class TestPollerAtItsSeams(CommittedFixture, SyncCase):
+    """The batch poller settles each batch in a savepoint of its own: one
+    that meets a deadlock (or any error) waits for the next call, and the
+    others settle in this one."""
+
+    def test_a_batch_caught_in_a_deadlock_waits_and_the_next_one_settles(self):
+        self.setup_committed(odoo_only=1)
+        self.run_steps()
+        with self.db.cursor() as cr:
+            self.env_on(cr)["mailing.contact"].create(
+                {"name": "Racer 1", "email": "racer1@example.org", "list_ids": [(4, self.ids["list"])]})
+            cr.commit()
+        self.run_steps()
+        self.emulator.control.run_batches()
+        with self.db.cursor() as cr:
+            cr.execute(
+                """SELECT b.id, u.member_id FROM mailchimp_batch b JOIN mailchimp_update u ON u.batch_id = b.id
+                    WHERE b.audience_id = %s ORDER BY b.id""", (self.ids["audience"],))
+            (first, first_member), (second, _member) = cr.fetchall()
+        holder, poll_cr, watch = self.db.cursor(), self.db.cursor(), self.db.cursor()
+        outcome = {}
+        try:
+            poll_env = self.env_on(poll_cr)  # made here: making one takes the registry's lock
+            # A webhook's transaction holds the first batch's member ...
+            holder.execute("SET lock_timeout = '20s'")  # a failing poller never hangs the suite
+            holder.execute("SELECT id FROM mailchimp_member WHERE id = %s FOR UPDATE", (first_member,))
+
+            def poll():
+                try:
+                    with mute_logger("odoo.sql_db"):
+                        poll_env["mailchimp.batch"]._cron_poll_batches(min_age_minutes=0, limit=10,
+                                                                      recheck_seconds=0)
+                    poll_cr.commit()
+                    outcome["done"] = True
+                except Exception as exc:  # noqa: BLE001 - reported by the assertion below
+                    outcome["error"] = repr(exc)[:500]
+                    poll_cr.rollback()
+
+            thread = threading.Thread(target=poll)
+            thread.start()
+            # ... the poller, holding that batch, waits for the member ...
+            pid = poll_cr._cnx.get_backend_pid()
+            for _i in range(100):
+                watch.execute("SELECT wait_event_type FROM pg_stat_activity WHERE pid = %s", (pid,))
+                if watch.fetchone()[0] == "Lock":
+                    break
+                time.sleep(0.05)
+            else:
+                self.fail("the poller never waited for the member's lock")
+            # ... and the webhook then asks for the batch: a deadlock, which
+            # PostgreSQL breaks in the poller (it waited first).
+            holder.execute("SELECT id FROM mailchimp_batch WHERE id = %s FOR UPDATE", (first,))
+            thread.join(30)
+            self.assertEqual(outcome, {"done": True}, "the poller's call ends normally")
+            holder.rollback()
+        finally:
+            for cr in (holder, poll_cr, watch):
+                cr.close()
+        with self.db.cursor() as cr:
+            cr.execute("SELECT id, result_state FROM mailchimp_batch WHERE id IN %s ORDER BY id", ((first, second),))
+            self.assertEqual(cr.fetchall(), [(first, "waiting"), (second, "done")])
+        with self.db.cursor() as cr:
+            self.env_on(cr)["mailchimp.batch"]._cron_poll_batches(min_age_minutes=0, limit=10, recheck_seconds=0)
+            cr.commit()
+            cr.execute("SELECT result_state FROM mailchimp_batch WHERE id = %s", (first,))
+            self.assertEqual(cr.fetchone()[0], "done", "settled by the next call")
+            cr.execute("SELECT sync_status FROM mailchimp_member WHERE audience_id = %s", (self.ids["audience"],))
+            self.assertEqual({status for (status,) in cr.fetchall()}, {"ok"})
+
+
+@tagged("post_install", "-at_install")
 class TestExactlyOnceSubmit(SyncCase):
     def test_lost_answer_is_found_at_mailchimp_not_sent_again(self):
         for i in range(3):
