@@ -27,8 +27,11 @@ RATE_LIMITED = "rate_limited"
 SERVER_ERROR = "server_error"
 #: Mailchimp refused the request as it is (400, 405, 422, ...).
 INVALID = "invalid"
+#: Mailchimp answered with something it does not document (a member
+#: status, say), which the sync will not guess at.
+UNEXPECTED = "unexpected"
 
-KINDS = (UNREACHABLE, TIMEOUT, AUTH, NOT_FOUND, RATE_LIMITED, SERVER_ERROR, INVALID)
+KINDS = (UNREACHABLE, TIMEOUT, AUTH, NOT_FOUND, RATE_LIMITED, SERVER_ERROR, INVALID, UNEXPECTED)
 
 
 class MailchimpError(Exception):
@@ -81,3 +84,16 @@ class MailchimpNotFoundError(MailchimpPermanentError):
     """The list, member, batch or webhook does not exist (404)."""
 
     kind = NOT_FOUND
+
+
+class MailchimpUnexpectedAnswer(MailchimpPermanentError):  # noqa: N818 - named as its siblings' kind
+    """Mailchimp answered with a value it does not document: asked again,
+    it answers the same, and deciding on a guess could subscribe or
+    unsubscribe somebody by mistake."""
+
+    kind = UNEXPECTED
+
+    def __init__(self, message, email=None, value=None, **kwargs):
+        super().__init__(message, **kwargs)
+        self.email = email  # the member it was about
+        self.value = value  # the value not documented

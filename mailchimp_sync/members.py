@@ -6,6 +6,8 @@ time of its own, which moves only when its value does).
 
 from datetime import datetime, timezone
 
+from .exceptions import MailchimpUnexpectedAnswer
+
 
 # Only what the sync needs, so pages stay small.
 FETCH_FIELDS = [
@@ -52,9 +54,13 @@ def format_mailchimp_datetime(dt):
 
 
 def check_statuses(members):
-    """Raise ValueError naming the first member whose status is not one
-    Mailchimp documents: the cache (and every decision) holds only those."""
+    """Raise :class:`MailchimpUnexpectedAnswer` naming the first member
+    whose status is not one Mailchimp documents: the cache (and every
+    decision) holds only those."""
     for member in members:
         if member.get("status") not in STATUSES:
             email = (member.get("email_address") or "").strip()
-            raise ValueError(f"Unknown Mailchimp status {member.get('status')!r} for {email}")
+            status = member.get("status")
+            raise MailchimpUnexpectedAnswer(
+                f"Unknown Mailchimp status {status!r} for {email}", email=email, value=str(status),
+                title="Unknown Member Status", detail=f"Mailchimp reported {email} with the status {status!r}")

@@ -16,7 +16,7 @@ from ..mailchimp_sync.members import check_statuses, parse_mailchimp_datetime
 from ..mailchimp_sync.read_ahead import read_ahead
 from ..mailchimp_sync.reasons import NO_RESULT
 from ..tools.sql import int_array
-from ..tools.user_messages import describe_reason
+from ..tools.user_messages import describe_error, describe_reason
 
 _logger = logging.getLogger(__name__)
 
@@ -572,7 +572,7 @@ class MailchimpBatch(models.Model):
                     batch._refresh_and_settle(read=outcome.result)
             except (MailchimpError, UserError) as exc:
                 _logger.warning("Could not settle Mailchimp batch %s: %s", batch.mailchimp_batch_id, exc)
-                batch.last_checked = fields.Datetime.now()
+                batch.write({"last_checked": fields.Datetime.now(), "result_message": describe_error(self.env, exc)})
             except (errors.SerializationFailure, errors.LockNotAvailable, errors.DeadlockDetected):
                 # A webhook settled it meanwhile (concurrent update of the
                 # row), or a step or webhook holds some of its members: the

@@ -8,6 +8,7 @@ from datetime import datetime
 from odoo.tests import tagged
 
 from ..mailchimp_sync.client import subscriber_hash
+from ..mailchimp_sync.exceptions import MailchimpUnexpectedAnswer
 from .common import SyncCase
 
 FIRST = datetime(2026, 1, 1, 10)
@@ -109,7 +110,7 @@ class TestMemberMerge(SyncCase):
         self.assertEqual(row.mc_interests_changed, {"i1": "2026-01-02T08:30:00", "i2": "2026-01-01T10:00:00"})
 
     def test_an_unknown_status_is_refused_with_the_member_named(self):
-        with self.assertRaisesRegex(ValueError, "Unknown Mailchimp status 'zombie' for ann@example.org"):
+        with self.assertRaisesRegex(MailchimpUnexpectedAnswer, "Unknown Mailchimp status 'zombie' for ann@example.org"):
             self.merge(self.member(status="zombie"))
 
     def test_settled_answers_are_read_once_whatever_the_plan(self):

@@ -234,6 +234,7 @@ class TestPollerReadsAhead(SyncCase):
         self.assertIn("no longer knows this batch", gone.result_message)
         self.assertEqual(batches[0].result_message, "1 done, 0 failed, 0 queued again as pending")
         self.assertTrue(failing.last_checked, "the failed reading is noted, so the batch is polled again later")
+        self.assertIn("Mailchimp had a problem on its side", failing.result_message)
         self.assertEqual([(self.row(e).sync_status, self.row(e).mc_status) for e in emails], [
             ("ok", "subscribed"),
             ("live", False),  # its update's result is still to come
@@ -316,6 +317,28 @@ class TestTextPostgresRefuses(SyncCase):
         self.assertEqual(self.row("odd@example.org").sync_status, "ok")
         self.assertTrue(self.mc("odd@example.org")["interests"][self.interest_ids["Events"]])
         self.assertEqual(self.mc("odd@example.org")["merge_fields"]["FNAME"], self.ODD_FIRST)
+
+
+@tagged("post_install", "-at_install")
+class TestUndocumentedStatus(SyncCase):
+    """A member status Mailchimp does not document stops the audience's
+    sync before anything is decided, with a sentence naming the member."""
+
+    def test_the_run_stops_naming_the_member_and_nothing_is_decided(self):
+        self.seed([{"email_address": "ann@example.org", "status": "subscribed"},
+                   {"email_address": "zed@example.org", "status": "zombie"}])
+        self.contact("zed@example.org", [self.newsletter])
+        with self.assertLogs("odoo.addons.mailchimp_sync.models.mailchimp_sync", "WARNING") as logs:
+            result = self.step()
+        self.assertEqual(result, "failed")
+        self.assertNotIn("Traceback", "\n".join(logs.output), "an answer Mailchimp gave, not a bug")
+        run = self.audience.current_run_id
+        self.assertIn('Mailchimp reported the member zed@example.org with the status "zombie"', run.message)
+        self.assertIn("give that member a usual status at Mailchimp", run.message)
+        self.assertEqual(run.stage, "fetch")
+        self.assertFalse(self.env["mailchimp.update"].search([("audience_id", "=", self.audience.id)]),
+                         "nothing queued for Mailchimp")
+        self.assertEqual(self.mc("zed@example.org")["status"], "zombie")
 
 
 @tagged("post_install", "-at_install")

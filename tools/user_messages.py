@@ -69,6 +69,14 @@ def describe_error(env, exc):
             "Mailchimp had a problem on its side; nothing needs to be done, "
             "the sync will try again on its next run."
         )
+    if kind == mc.UNEXPECTED:
+        return env._(
+            "Mailchimp reported the member %(email)s with the status \"%(status)s\", which this sync does "
+            "not know, so the sync of this audience stops here rather than subscribe or unsubscribe anybody "
+            "on a guess: give that member a usual status at Mailchimp (or archive it), then run the sync "
+            "again.",
+            email=getattr(exc, "email", None) or "-", status=getattr(exc, "value", None) or "-",
+        )
     if exc.title or exc.detail:
         # Mailchimp's own title and detail name the field or rule at fault.
         return env._(

@@ -187,5 +187,19 @@ def test_kinds_are_known():
     with pytest.raises(ValueError):
         MailchimpError("x", kind="nonsense")
     assert set(exc_mod.KINDS) == {
-        "unreachable", "timeout", "auth", "not_found", "rate_limited", "server_error", "invalid"
+        "unreachable", "timeout", "auth", "not_found", "rate_limited", "server_error", "invalid", "unexpected"
     }
+
+
+def test_an_undocumented_member_status_is_a_permanent_unexpected_answer():
+    from mailchimp_sync.exceptions import MailchimpUnexpectedAnswer
+    from mailchimp_sync.members import check_statuses
+
+    check_statuses([{"status": s, "email_address": "a@example.org"} for s in
+                    ("subscribed", "pending", "unsubscribed", "cleaned", "transactional", "archived")])
+    with pytest.raises(MailchimpUnexpectedAnswer) as raised:
+        check_statuses([{"status": "subscribed", "email_address": "a@example.org"},
+                        {"status": "zombie", "email_address": " zed@example.org "}])
+    error = raised.value
+    assert (error.email, error.value, error.kind, error.retryable) == ("zed@example.org", "zombie", "unexpected", False)
+    assert "zombie" in str(error)
