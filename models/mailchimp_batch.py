@@ -570,9 +570,6 @@ class MailchimpBatch(models.Model):
             try:
                 with self.env.cr.savepoint():
                     batch._refresh_and_settle(read=outcome.result)
-            except (MailchimpError, UserError) as exc:
-                _logger.warning("Could not settle Mailchimp batch %s: %s", batch.mailchimp_batch_id, exc)
-                batch.write({"last_checked": fields.Datetime.now(), "result_message": describe_error(self.env, exc)})
             except (errors.SerializationFailure, errors.LockNotAvailable, errors.DeadlockDetected):
                 # A webhook settled it meanwhile (concurrent update of the
                 # row), or a step or webhook holds some of its members: the
@@ -581,17 +578,15 @@ class MailchimpBatch(models.Model):
                              "it is settled later", batch.mailchimp_batch_id)
                 self.env.invalidate_all()
             except Exception as exc:  # noqa: BLE001 - one batch's failure never blocks the others
-                # Its settling is rolled back (the savepoint) and it goes to
-                # the end of the line: left first in line, a batch that
-                # fails every time would fail every call, and Odoo's runner
-                # deactivates an action that keeps failing.
-                _logger.warning("Could not settle Mailchimp batch %s: unexpected error",
-                                batch.mailchimp_batch_id, exc_info=True)
+                # Mailchimp's errors and unexpected ones alike: the batch's
+                # settling is rolled back (the savepoint), the reason noted,
+                # and the batch goes to the end of the line.  Left first in
+                # line, a batch that fails every time would fail every call,
+                # and Odoo's runner deactivates an action that keeps failing.
+                _logger.warning("Could not settle Mailchimp batch %s: %s", batch.mailchimp_batch_id, exc,
+                                exc_info=not isinstance(exc, (MailchimpError, UserError)))
                 self.env.invalidate_all()
-                batch.write({"last_checked": fields.Datetime.now(), "result_message": self.env._(
-                    "Settling this batch's results failed on an unexpected error (%(error)s); it is tried "
-                    "again at the next poll, and the details are in the server log.",
-                    error=type(exc).__name__)})
+                batch.write({"last_checked": fields.Datetime.now(), "result_message": describe_error(self.env, exc)})
         remaining = self.search_count(due) if batches and recheck_seconds else 0
         self.env["ir.cron"]._notify_progress(done=len(batches), remaining=remaining)
         return True
