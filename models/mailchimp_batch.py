@@ -354,7 +354,7 @@ class MailchimpBatch(models.Model):
         if settled:
             # Once the last batch is settled, the statistics follow too.
             unsettled = self.search_count(UNSETTLED_DOMAIN, limit=1)
-            self.env["mailchimp.sync"]._vacuum_if_bloated(analyze_stale=not unsettled)
+            self.env["mailchimp.sync"]._vacuum_if_bloated(analyze_stale=not unsettled, wait=False)
         return settled
 
     def _lock_for_settling(self):

@@ -10,6 +10,7 @@ apply (owning model); this file only says which, in what order.
 """
 
 import logging
+import threading
 import time
 from contextlib import closing
 from datetime import timedelta
@@ -198,7 +199,7 @@ class MailchimpSync(models.AbstractModel):
         )
         self.env.cr.execute("SELECT set_config('jit', 'off', TRUE)")
 
-    def _vacuum_if_bloated(self, analyze_stale=False):
+    def _vacuum_if_bloated(self, analyze_stale=False, wait=True):
         """After the transaction commits, VACUUM (and ANALYZE) the cache and
         update tables if more of their rows are dead than alive, or, with
         ``analyze_stale`` (the last batch of a sync was just settled),
@@ -210,7 +211,9 @@ class MailchimpSync(models.AbstractModel):
         versions of each row, and every later stage read and indexed all of
         them.  VACUUM cannot run inside a transaction, so it runs on a
         connection of its own once the caller's work is committed; it
-        blocks no reader or writer."""
+        blocks no reader or writer.  Without ``wait`` (settling a batch,
+        from the poller or Mailchimp's webhook), it runs in a thread of its
+        own, so the caller goes on with the next batch, or answers, at once."""
         cr = self.env.cr
         cr.execute(
             f"""SELECT relname FROM pg_stat_user_tables
@@ -226,8 +229,19 @@ class MailchimpSync(models.AbstractModel):
         if pending is None:
             pending = cr.postcommit.data["mailchimp_vacuum"] = set()
             dbname = cr.dbname
-            cr.postcommit.add(lambda: self._vacuum(dbname, sorted(pending)))
+            if wait:
+                cr.postcommit.add(lambda: self._vacuum(dbname, sorted(pending)))
+            else:
+                cr.postcommit.add(lambda: self._vacuum_in_background(dbname, sorted(pending)))
         pending |= tables
+
+    @classmethod
+    def _vacuum_in_background(cls, dbname, tables):
+        """Start ``_vacuum`` in a daemon thread; returns the thread.  A VACUUM
+        cut short (the worker exits, or is killed) leaves nothing to undo."""
+        thread = threading.Thread(target=cls._vacuum, args=(dbname, tables), name="mailchimp-vacuum", daemon=True)
+        thread.start()
+        return thread
 
     @staticmethod
     def _vacuum(dbname, tables):

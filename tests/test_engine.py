@@ -547,6 +547,41 @@ class TestTableUpkeep(CommittedFixture, SyncCase):
         # written, keeps VACUUM from removing them: only the run is seen.)
         self.assertEqual(vacuums_after, vacuums + 1, "vacuumed once, however many asked")
 
+    def test_settling_does_not_wait_for_the_vacuum(self):
+        """Settling a batch (the poller, the batch webhook) leaves the VACUUM
+        its bloat asks for to a thread of its own: the commit returns while
+        the VACUUM still waits for a lock another session holds, and the
+        VACUUM runs once that session lets go."""
+        self.setup_committed()
+        with self.db.cursor() as cr:
+            cr.execute(
+                """INSERT INTO mailchimp_member (audience_id, email, subscriber_hash, sync_status)
+                   SELECT %s, 'bloat' || i || '@example.org', md5('bloat' || i), 'todo'
+                     FROM generate_series(1, 30000) AS i""",
+                (self.ids["audience"],),
+            )
+            cr.commit()
+            cr.execute("DELETE FROM mailchimp_member WHERE audience_id = %s", (self.ids["audience"],))
+            cr.execute("SELECT pg_stat_force_next_flush()")
+            cr.commit()
+        with self.db.cursor() as holder, self.db.cursor() as cr:
+            _dead, vacuums = self.reported(cr, self.dead_rows, 30000)
+            cr.commit()
+            # Another session's lock that VACUUM must wait for (it waits
+            # at most 2 s, then skips the table).
+            holder.execute("LOCK TABLE mailchimp_member IN SHARE UPDATE EXCLUSIVE MODE")
+            before = {t for t in threading.enumerate() if t.name == "mailchimp-vacuum"}
+            self.env_on(cr)["mailchimp.sync"]._vacuum_if_bloated(wait=False)
+            cr.commit()
+            vacuuming = [t for t in threading.enumerate() if t.name == "mailchimp-vacuum" and t not in before]
+            self.assertEqual(len(vacuuming), 1, "the commit returned with the VACUUM under way")
+            self.assertTrue(vacuuming[0].is_alive(), "the VACUUM still waits for the lock")
+            holder.rollback()
+            vacuuming[0].join(timeout=30)
+            self.assertFalse(vacuuming[0].is_alive())
+            _dead, vacuums_after = self.dead_rows(cr)
+        self.assertEqual(vacuums_after, vacuums + 1, "vacuumed once the lock was let go")
+
     def test_the_last_settled_batch_refreshes_stale_statistics(self):
         """Once the last batch of a sync is settled, an Odoo table the stages
         join whose statistics are stale (here: a bulk import into the
