@@ -46,6 +46,12 @@ BULK_WORK_MEM = "64MB"
 VACUUM_TABLES = STAT_TABLES[:2]
 # A table's statistics are out of date (pg_stat_user_tables' columns).
 STALE_STATS_SQL = "n_mod_since_analyze > 1000 + n_live_tup / 10"
+# (database, table) that a thread of this process is vacuuming: settling the
+# next batch meanwhile finds the table still bloated, and a second VACUUM of
+# it would only wait for the first one's lock and give up (a million-member
+# cache takes seconds to vacuum, a batch a tenth of a second to settle).
+_VACUUMING = set()
+_VACUUMING_LOCK = threading.Lock()
 
 
 class WaitForConfirmation(Exception):  # noqa: N818 - a signal, not an error
@@ -237,9 +243,23 @@ class MailchimpSync(models.AbstractModel):
 
     @classmethod
     def _vacuum_in_background(cls, dbname, tables):
-        """Start ``_vacuum`` in a daemon thread; returns the thread.  A VACUUM
+        """Start ``_vacuum`` in a daemon thread for the tables no thread of
+        this process is vacuuming yet; returns the thread, if any.  A VACUUM
         cut short (the worker exits, or is killed) leaves nothing to undo."""
-        thread = threading.Thread(target=cls._vacuum, args=(dbname, tables), name="mailchimp-vacuum", daemon=True)
+        with _VACUUMING_LOCK:
+            tables = [table for table in tables if (dbname, table) not in _VACUUMING]
+            _VACUUMING.update((dbname, table) for table in tables)
+        if not tables:
+            return None
+
+        def vacuum():
+            try:
+                cls._vacuum(dbname, tables)
+            finally:
+                with _VACUUMING_LOCK:
+                    _VACUUMING.difference_update((dbname, table) for table in tables)
+
+        thread = threading.Thread(target=vacuum, name="mailchimp-vacuum", daemon=True)
         thread.start()
         return thread
 

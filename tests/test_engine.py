@@ -576,6 +576,12 @@ class TestTableUpkeep(CommittedFixture, SyncCase):
             vacuuming = [t for t in threading.enumerate() if t.name == "mailchimp-vacuum" and t not in before]
             self.assertEqual(len(vacuuming), 1, "the commit returned with the VACUUM under way")
             self.assertTrue(vacuuming[0].is_alive(), "the VACUUM still waits for the lock")
+            # The next batch settled meanwhile finds the table as bloated:
+            # no second VACUUM of it is started beside the first.
+            self.env_on(cr)["mailchimp.sync"]._vacuum_if_bloated(wait=False)
+            cr.commit()
+            self.assertEqual([t for t in threading.enumerate() if t.name == "mailchimp-vacuum" and t not in before],
+                             vacuuming, "one VACUUM of the table at a time")
             holder.rollback()
             vacuuming[0].join(timeout=30)
             self.assertFalse(vacuuming[0].is_alive())
