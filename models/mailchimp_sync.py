@@ -46,11 +46,12 @@ BULK_WORK_MEM = "64MB"
 VACUUM_TABLES = STAT_TABLES[:2]
 # A table's statistics are out of date (pg_stat_user_tables' columns).
 STALE_STATS_SQL = "n_mod_since_analyze > 1000 + n_live_tup / 10"
-# (database, table) that a thread of this process is vacuuming: settling the
-# next batch meanwhile finds the table still bloated, and a second VACUUM of
-# it would only wait for the first one's lock and give up (a million-member
-# cache takes seconds to vacuum, a batch a tenth of a second to settle).
-_VACUUMING = set()
+# (database, table) that a thread of this process is vacuuming -> whether
+# it was asked for again meanwhile.  Settling the next batch finds the table
+# still bloated, and a second VACUUM of it would only wait for the first
+# one's lock and give up (a million-member cache takes seconds to vacuum, a
+# batch a tenth of a second to settle): the first thread does it again.
+_VACUUMING = {}
 _VACUUMING_LOCK = threading.Lock()
 
 
@@ -244,22 +245,39 @@ class MailchimpSync(models.AbstractModel):
     @classmethod
     def _vacuum_in_background(cls, dbname, tables):
         """Start ``_vacuum`` in a daemon thread for the tables no thread of
-        this process is vacuuming yet; returns the thread, if any.  A VACUUM
-        cut short (the worker exits, or is killed) leaves nothing to undo."""
+        this process is vacuuming yet; returns the thread, if any.  A table
+        asked for while a thread vacuums it is done once more by that thread
+        when it is through (the last batch of a sync asks for statistics of
+        what it wrote).  A VACUUM cut short (the worker exits, or is killed)
+        leaves nothing to undo."""
         with _VACUUMING_LOCK:
-            tables = [table for table in tables if (dbname, table) not in _VACUUMING]
-            _VACUUMING.update((dbname, table) for table in tables)
+            busy = {table for table in tables if (dbname, table) in _VACUUMING}
+            for table in busy:
+                _VACUUMING[dbname, table] = True
+            tables = [table for table in tables if table not in busy]
+            for table in tables:
+                _VACUUMING[dbname, table] = False
         if not tables:
             return None
 
-        def vacuum():
+        def vacuum(todo):
             try:
-                cls._vacuum(dbname, tables)
+                while todo:
+                    cls._vacuum(dbname, todo)
+                    with _VACUUMING_LOCK:
+                        again = [table for table in todo if _VACUUMING[dbname, table]]
+                        for table in todo:
+                            if table in again:
+                                _VACUUMING[dbname, table] = False
+                            else:
+                                del _VACUUMING[dbname, table]
+                    todo = again
             finally:
                 with _VACUUMING_LOCK:
-                    _VACUUMING.difference_update((dbname, table) for table in tables)
+                    for table in todo:
+                        _VACUUMING.pop((dbname, table), None)
 
-        thread = threading.Thread(target=vacuum, name="mailchimp-vacuum", daemon=True)
+        thread = threading.Thread(target=vacuum, args=(tables,), name="mailchimp-vacuum", daemon=True)
         thread.start()
         return thread
 
