@@ -520,10 +520,10 @@ class TestTableUpkeep(CommittedFixture, SyncCase):
         cr.execute("SHOW work_mem")
         self.assertEqual(cr.fetchone()[0], "256MB")
 
-    def test_a_bloated_cache_is_vacuumed_once_after_the_commit(self):
+    def bloat_cache(self):
+        """Committed data, and a cache a stage rewrote: 30,000 dead row versions."""
         self.setup_committed()
         with self.db.cursor() as cr:
-            # A stage rewrote a large cache: 30,000 dead row versions.
             cr.execute(
                 """INSERT INTO mailchimp_member (audience_id, email, subscriber_hash, sync_status)
                    SELECT %s, 'bloat' || i || '@example.org', md5('bloat' || i), 'todo'
@@ -534,6 +534,9 @@ class TestTableUpkeep(CommittedFixture, SyncCase):
             cr.execute("DELETE FROM mailchimp_member WHERE audience_id = %s", (self.ids["audience"],))
             cr.execute("SELECT pg_stat_force_next_flush()")  # report the counts when idle, not seconds later
             cr.commit()
+
+    def test_a_bloated_cache_is_vacuumed_once_after_the_commit(self):
+        self.bloat_cache()
         with self.db.cursor() as cr:
             dead, vacuums = self.reported(cr, self.dead_rows, 30000)
             cr.commit()
@@ -552,18 +555,7 @@ class TestTableUpkeep(CommittedFixture, SyncCase):
         its bloat asks for to a thread of its own: the commit returns while
         the VACUUM still waits for a lock another session holds, and the
         VACUUM runs once that session lets go."""
-        self.setup_committed()
-        with self.db.cursor() as cr:
-            cr.execute(
-                """INSERT INTO mailchimp_member (audience_id, email, subscriber_hash, sync_status)
-                   SELECT %s, 'bloat' || i || '@example.org', md5('bloat' || i), 'todo'
-                     FROM generate_series(1, 30000) AS i""",
-                (self.ids["audience"],),
-            )
-            cr.commit()
-            cr.execute("DELETE FROM mailchimp_member WHERE audience_id = %s", (self.ids["audience"],))
-            cr.execute("SELECT pg_stat_force_next_flush()")
-            cr.commit()
+        self.bloat_cache()
         with self.db.cursor() as holder, self.db.cursor() as cr:
             _dead, vacuums = self.reported(cr, self.dead_rows, 30000)
             cr.commit()
