@@ -53,6 +53,7 @@ STALE_STATS_SQL = "n_mod_since_analyze > 1000 + n_live_tup / 10"
 # batch a tenth of a second to settle): the first thread does it again.
 _VACUUMING = {}
 _VACUUMING_LOCK = threading.Lock()
+VACUUM_THREAD_NAME = "mailchimp-vacuum"
 
 
 class WaitForConfirmation(Exception):  # noqa: N818 - a signal, not an error
@@ -265,19 +266,15 @@ class MailchimpSync(models.AbstractModel):
                 while todo:
                     cls._vacuum(dbname, todo)
                     with _VACUUMING_LOCK:
-                        again = [table for table in todo if _VACUUMING[dbname, table]]
-                        for table in todo:
-                            if table in again:
-                                _VACUUMING[dbname, table] = False
-                            else:
-                                del _VACUUMING[dbname, table]
-                    todo = again
+                        # Done with each table, unless it was asked for again meanwhile.
+                        todo = [table for table in todo if _VACUUMING.pop((dbname, table))]
+                        _VACUUMING.update(((dbname, table), False) for table in todo)
             finally:
                 with _VACUUMING_LOCK:
                     for table in todo:
                         _VACUUMING.pop((dbname, table), None)
 
-        thread = threading.Thread(target=vacuum, args=(tables,), name="mailchimp-vacuum", daemon=True)
+        thread = threading.Thread(target=vacuum, args=(tables,), name=VACUUM_THREAD_NAME, daemon=True)
         thread.start()
         return thread
 

@@ -16,6 +16,7 @@ from odoo.sql_db import db_connect
 from odoo.tests import tagged
 from odoo.tools import mute_logger
 
+from ..models.mailchimp_sync import VACUUM_THREAD_NAME
 from .common import SyncCase
 
 
@@ -520,12 +521,16 @@ class TestTableUpkeep(CommittedFixture, SyncCase):
         cr.execute("SHOW work_mem")
         self.assertEqual(cr.fetchone()[0], "256MB")
 
+    @staticmethod
+    def vacuum_threads(but=()):
+        """The background VACUUM threads alive now, but those in ``but``."""
+        return [t for t in threading.enumerate() if t.name == VACUUM_THREAD_NAME and t not in but]
+
     def bloat_cache(self):
         """Committed data, and a cache a stage rewrote: 30,000 dead row versions."""
         # A VACUUM an earlier test's settling left running would be counted here.
-        for thread in threading.enumerate():
-            if thread.name == "mailchimp-vacuum":
-                thread.join(timeout=60)
+        for thread in self.vacuum_threads():
+            thread.join(timeout=60)
         self.setup_committed()
         with self.db.cursor() as cr:
             cr.execute(
@@ -566,10 +571,10 @@ class TestTableUpkeep(CommittedFixture, SyncCase):
             # Another session's lock that VACUUM must wait for (it waits
             # at most 2 s, then skips the table).
             holder.execute("LOCK TABLE mailchimp_member IN SHARE UPDATE EXCLUSIVE MODE")
-            before = {t for t in threading.enumerate() if t.name == "mailchimp-vacuum"}
+            before = self.vacuum_threads()
             self.env_on(cr)["mailchimp.sync"]._vacuum_if_bloated(wait=False)
             cr.commit()
-            vacuuming = [t for t in threading.enumerate() if t.name == "mailchimp-vacuum" and t not in before]
+            vacuuming = self.vacuum_threads(but=before)
             self.assertEqual(len(vacuuming), 1, "the commit returned with the VACUUM under way")
             self.assertTrue(vacuuming[0].is_alive(), "the VACUUM still waits for the lock")
             # The next batch settled meanwhile finds the table as bloated:
@@ -578,8 +583,7 @@ class TestTableUpkeep(CommittedFixture, SyncCase):
             # wants statistics of what it wrote).
             self.env_on(cr)["mailchimp.sync"]._vacuum_if_bloated(wait=False)
             cr.commit()
-            self.assertEqual([t for t in threading.enumerate() if t.name == "mailchimp-vacuum" and t not in before],
-                             vacuuming, "one VACUUM of the table at a time")
+            self.assertEqual(self.vacuum_threads(but=before), vacuuming, "one VACUUM of the table at a time")
             holder.rollback()
             vacuuming[0].join(timeout=30)
             self.assertFalse(vacuuming[0].is_alive())
