@@ -325,7 +325,9 @@ def main():
             env.cr.execute("SELECT count(*) FROM mailchimp_member")
             rows = env.cr.fetchone()[0]
             report("initial full sync (to all batches submitted)", run, seconds, sql, requests, rows)
-            pages = -(-run.fetched // 1000)
+            # The pages the fetch read: after the first of a listing, each
+            # re-reads the last members of the one before (PAGE_OVERLAP).
+            pages = run.fetch_pages
             print(f"   requests = {pages} member pages + {run.batches_sent} batches + "
                   f"{requests - pages - run.batches_sent} other | initial sync / floor = {seconds / floor_s:.1f}")
             print(f"   peak RSS during the sync {rss_mb():.0f} MB (before it: {base_rss:.0f} MB), "

@@ -339,8 +339,8 @@ class MailchimpSync(models.AbstractModel):
                     started = time.monotonic()
                     run.fetched_changed += self.env["mailchimp.member"]._merge_page(audience, page.members)
                     run.fetched += max(page.next_offset - run.fetch_offset, 0)
-                    run.write({"fetch_offset": page.next_offset, "progress_done": page.next_offset,
-                               "progress_total": page.total_items})
+                    run.write({"fetch_offset": page.next_offset, "fetch_pages": run.fetch_pages + 1,
+                               "progress_done": page.next_offset, "progress_total": page.total_items})
                     timing["page"] = time.monotonic() - started
                     if not page.is_last and time.monotonic() >= deadline:
                         return False

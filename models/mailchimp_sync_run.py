@@ -86,6 +86,10 @@ class MailchimpSyncRun(models.Model):
     steps = fields.Integer(help="Scheduled-action steps this cycle took.")
     stage_timings = fields.Json(help="Seconds spent in each stage.")
     fetched = fields.Integer(help="Members read from Mailchimp.")
+    fetch_pages = fields.Integer(
+        string="Pages", help="Pages of members read from Mailchimp. Each page after the first of a listing "
+        "reads the last members of the page before again, so that nobody is skipped if the listing "
+        "shifts meanwhile.")
     fetched_changed = fields.Integer(string="Changed", help="Members whose data differed from the cache.")
     reconciled = fields.Integer(help="Cache rows reconciled.")
     created = fields.Integer(string="Contacts Created")

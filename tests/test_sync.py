@@ -1,5 +1,6 @@
 from odoo.tests import tagged
 
+from ..models.mailchimp_sync import PAGE_OVERLAP
 from .common import SyncCase
 
 
@@ -379,3 +380,38 @@ class TestEchoFetchedBeforeSettling(SyncCase):
         self.sync()
         self.assertFalse(self.subscribed(bea), "Mailchimp changed last")
         self.assertEqual(self.mc("bea@example.org")["status"], "unsubscribed")
+
+
+@tagged("post_install", "-at_install")
+class TestFetchPages(SyncCase):
+    def test_the_run_counts_every_page_it_reads(self):
+        """A member page is one request, counted on the run: the first page
+        of each listing (the default one, then the archived members) from
+        its start, each next one from the last members of the page before,
+        so that a listing that shifts meanwhile skips nobody."""
+        self.seed(generate=2500)
+        members = self.emulator.control.state(self.list_id)["lists"][0]["members"]
+        archived = sum(m["status"] == "archived" for m in members)
+        self.assertTrue(0 < archived < 1000, "both listings have members")
+        before = self.emulator.control.stats()["requests"]
+        run = self.sync(settle=False)
+        expected = listing_pages(len(members) - archived, PAGE_OVERLAP) + listing_pages(archived, PAGE_OVERLAP)
+        self.assertEqual(expected, 4, "three pages of 2,500 minus the archived ones, one of the archived")
+        self.assertEqual(run.fetch_pages, expected)
+        self.assertEqual(run.fetched, 2500)
+        # Besides the pages and the batches, only the audience's interests
+        # (their categories, then each category's interests) were asked for.
+        self.assertEqual(self.emulator.control.stats()["requests"] - before,
+                         run.fetch_pages + run.batches_sent + 2)
+
+
+def listing_pages(total, overlap, count=1000):
+    """The page requests that list ``total`` members: each page after the
+    first starts ``overlap`` members before where the one before ended."""
+    pages, offset = 0, 0
+    while True:
+        start = max(0, offset - overlap) if pages else offset
+        pages += 1
+        offset = min(start + count, total)
+        if offset >= total:
+            return pages
