@@ -21,7 +21,7 @@ class MailchimpOdooChanges(models.AbstractModel):
         return f"COALESCE({alias}.active, FALSE)" if audience.blacklist_unsubscribes else "FALSE"
 
     @api.model
-    def _refresh_odoo_state(self, audience, member_ids=None, mark_todo=True, since=None):
+    def _refresh_odoo_state(self, audience, member_ids=None, mark_todo=True, since=None, stamped_only=False):
         """Recompute the cached Odoo side (subscription and interest lists,
         with their change times) and mark rows whose Odoo side changed.
 
@@ -30,10 +30,12 @@ class MailchimpOdooChanges(models.AbstractModel):
         deleted contact is not subscribed since its deletion.  With
         ``since`` (an incremental cycle), only the rows the change stamps
         say may have changed are recomputed: proportional to the changes,
-        not to the audience.
+        not to the audience; ``stamped_only``: rows to do are not looked
+        at for being to do (a first cycle's rows are all to do, and their
+        Odoo side was written with them).
         """
         if member_ids is None and since:
-            member_ids = self._changed_in_odoo_since(audience, since)
+            member_ids = self._changed_in_odoo_since(audience, since, stamped_only)
             if not member_ids:
                 return 0
         state_sql, params = self._odoo_state_sql(audience, member_ids is not None)
@@ -145,17 +147,19 @@ class MailchimpOdooChanges(models.AbstractModel):
                             ELSE jsonb_build_object({", ".join(times)}) END AS itimes"""
         return columns, joins, params
 
-    def _changed_in_odoo_since(self, audience, since):
+    def _changed_in_odoo_since(self, audience, since, stamped_only=False):
         """Rows whose Odoo side may have changed since ``since``: new or to-do
-        rows, rows whose contact was deleted, and rows of contacts whose
-        membership of a mapped list, removal from one, or blacklist entry
-        was stamped since then (the stamps are indexed)."""
+        rows (but with ``stamped_only``), rows whose contact was deleted, and
+        rows of contacts whose membership of a mapped list, removal from
+        one, or blacklist entry was stamped since then (the stamps are
+        indexed)."""
         lists = [audience.mailing_list_id.id] + audience.interest_ids.mailing_list_id.ids
+        todo = "" if stamped_only else "sync_status = 'todo' OR "
         self.env.cr.execute(
-            """
+            f"""
             SELECT id FROM mailchimp_member
              WHERE audience_id = %(aud)s
-               AND (sync_status = 'todo' OR odoo_subscribed IS NULL OR odoo_deleted_at >= %(since)s)
+               AND ({todo}odoo_subscribed IS NULL OR odoo_deleted_at >= %(since)s)
             UNION
             SELECT m.id FROM mailing_subscription s
               JOIN mailchimp_member m ON m.contact_id = s.contact_id AND m.audience_id = %(aud)s

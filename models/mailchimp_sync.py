@@ -370,7 +370,15 @@ class MailchimpSync(models.AbstractModel):
 
     def _stage_odoo_changes(self, audience, run, deadline):
         self._ensure_statistics()
-        self.env["mailchimp.odoo.changes"]._refresh_odoo_state(audience, since=run.odoo_since)
+        Changes = self.env["mailchimp.odoo.changes"]
+        if not run.odoo_since and run.cache_was_empty:
+            # A first cycle wrote each row with its Odoo side (fetch, match,
+            # create, Odoo-only): only what was stamped since it began can
+            # be newer.  Recomputing every row found nothing to write and
+            # took 14.8 s at a million members.
+            Changes._refresh_odoo_state(audience, since=run.odoo_horizon, stamped_only=True)
+        else:
+            Changes._refresh_odoo_state(audience, since=run.odoo_since)
         # Read here, in the transaction before the data stage's: the data
         # written before it (the contacts this cycle created) is the data
         # stage's to see, and the next cycle's not to look at again.

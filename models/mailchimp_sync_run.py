@@ -75,6 +75,10 @@ class MailchimpSyncRun(models.Model):
              "the Odoo horizon: the next cycle looks at data written from here, so the contacts this "
              "cycle created before looking are not looked at again."
     )
+    cache_was_empty = fields.Boolean(
+        help="The audience had no cache row when this cycle began: each row's Odoo side was written by "
+             "this cycle's stages, and only changes stamped since the cycle began can be newer."
+    )
     data_config = fields.Char(string="Data Settings", help="The audience's data settings this cycle synced with.")
     fetch_status = fields.Char(
         help="Which listing the fetch pages: empty for Mailchimp's default listing, "
@@ -218,11 +222,14 @@ class MailchimpSyncRun(models.Model):
         previous = self._last_done(audience)
         horizon = self._db_horizon()
         since = previous.odoo_horizon or (previous.started_at and previous.started_at - timedelta(minutes=15))
+        self.env.cr.execute("SELECT EXISTS (SELECT 1 FROM mailchimp_member WHERE audience_id = %s)", (audience.id,))
+        cache_was_empty = not self.env.cr.fetchone()[0]
         run = self.create({
             "audience_id": audience.id, "full": full, "stage_timings": {},
             "fetch_since": False if full else audience.last_fetch_at - timedelta(minutes=15),
             "odoo_horizon": horizon,
             "odoo_since": False if (full or not previous) else since,
+            "cache_was_empty": cache_was_empty,
         })
         audience.write({"current_run_id": run.id, "last_sync_start": run.started_at})
         return run

@@ -95,6 +95,46 @@ class TestIncrementalCycles(CommittedFixture, SyncCase):
         self.assertEqual(self.emulator.control.member(self.list_id, "mconly@example.org")["merge_fields"]["LNAME"],
                          "Person")
 
+    def test_a_first_cycle_sees_an_opt_out_stamped_while_it_ran(self):
+        self.setup_committed(odoo_only=2)
+        self.run_steps(until="odoo_changes")
+        racer0 = self.ids["contacts"][0]
+        with self.db.cursor() as cr:
+            run = self.env_on(cr)["mailchimp.audience"].browse(self.ids["audience"]).current_run_id
+            self.assertTrue(run.cache_was_empty, "the audience had no cache row when the cycle began")
+            cr.execute("SELECT odoo_subscribed FROM mailchimp_member WHERE contact_id = %s", (racer0,))
+            self.assertTrue(cr.fetchone()[0], "the Odoo-only stage wrote the row with its Odoo side")
+            # A person opts racer0 out after that stage looked.
+            cr.execute("UPDATE mailing_subscription SET opt_out = TRUE WHERE contact_id = %s AND list_id = %s",
+                       (racer0, self.ids["list"]))
+            cr.commit()
+        self.run_steps()
+        self.settle_committed()
+        with self.db.cursor() as cr:
+            cr.execute("SELECT odoo_subscribed, mc_status FROM mailchimp_member WHERE contact_id = %s", (racer0,))
+            self.assertEqual(cr.fetchone(), (False, None), "the opt-out was seen: nothing was sent for racer0")
+        self.assertEqual(self.emulator.control.member(self.list_id, "racer1@example.org")["status"], "subscribed")
+
+    def test_a_full_cycle_on_a_filled_cache_recomputes_every_odoo_side(self):
+        self.setup_committed(odoo_only=2)
+        self.assertTrue(self.cycle()["full"])
+        racer1 = self.ids["contacts"][1]
+        with self.db.cursor() as cr:
+            # A row whose Odoo side went wrong without any change stamp (as
+            # after a restore): only a look at every row finds it.
+            cr.execute("UPDATE mailchimp_member SET odoo_subscribed = FALSE WHERE contact_id = %s", (racer1,))
+            self.env_on(cr)["mailchimp.audience"].browse(self.ids["audience"]).full_sync_requested = True
+            cr.commit()
+        self.run_steps(until="data")
+        with self.db.cursor() as cr:
+            run = self.env_on(cr)["mailchimp.audience"].browse(self.ids["audience"]).current_run_id
+            self.assertEqual((run.full, run.cache_was_empty), (True, False))
+            cr.execute("SELECT odoo_subscribed FROM mailchimp_member WHERE contact_id = %s", (racer1,))
+            self.assertTrue(cr.fetchone()[0], "the full cycle recomputed the row")
+        self.run_steps()
+        self.settle_committed()
+        self.assertEqual(self.emulator.control.member(self.list_id, "racer1@example.org")["status"], "subscribed")
+
     def unpin_data_horizon(self):
         """The data horizon is the start of the oldest transaction open when
         the data stage was about to look; this test's own transaction, open
