@@ -30,9 +30,9 @@ class MailchimpOdooChanges(models.AbstractModel):
         deleted contact is not subscribed since its deletion.  With
         ``since`` (an incremental cycle), only the rows the change stamps
         say may have changed are recomputed: proportional to the changes,
-        not to the audience; ``stamped_only``: rows to do are not looked
-        at for being to do (a first cycle's rows are all to do, and their
-        Odoo side was written with them).
+        not to the audience.  With ``stamped_only`` too, a row is not
+        recomputed for being to do, only for a stamp: a first cycle's rows
+        are all to do, and its stages wrote their Odoo side.
         """
         if member_ids is None and since:
             member_ids = self._changed_in_odoo_since(audience, since, stamped_only)
@@ -149,7 +149,7 @@ class MailchimpOdooChanges(models.AbstractModel):
 
     def _changed_in_odoo_since(self, audience, since, stamped_only=False):
         """Rows whose Odoo side may have changed since ``since``: new or to-do
-        rows (but with ``stamped_only``), rows whose contact was deleted, and
+        rows (unless ``stamped_only``), rows whose contact was deleted, and
         rows of contacts whose membership of a mapped list, removal from
         one, or blacklist entry was stamped since then (the stamps are
         indexed)."""
