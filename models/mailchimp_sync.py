@@ -252,12 +252,10 @@ class MailchimpSync(models.AbstractModel):
         what it wrote).  A VACUUM cut short (the worker exits, or is killed)
         leaves nothing to undo."""
         with _VACUUMING_LOCK:
-            busy = {table for table in tables if (dbname, table) in _VACUUMING}
-            for table in busy:
-                _VACUUMING[dbname, table] = True
+            # A table a thread is on is marked asked-for-again; the others are this thread's.
+            busy = [table for table in tables if (dbname, table) in _VACUUMING]
             tables = [table for table in tables if table not in busy]
-            for table in tables:
-                _VACUUMING[dbname, table] = False
+            _VACUUMING.update({(dbname, table): table in busy for table in busy + tables})
         if not tables:
             return None
 
