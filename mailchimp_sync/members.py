@@ -14,6 +14,9 @@ FETCH_FIELDS = [
     "id",
     "email_address",
     "unique_email_id",
+    # Mailchimp's id of the person, kept when the address changes: how a
+    # fetch tells a member renamed at Mailchimp from a new one.
+    "contact_id",
     "status",
     "last_changed",
     "merge_fields.FNAME",

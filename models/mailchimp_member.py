@@ -1,10 +1,15 @@
 import json
+import logging
 
 from odoo import api, fields, models
+from odoo.tools import email_normalize
 
+from ..mailchimp_sync.client import subscriber_hash
 from ..mailchimp_sync.members import check_statuses
 from ..mailchimp_sync.text import postgres_json
 from ..tools.sql import int_array
+
+_logger = logging.getLogger(__name__)
 
 MAILCHIMP_STATUSES = [
     ("subscribed", "Subscribed"),
@@ -26,7 +31,7 @@ SYNC_STATUSES = [
 MC_COLUMNS = (
     "subscriber_hash", "email", "mc_status", "mc_last_changed", "mc_status_changed", "mc_first_name",
     "mc_last_name", "mc_name_changed", "mc_interests", "mc_interests_changed", "mc_unique_email_id",
-    "mc_merge_fields", "mc_merge_fields_changed", "mc_tags", "mc_tags_partial",
+    "mc_merge_fields", "mc_merge_fields_changed", "mc_tags", "mc_tags_partial", "mc_contact_id",
 )
 # The states of an update still to come back from Mailchimp.
 BUSY_STATES = "('queued', 'sent')"
@@ -60,6 +65,7 @@ def _answered_sql(member):
                     FROM jsonb_each(CASE WHEN jsonb_typeof({member}->'interests') = 'object'
                                          THEN {member}->'interests' END) e), '{{}}') AS mc_interests,
         NULLIF({member}->>'unique_email_id', '') AS mc_unique_email_id,
+        NULLIF({member}->>'contact_id', '') AS mc_contact_id,
         CASE WHEN jsonb_typeof({member}->'merge_fields') = 'object'
              THEN {member}->'merge_fields' ELSE '{{}}' END AS mc_merge_fields,
         CASE WHEN jsonb_typeof({member}->'tags') = 'array' THEN COALESCE((
@@ -116,6 +122,7 @@ def _merged_sql(old, new, as_of=None):
         "mc_interests": f"{new}.mc_interests",
         "mc_interests_changed": times(f"{new}.mc_interests", f"{old}.mc_interests", f"{old}.mc_interests_changed"),
         "mc_unique_email_id": f"COALESCE({new}.mc_unique_email_id, {old}.mc_unique_email_id)",
+        "mc_contact_id": f"COALESCE({new}.mc_contact_id, {old}.mc_contact_id)",
         "mc_merge_fields": f"COALESCE({old}.mc_merge_fields, '{{}}') || {new}.mc_merge_fields",
         "mc_merge_fields_changed": f"COALESCE({old}.mc_merge_fields_changed, '{{}}') || "
                                    + times(f"{new}.mc_merge_fields", f"{old}.mc_merge_fields",
@@ -165,6 +172,11 @@ class MailchimpMember(models.Model):
     mc_interests = fields.Json(string="Interests at Mailchimp")
     mc_interests_changed = fields.Json(string="Interest Change Times at Mailchimp")
     mc_unique_email_id = fields.Char(string="Mailchimp Unique Email ID")
+    mc_contact_id = fields.Char(
+        string="Mailchimp Contact ID",
+        help="Mailchimp's id of the person, which stays when their address changes: how a fetch "
+             "recognises a member whose address was changed at Mailchimp.",
+    )
     mc_merge_fields = fields.Json(string="Merge Fields at Mailchimp")
     mc_merge_fields_changed = fields.Json(
         string="Merge Field Change Times at Mailchimp",
@@ -593,6 +605,116 @@ class MailchimpMember(models.Model):
             (others,),
         )
         self.invalidate_model()
+
+    # ------------------------------------------------------------------
+    # Addresses changed at Mailchimp
+    # ------------------------------------------------------------------
+
+    @api.model
+    def _row_of(self, audience, email):
+        """The audience's cache row of ``email`` (by its subscriber hash)."""
+        return self.search(
+            [("audience_id", "=", audience.id), ("subscriber_hash", "=", subscriber_hash(email))], limit=1
+        )
+
+    @api.model
+    def _follow_renames(self, audience, since=None):
+        """Members a fetch found under a new address: Mailchimp keeps a
+        member's ``contact_id`` when its address changes, so a row fetched
+        (changed since ``since``; all rows on a full fetch) that shares its
+        contact id with an older row of another address is that member
+        renamed.  The old row's contact moves with it, as the ``upemail``
+        webhook moves it (``_move_email``): without webhooks, the renamed
+        member would otherwise make a second contact, and the old one
+        would stay subscribed in Odoo under an address Mailchimp no longer
+        has.  One scan of the cache per cycle; the renames are moved one by
+        one (a person's own change, a few per cycle).  Returns how many."""
+        self.env.flush_all()
+        cr = self.env.cr
+        cr.execute(
+            """SELECT o.id, o.email, f.id, f.email
+                 FROM mailchimp_member f
+                 JOIN mailchimp_member o ON o.audience_id = f.audience_id AND o.mc_contact_id = f.mc_contact_id
+                WHERE f.audience_id = %(aud)s AND f.mc_contact_id IS NOT NULL AND f.mc_status IS NOT NULL
+                  AND (%(since)s::timestamp IS NULL OR f.mc_last_changed >= %(since)s::timestamp)
+                  AND o.id <> f.id AND o.mc_status IS NOT NULL AND o.mc_last_changed < f.mc_last_changed
+             ORDER BY o.id""",
+            {"aud": audience.id, "since": since or None},
+        )
+        pairs = cr.fetchall()
+        if not pairs:
+            return 0
+        # One writer per member, as the webhook holds them (a webhook that
+        # moved one meanwhile makes this step start again on fresh rows).
+        self._lock_rows(sorted({row_id for old_id, _o, new_id, _n in pairs for row_id in (old_id, new_id)}))
+        for _old_id, old_email, _new_id, new_email in pairs:
+            _logger.info("Audience %s: a member's address changed at Mailchimp (found by the fetch)", audience.id)
+            self._move_email(audience, old_email, new_email)
+        # The rows that took a contact have its Odoo side from now on.
+        self.env["mailchimp.odoo.changes"]._refresh_odoo_state(audience, [new_id for _o, _e, new_id, _n in pairs])
+        self.invalidate_model()
+        return len(pairs)
+
+    @api.model
+    def _move_email(self, audience, old_email, new_email):
+        """The member's address changed at Mailchimp (an ``upemail`` event,
+        or a fetch that found the member under a new address).
+
+        The cache row moves to the new address (its unsent updates follow
+        it).  If a row for the new address exists already (an event or a
+        fetch saw it first), that row takes the old row's contact and the
+        old row is emptied (the next sync drops it).
+
+        The contact rule: a mailing contact holds one address, the one the
+        list mails, so it takes the new address when it had the old one;
+        the old address stays in its chatter.  A linked partner that had the
+        old address follows as the audience says (res.partner's
+        _mailchimp_email_moved: its email changes, or it gets a note).
+        """
+        old_row = self._row_of(audience, old_email)
+        if not old_row or subscriber_hash(old_email) == subscriber_hash(new_email):
+            return
+        new_row = self._row_of(audience, new_email)
+        contact = old_row.contact_id
+        partner = old_row.partner_id
+        if new_row:
+            self.env.flush_all()
+            self.env["mailchimp.update"]._cancel_unsent_of(
+                old_row.ids, self.env._("Cancelled: the address changed at Mailchimp."))
+            moved = {
+                "contact_id": False,
+                "partner_id": False,
+                "mc_status": False,
+                "sync_status": "ok",
+                "sync_error": self.env._("The address changed at Mailchimp to %s.", new_email),
+            }
+            old_row.write(moved)
+            if contact and not new_row.contact_id:
+                new_row.write({"contact_id": contact.id, "partner_id": partner.id or False})
+        else:
+            self.env.cr.execute(
+                """UPDATE mailchimp_update
+                      SET payload = jsonb_set(payload, '{email_address}', to_jsonb(%s::text))
+                    WHERE member_id = %s AND state = 'queued' AND payload ? 'email_address'""",
+                (new_email, old_row.id),
+            )
+            old_row.write({"email": new_email, "subscriber_hash": subscriber_hash(new_email)})
+            self.env["mailchimp.update"].invalidate_model()
+        self.env.flush_all()
+        if contact and contact.email_normalized == email_normalize(old_email):
+            contact.write({"email": new_email})
+            contact._mailchimp_log_notes(
+                audience,
+                {
+                    contact.id: [
+                        self.env._(
+                            "The email changed at Mailchimp from %(old)s to %(new)s.", old=old_email, new=new_email
+                        )
+                    ]
+                },
+            )
+        if partner and partner.email_normalized == email_normalize(old_email):
+            partner._mailchimp_email_moved(audience, old_email, new_email)
 
     # ------------------------------------------------------------------
     # Screen actions (Members list and form)

@@ -80,6 +80,7 @@ class MailchimpSync(models.AbstractModel):
         Member = self.env["mailchimp.member"]
         return {
             "fetch": self._stage_fetch,
+            "renames": lambda a, r, d: Member._follow_renames(a, since=r.fetch_since) or True,
             "remove_invalid": lambda a, r, d: Member._remove_invalid(a) or True,
             "match": self._stage_match,
             "create": self._stage_create,

@@ -12,6 +12,7 @@ _logger = logging.getLogger(__name__)
 # (models/mailchimp_sync.py) maps each to the model that owns its work.
 SYNC_STAGES = [
     ("fetch", "Fetching from Mailchimp"),
+    ("renames", "Following address changes"),
     ("remove_invalid", "Removing stale links"),
     ("match", "Matching contacts"),
     ("create", "Creating contacts"),

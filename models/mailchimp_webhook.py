@@ -13,7 +13,6 @@ import secrets
 
 from markupsafe import Markup
 from odoo import api, models
-from odoo.tools import email_normalize
 
 from ..mailchimp_sync.client import subscriber_hash
 from ..mailchimp_sync.exceptions import MailchimpError, MailchimpNotFoundError
@@ -343,7 +342,7 @@ class MailchimpWebhook(models.AbstractModel):
             refusal = self._upemail_outdated(audience, event)
             if refusal:
                 return f"upemail ignored: {refusal}"
-            self._move_email(audience, event.old_email, event.email)
+            Member._move_email(audience, event.old_email, event.email)
         row = self._apply_fetched(audience, event.email, member)
         if not row:
             return "member unknown on both sides"
@@ -399,9 +398,7 @@ class MailchimpWebhook(models.AbstractModel):
         return None
 
     def _row(self, audience, email):
-        return self.env["mailchimp.member"].search(
-            [("audience_id", "=", audience.id), ("subscriber_hash", "=", subscriber_hash(email))], limit=1
-        )
+        return self.env["mailchimp.member"]._row_of(audience, email)
 
     def _apply_fetched(self, audience, email, member):
         """Merge the re-fetched member into the cache; a member Mailchimp no
@@ -435,60 +432,3 @@ class MailchimpWebhook(models.AbstractModel):
         subscribe must not undo the member's unsubscribe)."""
         self.env.flush_all()
         return len(self.env["mailchimp.update"]._cancel_unsent_of(row.ids, reason))
-
-    def _move_email(self, audience, old_email, new_email):
-        """``upemail``: the member's address changed at Mailchimp.
-
-        The cache row moves to the new address (its unsent updates follow
-        it).  If a row for the new address exists already (an event or a
-        fetch saw it first), that row takes the old row's contact and the
-        old row is emptied (the next sync drops it).
-
-        The contact rule: a mailing contact holds one address, the one the
-        list mails, so it takes the new address when it had the old one;
-        the old address stays in its chatter.  A linked partner that had the
-        old address follows as the audience says (res.partner's
-        _mailchimp_email_moved: its email changes, or it gets a note).
-        """
-        old_row = self._row(audience, old_email)
-        if not old_row or subscriber_hash(old_email) == subscriber_hash(new_email):
-            return
-        new_row = self._row(audience, new_email)
-        contact = old_row.contact_id
-        partner = old_row.partner_id
-        if new_row:
-            self._cancel_unsent(old_row, self.env._("Cancelled: the address changed at Mailchimp."))
-            moved = {
-                "contact_id": False,
-                "partner_id": False,
-                "mc_status": False,
-                "sync_status": "ok",
-                "sync_error": self.env._("The address changed at Mailchimp to %s.", new_email),
-            }
-            old_row.write(moved)
-            if contact and not new_row.contact_id:
-                new_row.write({"contact_id": contact.id, "partner_id": partner.id or False})
-        else:
-            self.env.cr.execute(
-                """UPDATE mailchimp_update
-                      SET payload = jsonb_set(payload, '{email_address}', to_jsonb(%s::text))
-                    WHERE member_id = %s AND state = 'queued' AND payload ? 'email_address'""",
-                (new_email, old_row.id),
-            )
-            old_row.write({"email": new_email, "subscriber_hash": subscriber_hash(new_email)})
-            self.env["mailchimp.update"].invalidate_model()
-        self.env.flush_all()
-        if contact and contact.email_normalized == email_normalize(old_email):
-            contact.write({"email": new_email})
-            contact._mailchimp_log_notes(
-                audience,
-                {
-                    contact.id: [
-                        self.env._(
-                            "The email changed at Mailchimp from %(old)s to %(new)s.", old=old_email, new=new_email
-                        )
-                    ]
-                },
-            )
-        if partner and partner.email_normalized == email_normalize(old_email):
-            partner._mailchimp_email_moved(audience, old_email, new_email)

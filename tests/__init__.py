@@ -18,3 +18,4 @@ from . import test_configuration
 from . import test_incremental
 from . import test_member_merge
 from . import test_housekeeping
+from . import test_address_changes

@@ -667,7 +667,7 @@ class TestScheduledActions(SyncCase):
         self.assertEqual(broken.sync_stage, "failing")
         self.assertTrue(broken.current_run_id.message)
         self.env["mailchimp.audience"]._cron_sync_audience(self.audience.id)
-        self.assertEqual(self.audience.sync_stage, "remove_invalid", "the other audience goes on")
+        self.assertEqual(self.audience.sync_stage, "renames", "the other audience goes on")
 
     def test_two_audiences_sync_at_the_same_time(self):
         """Two cron workers, two audiences: both hold their audience at once."""

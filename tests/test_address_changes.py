@@ -1,0 +1,81 @@
+"""A member whose address changed at Mailchimp, seen by a fetch (no
+webhook): Mailchimp keeps the member's ``contact_id``, so the cycle moves
+the old row's contact to the new address instead of creating a second
+contact and leaving the first one subscribed under an address Mailchimp
+no longer has."""
+
+from odoo.tests import tagged
+
+from ..mailchimp_sync.client import subscriber_hash
+from .common import SyncCase
+
+
+@tagged("post_install", "-at_install")
+class TestAddressChangedAtMailchimp(SyncCase):
+    def test_a_fetch_follows_a_member_renamed_at_mailchimp(self):
+        self.seed([{"email_address": "carl@example.org", "status": "subscribed",
+                    "merge_fields": {"FNAME": "Carl", "LNAME": "Berg"}}])
+        carl = self.contact("carl@example.org", [self.newsletter], name="Carl Berg")
+        self.sync()
+        old_row = self.row("carl@example.org")
+        self.assertEqual(old_row.contact_id, carl)
+        self.assertEqual(old_row.mc_contact_id, self.mc("carl@example.org")["contact_id"])
+        self.mailchimp_later()
+        self.emulator.control.admin_update(self.list_id, "carl@example.org", email_address="carl@new.example.org")
+        contacts = self.Contact.search_count([])
+        run = self.sync()
+        self.assertEqual(self.Contact.search_count([]), contacts, "no second contact for the renamed member")
+        self.assertFalse(run.full, "an incremental fetch")
+        self.assertEqual((run.created, run.updates_queued, run.odoo_opt_outs), (0, 0, 0))
+        carl.invalidate_recordset()
+        self.assertEqual(carl.email, "carl@new.example.org")
+        self.assertTrue(self.subscribed(carl))
+        self.assertIn("carl@example.org", carl.message_ids[:1].body, "the old address stays in the chatter")
+        new_row = self.row("carl@new.example.org")
+        self.assertEqual(new_row.contact_id, carl)
+        self.assertEqual((new_row.mc_status, new_row.sync_status), ("subscribed", "ok"))
+        self.assertFalse(old_row.exists(), "the old address's row was emptied, then dropped")
+        self.assertEqual(self.mc("carl@new.example.org")["status"], "subscribed")
+        # Nothing is left to do on either side.
+        run = self.sync()
+        self.assertEqual((run.created, run.updates_queued, run.odoo_changes), (0, 0, 0))
+
+    def test_the_later_of_two_rows_of_one_person_keeps_the_contact(self):
+        """Renamed while a full fetch pages the audience: both addresses
+        were read, the later change is the member as it is now."""
+        self.seed([])
+        person = "0123456789abcdef0123456789abcdef"
+        dana = self.contact("dana@example.org", [self.newsletter])
+        self.Member._merge_page(self.audience, [
+            {"id": subscriber_hash("dana@new.example.org"), "email_address": "dana@new.example.org",
+             "status": "subscribed", "last_changed": "2026-01-02T09:00:00+00:00", "contact_id": person},
+            {"id": subscriber_hash("dana@example.org"), "email_address": "dana@example.org",
+             "status": "subscribed", "last_changed": "2026-01-01T10:00:00+00:00", "contact_id": person},
+            {"id": subscriber_hash("eve@example.org"), "email_address": "eve@example.org",
+             "status": "subscribed", "last_changed": "2026-01-03T10:00:00+00:00",
+             "contact_id": "fedcba9876543210fedcba9876543210"},
+        ])
+        self.env.flush_all()
+        self.Member._match_contacts(self.audience)
+        self.assertEqual(self.row("dana@example.org").contact_id, dana)
+        self.assertEqual(self.Member._follow_renames(self.audience), 1, "Eve, another person, is not moved")
+        self.assertEqual(self.row("dana@new.example.org").contact_id, dana)
+        old_row = self.row("dana@example.org")
+        self.assertFalse(old_row.mc_status or old_row.contact_id, "the old address's row is emptied")
+        self.assertIn("dana@new.example.org", old_row.sync_error)
+        dana.invalidate_recordset()
+        self.assertEqual(dana.email, "dana@new.example.org")
+        self.assertEqual(self.Member._follow_renames(self.audience), 0, "done once")
+
+    def test_an_older_fetch_window_is_not_looked_at_again(self):
+        self.seed([])
+        person = "00112233445566778899aabbccddeeff"
+        self.Member._merge_page(self.audience, [
+            {"id": subscriber_hash("finn@example.org"), "email_address": "finn@example.org",
+             "status": "subscribed", "last_changed": "2026-01-01T10:00:00+00:00", "contact_id": person},
+            {"id": subscriber_hash("finn@new.example.org"), "email_address": "finn@new.example.org",
+             "status": "subscribed", "last_changed": "2026-01-02T10:00:00+00:00", "contact_id": person},
+        ])
+        self.assertEqual(self.Member._follow_renames(self.audience, since="2026-01-03 00:00:00"), 0,
+                         "the new address was not fetched since then")
+        self.assertEqual(self.Member._follow_renames(self.audience, since="2026-01-02 00:00:00"), 1)
