@@ -631,13 +631,18 @@ class MailchimpMember(models.Model):
         one (a person's own change, a few per cycle).  Returns how many."""
         self.env.flush_all()
         cr = self.env.cr
+        # Each person's latest row among those fetched is the member as it
+        # is now; any older row of theirs is an address they left.
         cr.execute(
-            """SELECT o.id, o.email, f.id, f.email
-                 FROM mailchimp_member f
-                 JOIN mailchimp_member o ON o.audience_id = f.audience_id AND o.mc_contact_id = f.mc_contact_id
-                WHERE f.audience_id = %(aud)s AND f.mc_contact_id IS NOT NULL AND f.mc_status IS NOT NULL
-                  AND (%(since)s::timestamp IS NULL OR f.mc_last_changed >= %(since)s::timestamp)
-                  AND o.id <> f.id AND o.mc_status IS NOT NULL AND o.mc_last_changed < f.mc_last_changed
+            """WITH f AS (
+                   SELECT DISTINCT ON (mc_contact_id) id, email, mc_contact_id, mc_last_changed
+                     FROM mailchimp_member
+                    WHERE audience_id = %(aud)s AND mc_contact_id IS NOT NULL AND mc_status IS NOT NULL
+                      AND (%(since)s::timestamp IS NULL OR mc_last_changed >= %(since)s::timestamp)
+                 ORDER BY mc_contact_id, mc_last_changed DESC, id DESC)
+               SELECT o.id, o.email, f.id, f.email
+                 FROM f JOIN mailchimp_member o ON o.audience_id = %(aud)s AND o.mc_contact_id = f.mc_contact_id
+                WHERE o.id <> f.id AND o.mc_status IS NOT NULL AND o.mc_last_changed < f.mc_last_changed
              ORDER BY o.id""",
             {"aud": audience.id, "since": since or None},
         )

@@ -67,6 +67,23 @@ class TestAddressChangedAtMailchimp(SyncCase):
         self.assertEqual(dana.email, "dana@new.example.org")
         self.assertEqual(self.Member._follow_renames(self.audience), 0, "done once")
 
+    def test_renamed_twice_the_contact_goes_to_the_latest_address(self):
+        self.seed([])
+        person = "33333333333333333333333333333333"
+        gus = self.contact("gus@example.org", [self.newsletter])
+        self.env.flush_all()
+        for email, day in (("gus@example.org", 1), ("gus@second.example.org", 2), ("gus@third.example.org", 3)):
+            self.Member._merge_page(self.audience, [
+                {"id": subscriber_hash(email), "email_address": email, "status": "subscribed",
+                 "last_changed": f"2026-01-0{day}T10:00:00+00:00", "contact_id": person}])
+            if day == 1:
+                self.Member._match_contacts(self.audience)
+        self.assertEqual(self.Member._follow_renames(self.audience), 2)
+        self.assertEqual(self.row("gus@third.example.org").contact_id, gus)
+        self.assertFalse(self.row("gus@second.example.org").contact_id)
+        gus.invalidate_recordset()
+        self.assertEqual(gus.email, "gus@third.example.org")
+
     def test_an_older_fetch_window_is_not_looked_at_again(self):
         self.seed([])
         person = "00112233445566778899aabbccddeeff"
