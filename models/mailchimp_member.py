@@ -620,8 +620,8 @@ class MailchimpMember(models.Model):
     @api.model
     def _follow_renames(self, audience, since=None):
         """Members a fetch found under a new address: Mailchimp keeps a
-        member's ``contact_id`` when its address changes, so a row fetched
-        (changed since ``since``; all rows on a full fetch) that shares its
+        member's ``contact_id`` when its address changes, so a row the
+        fetch wrote (to do, and changed since ``since``) that shares its
         contact id with an older row of another address is that member
         renamed.  The old row's contact moves with it, as the ``upemail``
         webhook moves it (``_move_email``): without webhooks, the renamed
@@ -630,14 +630,21 @@ class MailchimpMember(models.Model):
         has.  One scan of the cache per cycle; the renames are moved one by
         one (a person's own change, a few per cycle).  Returns how many."""
         self.env.flush_all()
+        # A first sync sorts every row by its contact id (in memory, not in
+        # temporary files on disk).
+        self.env["mailchimp.sync"]._tune_bulk_transaction()
         cr = self.env.cr
         # Each person's latest row among those fetched is the member as it
-        # is now; any older row of theirs is an address they left.
+        # is now; any older row of theirs is an address they left.  A row
+        # the fetch inserted or changed is to do (the index of rows to do
+        # finds the few of an incremental cycle); the older rows take one
+        # scan of the cache.
         cr.execute(
             """WITH f AS (
                    SELECT DISTINCT ON (mc_contact_id) id, email, mc_contact_id, mc_last_changed
                      FROM mailchimp_member
-                    WHERE audience_id = %(aud)s AND mc_contact_id IS NOT NULL AND mc_status IS NOT NULL
+                    WHERE audience_id = %(aud)s AND sync_status = 'todo'
+                      AND mc_contact_id IS NOT NULL AND mc_status IS NOT NULL
                       AND (%(since)s::timestamp IS NULL OR mc_last_changed >= %(since)s::timestamp)
                  ORDER BY mc_contact_id, mc_last_changed DESC, id DESC)
                SELECT o.id, o.email, f.id, f.email
