@@ -8,6 +8,7 @@ from odoo.tests import tagged
 
 from ..mailchimp_sync.client import subscriber_hash
 from .common import SyncCase
+from .test_webhook_routes import WebhookCase
 
 
 @tagged("post_install", "-at_install")
@@ -96,3 +97,26 @@ class TestAddressChangedAtMailchimp(SyncCase):
         self.assertEqual(self.Member._follow_renames(self.audience, since="2026-01-03 00:00:00"), 0,
                          "the new address was not fetched since then")
         self.assertEqual(self.Member._follow_renames(self.audience, since="2026-01-02 00:00:00"), 1)
+
+
+@tagged("post_install", "-at_install")
+class TestRenameSeenByFetchThenWebhook(WebhookCase):
+    def test_the_late_upemail_changes_nothing(self):
+        """The fetch followed the rename first; Mailchimp's upemail event
+        for it, delivered late, finds the move done."""
+        hana = self.synced([{"email_address": "hana@example.org", "status": "subscribed"}],
+                           {"hana@example.org": [self.newsletter]})["hana@example.org"]
+        self.register()
+        self.mailchimp_later()
+        bodies = self.captured("admin_update", self.list_id, "hana@example.org", email_address="hana@new.example.org")
+        upemail = [b for b in bodies if "type=upemail" in b]
+        self.assertEqual(len(upemail), 1, bodies)
+        run = self.sync()
+        self.assertEqual((run.created, run.updates_queued), (0, 0))
+        hana.invalidate_recordset()
+        self.assertEqual(hana.email, "hana@new.example.org")
+        before = self.counts()
+        self.assertEqual(self.post(self.member_url(), upemail[0]).status_code, 200)
+        self.assertEqual(self.counts(), before, "nobody moved twice, nothing queued")
+        self.assertEqual(self.row("hana@new.example.org").contact_id, hana)
+        self.assertTrue(self.subscribed(hana))
