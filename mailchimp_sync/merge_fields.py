@@ -17,7 +17,10 @@ into its label first).
 * address: ``{addr1, addr2, city, state, zip, country}``; street, city,
   state and ZIP are required, the country is ``US`` when missing, as
   Mailchimp does.  In an Odoo text field an address is written on one line,
-  comma-separated: ``street, [line 2,] city, state, zip[, country]``;
+  comma-separated: ``street, [line 2,] city, state, zip[, country]``; mapped
+  to a partner's postal address (``PARTNER_ADDRESS``), it is the address
+  itself, its parts in the partner's street, street 2, city, state, ZIP and
+  country;
 * dropdown, radio: one of the field's choices (matched without regard to
   case, sent as Mailchimp spells it).
 
@@ -55,6 +58,9 @@ TO_MAILCHIMP = "to_mailchimp"
 TO_ODOO = "to_odoo"
 
 ADDRESS_KEYS = ("addr1", "addr2", "city", "state", "zip", "country")
+# The Odoo side of an address merge field mapped to a partner's street: the
+# partner's whole postal address, as an address.
+PARTNER_ADDRESS = "partner_address"
 ADDRESS_REQUIRED = ("addr1", "city", "state", "zip")
 DEFAULT_COUNTRY = "US"
 # A birthday written into an Odoo date that had no year yet: a leap year,
@@ -284,7 +290,8 @@ def text_to_address(text):
 
 def to_odoo(mtype, odoo_type, value, current=None):
     """The value to write into an Odoo field of type ``odoo_type`` (char,
-    text, integer, float, date) from Mailchimp's canonical ``value``.
+    text, integer, float, date, or ``PARTNER_ADDRESS``: the address's parts)
+    from Mailchimp's canonical ``value``.
     Selections and many2ones are looked up by the models (by name); they
     get the text.  ``current``: the Odoo field's value now (a birthday keeps
     its year).  Raises :class:`MergeValueError`."""
@@ -306,6 +313,8 @@ def to_odoo(mtype, odoo_type, value, current=None):
             except ValueError:  # 02/29 onto a year that has none
                 return date(PLACEHOLDER_YEAR, month, day)
         return date.fromisoformat(_date(value, {}, True))
+    if odoo_type == PARTNER_ADDRESS:
+        return _address(value, True)
     if mtype == "address" or isinstance(value, dict):
         return address_to_text(value)
     return _as_text(value)

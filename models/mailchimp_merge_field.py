@@ -33,6 +33,9 @@ DEFAULT_MAPPINGS = (
     ("LNAME", "Last Name", "last_name"),
 )
 _COLUMN_RE = re.compile(r"^[a-z_][a-z0-9_]*$")
+# An address merge field mapped to a partner's street is the partner's whole
+# postal address: these fields, in the order of the address's parts.
+PARTNER_ADDRESS_FIELDS = ("street", "street2", "city", "state_id", "zip", "country_id")
 
 
 # A field without a default: no value is "only the default".
@@ -72,7 +75,9 @@ class MailchimpMergeField(models.Model):
         domain=[("model", "in", ODOO_MODELS), ("store", "=", True),
                 ("ttype", "in", ("char", "text", "selection", "date", "many2one", "integer", "float"))],
         help="The field of the mailing contact (or of its partner) this merge field is kept in sync "
-        "with. Leave empty to leave the merge field alone.",
+        "with. Leave empty to leave the merge field alone. An address merge field mapped to the "
+        "partner's Street is the partner's whole postal address (street, street 2, city, state, ZIP "
+        "and country); mapped to a text field, it is written on one line.",
     )
     odoo_model = fields.Char(related="odoo_field_id.model", string="Of")
     direction = fields.Selection(DIRECTIONS, required=True, default=mf.BOTH)
@@ -102,8 +107,9 @@ class MailchimpMergeField(models.Model):
                     "Choose a field of one of these kinds: %(kinds)s.",
                     tag=mapping.tag, type=dict(MERGE_TYPES)[mapping.field_type],
                     field=odoo_field.field_description, kinds=", ".join(sorted(allowed))))
+            written = mapping._written_fields()
             writers = mapping.audience_id.merge_field_ids.filtered(
-                lambda m, f=odoo_field: m.odoo_field_id == f and m.direction != mf.TO_MAILCHIMP)
+                lambda m, f=written: m.odoo_field_id and m.direction != mf.TO_MAILCHIMP and m._written_fields() & f)
             if len(writers) > 1:
                 raise ValidationError(self.env._(
                     "%(field)s would be written from two Mailchimp fields (%(tags)s): map it once, or send "
@@ -203,6 +209,23 @@ class MailchimpMergeField(models.Model):
             raise ValidationError(self.env._("%s is not a stored field.", name))
         return name
 
+    def _is_partner_address(self):
+        """An address merge field mapped to a partner's street: the
+        partner's whole postal address (PARTNER_ADDRESS_FIELDS)."""
+        self.ensure_one()
+        return (self.field_type == "address" and self.odoo_model == "res.partner"
+                and self.odoo_field_id.name == "street")
+
+    def _written_fields(self):
+        """{(model, field)} this mapping writes in Odoo."""
+        self.ensure_one()
+        names = PARTNER_ADDRESS_FIELDS if self._is_partner_address() else (self.odoo_field_id.name,)
+        return {(self.odoo_model, name) for name in names}
+
+    def _columns(self):
+        """The columns of the mapped record that hold the value."""
+        return PARTNER_ADDRESS_FIELDS if self._is_partner_address() else (self._column(),)
+
     def _is_name_part(self):
         """The contact's first or last name: read with the full name as a
         fallback, and written together so the full name stays whole."""
@@ -222,7 +245,8 @@ class MailchimpMergeField(models.Model):
         through the ORM per row: (tag, model, field name, field type, is a
         name part, merge type, options, direction)."""
         self.ensure_one()
-        return (self.tag, self.odoo_model, self._column(), self.odoo_field_id.ttype, self._is_name_part(),
+        ttype = mf.PARTNER_ADDRESS if self._is_partner_address() else self.odoo_field_id.ttype
+        return (self.tag, self.odoo_model, self._column(), ttype, self._is_name_part(),
                 self.field_type, self.options or {}, self.direction)
 
     @api.model
@@ -253,6 +277,14 @@ class MailchimpMergeField(models.Model):
             ]
             if names:
                 columns += ["first_name", "last_name", "name", "email_normalized"]
+            # A partner's postal address: the rest of its parts after the
+            # mapped fields (the street is one of them), state and country
+            # by their codes, as Mailchimp spells them.
+            address = any(s[3] == mf.PARTNER_ADDRESS for s in of_model)
+            if address:
+                columns += ["street2", "city", "zip",
+                            "(SELECT code FROM res_country_state WHERE id = state_id)",
+                            "(SELECT code FROM res_country WHERE id = country_id)"]
             cr.execute(
                 f"SELECT id, write_date, {', '.join(columns)} FROM {Model._table} WHERE id = ANY(%(ids)s::int[])",
                 {"ids": int_array(ids), "lang": lang},
@@ -278,10 +310,11 @@ class MailchimpMergeField(models.Model):
             # (tag, where its value is, which name part it is, what it
             # shows, its default).
             readings = []
-            for tag, _model, fname, _ttype, name_part, *_rest in of_model:
-                default = defaults.get(fname)
+            for tag, _model, fname, ttype, name_part, *_rest in of_model:
+                default = None if ttype == mf.PARTNER_ADDRESS else defaults.get(fname)
                 readings.append((tag, position[fname], (0 if fname == "first_name" else 1) if name_part else None,
-                                 shown.get(fname), _NO_DEFAULT if default in (None, False) else default))
+                                 shown.get(fname), _NO_DEFAULT if default in (None, False) else default,
+                                 ttype == mf.PARTNER_ADDRESS))
             for row in rows:
                 found = data.get(row.get(key))
                 if not found:
@@ -290,9 +323,14 @@ class MailchimpMergeField(models.Model):
                 if names:
                     row["odoo_names"] = effective_names
                 odoo_values = row["odoo_values"]
-                for tag, at, name_part, shown_as, default in readings:
+                for tag, at, name_part, shown_as, default, is_address in readings:
                     raw = values[at]
-                    if name_part is not None:
+                    if is_address:
+                        street2, city, zip_code, state, country = values[len(fnames):]
+                        parts = dict(zip(mf.ADDRESS_KEYS, (raw, street2, city, state, zip_code, country),
+                                         strict=True))
+                        value = None if mf.is_empty(parts) else {k: v or "" for k, v in parts.items()}
+                    elif name_part is not None:
                         value = effective_names[name_part]
                     elif shown_as is not None:
                         value = shown_as.get(raw, raw) if raw is not None else None
@@ -388,6 +426,9 @@ class DataWriter:
         refs = {}
         lang = self.mappings and self.env["mailchimp.merge.field"]._lang()
         for tag, (_tag, model, fname, ttype, _name, mtype, options, direction) in self.specs.items():
+            if ttype == mf.PARTNER_ADDRESS and direction != mf.TO_MAILCHIMP:
+                refs[tag] = self._resolve_places(tag, rows, lang)
+                continue
             if ttype not in ("many2one", "selection") or direction == mf.TO_MAILCHIMP:
                 continue
             texts = set()
@@ -410,6 +451,51 @@ class DataWriter:
                 domain = ["|"] * (len(names) - 1) + [(name, "=ilike", text) for name in names]
                 refs[tag][text] = comodel.search(domain, limit=1, order="id").id or None
         return refs
+
+    def _resolve_places(self, tag, rows, lang):
+        """{"countries": {code or name, folded: id}, "states": {(country id,
+        code or name, folded): id}} for the chunk's addresses of ``tag``:
+        every country (a few hundred), and the states of the countries the
+        addresses name, read once per chunk."""
+        Country = self.env["res.country"].sudo().with_context(lang=lang)
+        countries = {}
+        for country in Country.search([]):
+            countries[country.name.casefold()] = country.id
+            countries[country.code.casefold()] = country.id
+        named = set()
+        for row in rows:
+            value = (row.get("mc_merge_fields") or {}).get(tag)
+            if isinstance(value, dict):
+                named.add(countries.get(str(value.get("country") or mf.DEFAULT_COUNTRY).strip().casefold()))
+        states = {}
+        for state in self.env["res.country.state"].sudo().with_context(lang=lang).search(
+                [("country_id", "in", [c for c in named if c])]):
+            states[(state.country_id.id, state.name.casefold())] = state.id
+            states[(state.country_id.id, state.code.casefold())] = state.id
+        return {"countries": countries, "states": states}
+
+    def _partner_address(self, tag, value):
+        """The partner's address fields for Mailchimp's address ``value``
+        (empty: cleared).  A country or state that Odoo does not have
+        raises :class:`MergeValueError`."""
+        address = mf.to_odoo("address", mf.PARTNER_ADDRESS, value)
+        if not address:
+            return dict.fromkeys(PARTNER_ADDRESS_FIELDS, False)
+        places = self.references.get(tag) or {"countries": {}, "states": {}}
+        country_id = places["countries"].get(address["country"].casefold())
+        if not country_id:
+            raise mf.MergeValueError(mf.NO_MATCH_IN_ODOO, address["country"],
+                                     what=self._field_label("country_id"))
+        state_id = places["states"].get((country_id, address["state"].casefold())) if address["state"] else False
+        if state_id is None:
+            raise mf.MergeValueError(mf.NO_MATCH_IN_ODOO, address["state"],
+                                     what=self._field_label("state_id"))
+        return {"street": address["addr1"] or False, "street2": address["addr2"] or False,
+                "city": address["city"] or False, "state_id": state_id, "zip": address["zip"] or False,
+                "country_id": country_id}
+
+    def _field_label(self, fname):
+        return self.env["ir.model.fields"]._get("res.partner", fname).field_description
 
     def collect(self, row, decision):
         """Take one row's decision (its data part); a value that cannot be
@@ -444,6 +530,9 @@ class DataWriter:
         tag, model, fname, ttype, _name, mtype, _options, _direction = spec
         record_id = row["contact_id"] if model == "mailing.contact" else row.get("contact_partner_id")
         if not record_id:
+            return
+        if ttype == mf.PARTNER_ADDRESS:
+            self.writes.setdefault((model, record_id), {}).update(self._partner_address(tag, value))
             return
         if ttype in ("many2one", "selection"):
             text = mf.to_odoo(mtype, "char", value)

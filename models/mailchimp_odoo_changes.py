@@ -194,7 +194,7 @@ class MailchimpOdooChanges(models.AbstractModel):
         columns = []
         for mapping in Mapping._of(audience):
             alias = "p" if mapping.odoo_model == "res.partner" else "c"
-            columns.append(f'{alias}."{mapping._column()}"')
+            columns += [f'{alias}."{column}"' for column in mapping._columns()]
         config = Mapping._data_config(audience)
         return (
             f"""md5(jsonb_build_array(%(data_config)s::text, c.email_normalized, c.name,

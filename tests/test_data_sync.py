@@ -4,7 +4,7 @@ email changes made in Odoo, and partners following their contacts."""
 
 from datetime import datetime, timedelta, timezone
 
-from odoo.exceptions import AccessError
+from odoo.exceptions import AccessError, ValidationError
 from odoo.tests import new_test_user, tagged
 
 from odoo.addons.mailchimp_sync.mailchimp_sync.client import subscriber_hash
@@ -144,6 +144,52 @@ class TestMergeFieldMapping(DataSyncCase):
         self.assertEqual(anna.country_id, self.env.ref("base.de"))
         self.assertEqual(anna.partner_id.ref, "2024-03-01")
         self.assertQuiet(self.sync())
+
+    def test_an_address_mapped_to_the_partners_street_is_its_postal_address(self):
+        self.seed_data([
+            {"email_address": "cleo@example.org", "status": "subscribed",
+             "merge_fields": {"ADDRESS": {"addr1": "1 Main St", "addr2": "Apt 2", "city": "Springfield",
+                                          "state": "IL", "zip": "62701", "country": "US"}}},
+        ])
+        self.map("ADDRESS", "res.partner", "street")
+        self.audience.create_partners = True
+        us = self.env.ref("base.us")
+        state = self.env["res.country.state"].search
+        illinois, new_york = (state([("country_id", "=", us.id), ("code", "=", code)]) for code in ("IL", "NY"))
+        dan_partner = self.env["res.partner"].create({
+            "name": "Dan Hill", "email": "dan@example.org", "street": "5 Elm St", "city": "Albany",
+            "state_id": new_york.id, "zip": "12207", "country_id": us.id})
+        self.contact("dan@example.org", [self.newsletter], name="Dan Hill", partner_id=dan_partner.id)
+        run = self.sync()
+        self.assertEqual(run.failed, 0)
+        cleo = self.Contact.search([("email", "=", "cleo@example.org")]).partner_id
+        self.assertEqual((cleo.street, cleo.street2, cleo.city, cleo.state_id, cleo.zip, cleo.country_id),
+                         ("1 Main St", "Apt 2", "Springfield", illinois, "62701", us))
+        self.assertEqual(self.mc("dan@example.org")["merge_fields"]["ADDRESS"],
+                         {"addr1": "5 Elm St", "addr2": "", "city": "Albany", "state": "NY", "zip": "12207",
+                          "country": "US"})
+        self.assertQuiet(self.sync())
+        # One part changed in Odoo sends the address; a country Odoo does
+        # not know fails the member's row with the reason.
+        dan_partner.city = "Troy"
+        self.mailchimp_later()
+        self.emulator.control.admin_update(self.list_id, "cleo@example.org", merge_fields={"ADDRESS": {
+            "addr1": "1 Main St", "city": "Springfield", "state": "IL", "zip": "62701", "country": "ZZ"}})
+        self.emulator.control.clock(real=True)
+        run = self.sync()
+        self.assertEqual(self.mc("dan@example.org")["merge_fields"]["ADDRESS"]["city"], "Troy")
+        self.assertEqual(run.failed, 1)
+        row = self.row("cleo@example.org")
+        self.assertIn("ZZ", row.sync_error)
+        self.assertIn(self.env["ir.model.fields"]._get("res.partner", "country_id").field_description, row.sync_error)
+        self.assertEqual(cleo.country_id, us, "the partner keeps its address")
+
+    def test_an_address_and_one_of_its_parts_are_not_both_written(self):
+        self.seed_data()
+        self.map("ADDRESS", "res.partner", "street")
+        with self.assertRaises(ValidationError):
+            self.map("COUNTRY", "res.partner", "country_id")
+        self.map("COUNTRY", "res.partner", "country_id", direction="to_mailchimp")
 
     def test_each_direction(self):
         self.seed_data([{"email_address": "cleo@example.org", "status": "subscribed",

@@ -107,6 +107,15 @@ def test_values_into_odoo_fields():
         ADDRESS, addr2="Apt 2")
 
 
+def test_an_address_into_a_partners_postal_address():
+    # The address itself, its parts trimmed and the country US when missing
+    assert mf.to_odoo("address", mf.PARTNER_ADDRESS, dict(ADDRESS, city=" Springfield ", country="")) == ADDRESS
+    assert mf.to_odoo("address", mf.PARTNER_ADDRESS, "") is False
+    with pytest.raises(mf.MergeValueError) as info:
+        mf.to_odoo("address", mf.PARTNER_ADDRESS, dict(ADDRESS, state=""))
+    assert info.value.code == mf.INCOMPLETE_ADDRESS
+
+
 def test_selection_options_matched_by_key_or_label():
     options = [("mr", "Mister"), ("ms", "Madam")]
     assert mf.match_option("MISTER", options) == "mr"
