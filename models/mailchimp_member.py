@@ -618,7 +618,7 @@ class MailchimpMember(models.Model):
         )
 
     @api.model
-    def _follow_renames(self, audience, since=None):
+    def _follow_renames(self, audience, since=None, limit=None):
         """Members a fetch found under a new address: Mailchimp keeps a
         member's ``contact_id`` when its address changes, so a row the
         fetch wrote (to do, and changed since ``since``) that shares its
@@ -628,7 +628,8 @@ class MailchimpMember(models.Model):
         member would otherwise make a second contact, and the old one
         would stay subscribed in Odoo under an address Mailchimp no longer
         has.  One scan of the cache per cycle; the renames are moved one by
-        one (a person's own change, a few per cycle).  Returns how many."""
+        one (a person's own change, a few per cycle), at most ``limit`` of
+        them.  Returns how many."""
         self.env.flush_all()
         # A first sync sorts every row by its contact id (in memory, not in
         # temporary files on disk).
@@ -650,8 +651,8 @@ class MailchimpMember(models.Model):
                SELECT o.id, o.email, f.id, f.email
                  FROM f JOIN mailchimp_member o ON o.audience_id = %(aud)s AND o.mc_contact_id = f.mc_contact_id
                 WHERE o.id <> f.id AND o.mc_status IS NOT NULL AND o.mc_last_changed < f.mc_last_changed
-             ORDER BY o.id""",
-            {"aud": audience.id, "since": since or None},
+             ORDER BY o.id LIMIT %(limit)s""",
+            {"aud": audience.id, "since": since or None, "limit": limit},
         )
         pairs = cr.fetchall()
         if not pairs:
@@ -659,16 +660,16 @@ class MailchimpMember(models.Model):
         # One writer per member, as the webhook holds them (a webhook that
         # moved one meanwhile makes this step start again on fresh rows).
         self._lock_rows(sorted({row_id for old_id, _o, new_id, _n in pairs for row_id in (old_id, new_id)}))
-        for _old_id, old_email, _new_id, new_email in pairs:
+        for old_id, old_email, new_id, new_email in pairs:
             _logger.info("Audience %s: a member's address changed at Mailchimp (found by the fetch)", audience.id)
-            self._move_email(audience, old_email, new_email)
+            self._move_email(audience, old_email, new_email, rows=(self.browse(old_id), self.browse(new_id)))
         # The rows that took a contact have its Odoo side from now on.
         self.env["mailchimp.odoo.changes"]._refresh_odoo_state(audience, [new_id for _o, _e, new_id, _n in pairs])
         self.invalidate_model()
         return len(pairs)
 
     @api.model
-    def _move_email(self, audience, old_email, new_email):
+    def _move_email(self, audience, old_email, new_email, rows=None):
         """The member's address changed at Mailchimp (an ``upemail`` event,
         or a fetch that found the member under a new address).
 
@@ -682,11 +683,13 @@ class MailchimpMember(models.Model):
         the old address stays in its chatter.  A linked partner that had the
         old address follows as the audience says (res.partner's
         _mailchimp_email_moved: its email changes, or it gets a note).
+        ``rows``: the (old, new) rows, where the caller found them already.
         """
-        old_row = self._row_of(audience, old_email)
-        if not old_row or subscriber_hash(old_email) == subscriber_hash(new_email):
+        if rows is None and subscriber_hash(old_email) == subscriber_hash(new_email):
+            return  # a change of case only: the same member
+        old_row, new_row = rows or (self._row_of(audience, old_email), self._row_of(audience, new_email))
+        if not old_row:
             return
-        new_row = self._row_of(audience, new_email)
         contact = old_row.contact_id
         partner = old_row.partner_id
         if new_row:

@@ -66,6 +66,10 @@ class WaitForConfirmation(Exception):  # noqa: N818 - a signal, not an error
         self.values = values
 
 
+# Members renamed at Mailchimp moved per round of the renames stage.
+RENAMES_CHUNK = 200
+
+
 class BudgetSpent(Exception):
     """The stage stopped because the step's budget is spent; it resumes later."""
 
@@ -80,7 +84,7 @@ class MailchimpSync(models.AbstractModel):
         Member = self.env["mailchimp.member"]
         return {
             "fetch": self._stage_fetch,
-            "renames": lambda a, r, d: Member._follow_renames(a, since=r.fetch_since) or True,
+            "renames": self._stage_renames,
             "remove_invalid": lambda a, r, d: Member._remove_invalid(a) or True,
             "match": self._stage_match,
             "create": self._stage_create,
@@ -349,6 +353,16 @@ class MailchimpSync(models.AbstractModel):
         run.fetch_offset = 0
         audience.last_fetch_at = run.started_at
         return True
+
+    def _stage_renames(self, audience, run, deadline):
+        # A few renames a cycle, usually; a whole domain renamed at
+        # Mailchimp is thousands, each moved through the ORM: a step moves
+        # what its budget allows, the next one finds the rest still to move.
+        while True:
+            moved = self.env["mailchimp.member"]._follow_renames(audience, since=run.fetch_since, limit=RENAMES_CHUNK)
+            if moved < RENAMES_CHUNK:
+                return True
+            self._check_budget(deadline)
 
     def _stage_match(self, audience, run, deadline):
         # A full fetch may have filled the cache just now; else the stale rule.

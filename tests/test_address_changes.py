@@ -4,9 +4,13 @@ the old row's contact to the new address instead of creating a second
 contact and leaving the first one subscribed under an address Mailchimp
 no longer has."""
 
+import time
+from unittest.mock import patch
+
 from odoo.tests import tagged
 
 from ..mailchimp_sync.client import subscriber_hash
+from ..models import mailchimp_sync as mailchimp_sync_engine
 from .common import SyncCase
 from .test_webhook_routes import WebhookCase
 
@@ -84,6 +88,29 @@ class TestAddressChangedAtMailchimp(SyncCase):
         self.assertFalse(self.row("gus@second.example.org").contact_id)
         gus.invalidate_recordset()
         self.assertEqual(gus.email, "gus@third.example.org")
+
+    def test_a_whole_domain_renamed_is_moved_a_budget_at_a_time(self):
+        self.seed([])
+        renamed = [f"person{i}@old.example.org" for i in range(5)]
+        contacts = [self.contact(email, [self.newsletter]) for email in renamed]
+        self.env.flush_all()
+        for day, domain in ((1, "old"), (2, "new")):
+            self.Member._merge_page(self.audience, [
+                {"id": subscriber_hash(email.replace("old", domain)), "email_address": email.replace("old", domain),
+                 "status": "subscribed", "last_changed": f"2026-01-0{day}T10:00:00+00:00",
+                 "contact_id": f"{i:032x}"} for i, email in enumerate(renamed)])
+            self.Member._match_contacts(self.audience)
+        Sync = self.env["mailchimp.sync"]
+        run = self.env["mailchimp.sync.run"].create({"audience_id": self.audience.id, "stage": "renames"})
+        with patch.object(mailchimp_sync_engine, "RENAMES_CHUNK", 2):
+            spent = time.monotonic()
+            self.assertFalse(Sync._call_stage(Sync._stage_renames, self.audience, run, spent),
+                             "the budget is spent after one round")
+            self.assertEqual(sum(c.email.endswith("new.example.org") for c in contacts), 2)
+            self.assertTrue(Sync._call_stage(Sync._stage_renames, self.audience, run, time.monotonic() + 60))
+        for contact in contacts:
+            self.assertTrue(contact.email.endswith("@new.example.org"), contact.email)
+            self.assertEqual(self.row(contact.email).contact_id, contact)
 
     def test_an_older_fetch_window_is_not_looked_at_again(self):
         self.seed([])
