@@ -329,7 +329,9 @@ class MailchimpMergeField(models.Model):
                         street2, city, zip_code, state, country = values[len(fnames):]
                         parts = dict(zip(mf.ADDRESS_KEYS, (raw, street2, city, state, zip_code, country),
                                          strict=True))
-                        value = None if mf.is_empty(parts) else {k: v or "" for k, v in parts.items()}
+                        # No street, no postal address: a partner known by
+                        # its country (or city) only has none to send.
+                        value = {k: v or "" for k, v in parts.items()} if (raw or "").strip() else None
                     elif name_part is not None:
                         value = effective_names[name_part]
                     elif shown_as is not None:
@@ -476,11 +478,12 @@ class DataWriter:
 
     def _partner_address(self, tag, value):
         """The partner's address fields for Mailchimp's address ``value``
-        (empty: cleared).  A country or state that Odoo does not have
+        (empty: cleared, except the country, which Odoo uses beyond
+        mailings: taxes, say).  A country or state that Odoo does not have
         raises :class:`MergeValueError`."""
         address = mf.to_odoo("address", mf.PARTNER_ADDRESS, value)
         if not address:
-            return dict.fromkeys(PARTNER_ADDRESS_FIELDS, False)
+            return dict.fromkeys([f for f in PARTNER_ADDRESS_FIELDS if f != "country_id"], False)
         places = self.references.get(tag) or {"countries": {}, "states": {}}
         country_id = places["countries"].get(address["country"].casefold())
         if not country_id:

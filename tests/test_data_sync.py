@@ -160,8 +160,13 @@ class TestMergeFieldMapping(DataSyncCase):
             "name": "Dan Hill", "email": "dan@example.org", "street": "5 Elm St", "city": "Albany",
             "state_id": new_york.id, "zip": "12207", "country_id": us.id})
         self.contact("dan@example.org", [self.newsletter], name="Dan Hill", partner_id=dan_partner.id)
+        # A partner known by its country only has no postal address to send.
+        eve_partner = self.env["res.partner"].create({"name": "Eve", "email": "eve@example.org",
+                                                      "country_id": us.id})
+        self.contact("eve@example.org", [self.newsletter], name="Eve", partner_id=eve_partner.id)
         run = self.sync()
         self.assertEqual(run.failed, 0)
+        self.assertEqual(self.mc("eve@example.org")["merge_fields"]["ADDRESS"], "")
         cleo = self.Contact.search([("email", "=", "cleo@example.org")]).partner_id
         self.assertEqual((cleo.street, cleo.street2, cleo.city, cleo.state_id, cleo.zip, cleo.country_id),
                          ("1 Main St", "Apt 2", "Springfield", illinois, "62701", us))
@@ -183,6 +188,14 @@ class TestMergeFieldMapping(DataSyncCase):
         self.assertIn("ZZ", row.sync_error)
         self.assertIn(self.env["ir.model.fields"]._get("res.partner", "country_id").field_description, row.sync_error)
         self.assertEqual(cleo.country_id, us, "the partner keeps its address")
+        # Cleared at Mailchimp, the postal address is cleared; the country,
+        # which Odoo uses beyond mailings, stays.
+        self.mailchimp_later(seconds=10)  # a later second than the change before
+        self.emulator.control.admin_update(self.list_id, "cleo@example.org", merge_fields={"ADDRESS": ""})
+        self.emulator.control.clock(real=True)
+        self.sync()
+        self.assertEqual((cleo.street, cleo.city, cleo.state_id, cleo.zip, cleo.country_id),
+                         (False, False, self.env["res.country.state"], False, us))
 
     def test_an_address_and_one_of_its_parts_are_not_both_written(self):
         self.seed_data()
