@@ -3,15 +3,19 @@ webhook): Mailchimp keeps the member's ``contact_id``, so the cycle moves
 the old row's contact to the new address instead of creating a second
 contact and leaving the first one subscribed under an address Mailchimp
 no longer has."""
+# The race test runs real transactions on real connections, which commit.
+# pylint: disable=invalid-commit
 
 import time
 from unittest.mock import patch
 
 from odoo.tests import tagged
+from odoo.tools import mute_logger
 
 from ..mailchimp_sync.client import subscriber_hash
 from ..models import mailchimp_sync as mailchimp_sync_engine
 from .common import SyncCase
+from .test_engine import CommittedFixture
 from .test_webhook_routes import WebhookCase
 
 
@@ -147,3 +151,49 @@ class TestRenameSeenByFetchThenWebhook(WebhookCase):
         self.assertEqual(self.counts(), before, "nobody moved twice, nothing queued")
         self.assertEqual(self.row("hana@new.example.org").contact_id, hana)
         self.assertTrue(self.subscribed(hana))
+
+
+@tagged("post_install", "-at_install")
+class TestRenameRaces(CommittedFixture, SyncCase):
+    def test_a_webhook_moving_the_member_first_wins_and_the_stage_starts_again(self):
+        """Two real transactions: the cycle's renames stage read its pairs
+        before a webhook moved the same member and committed.  The stage's
+        lock on the rows then fails (another writer changed them), the
+        step starts again on fresh rows, and the member is moved once."""
+        self.setup_committed(odoo_only=1)
+        self.run_steps()
+        self.emulator.control.run_batches()
+        with self.db.cursor() as cr:
+            self.env_on(cr)["mailchimp.batch"]._cron_poll_batches(min_age_minutes=0, limit=100, recheck_seconds=0)
+            cr.commit()
+        self.mailchimp_later()
+        self.emulator.control.admin_update(self.list_id, "racer0@example.org", email_address="racer0.new@example.org")
+        self.emulator.control.clock(real=True)
+        self.run_steps(until="renames")
+        with self.db.cursor() as cycle_cr:
+            cycle_env = self.env_on(cycle_cr)
+            cycle_cr.execute("SELECT 1")  # the step's snapshot begins here
+            with self.db.cursor() as webhook_cr:
+                env = self.env_on(webhook_cr)
+                audience = env["mailchimp.audience"].browse(self.ids["audience"])
+                Member = env["mailchimp.member"]
+                rows = Member._row_of(audience, "racer0@example.org") | Member._row_of(
+                    audience, "racer0.new@example.org")
+                self.assertEqual(len(rows), 2, "the fetch wrote the new address's row")
+                Member._lock_rows(rows.ids)
+                Member._move_email(audience, "racer0@example.org", "racer0.new@example.org")
+                webhook_cr.commit()
+            with mute_logger("odoo.addons.mailchimp_sync.models.mailchimp_sync", "odoo.sql_db"):
+                result = cycle_env["mailchimp.sync"]._step(cycle_env["mailchimp.audience"].browse(self.ids["audience"]))
+            self.assertEqual(result, "partial")
+            self.assertEqual(cycle_env["mailchimp.audience"].browse(self.ids["audience"]).current_run_id.stage,
+                             "renames", "the stage starts again")
+            cycle_cr.commit()
+        self.run_steps()
+        with self.db.cursor() as cr:
+            env = self.env_on(cr)
+            contact = env["mailing.contact"].browse(self.ids["contacts"][0])
+            self.assertEqual(contact.email, "racer0.new@example.org")
+            self.assertEqual(env["mailing.contact"].search_count([("email", "like", "racer0%")]), 1)
+            notes = contact.message_ids.filtered(lambda m: "racer0.new@example.org" in (m.body or ""))
+            self.assertEqual(len(notes), 1, "moved once")
