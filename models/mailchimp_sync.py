@@ -360,6 +360,7 @@ class MailchimpSync(models.AbstractModel):
         # what its budget allows, the next one finds the rest still to move.
         while True:
             moved = self.env["mailchimp.member"]._follow_renames(audience, since=run.fetch_since, limit=RENAMES_CHUNK)
+            run.renamed += moved
             if moved < RENAMES_CHUNK:
                 return True
             self._check_budget(deadline)

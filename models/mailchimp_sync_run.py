@@ -98,6 +98,10 @@ class MailchimpSyncRun(models.Model):
     fetched_changed = fields.Integer(string="Changed", help="Members whose data differed from the cache.")
     reconciled = fields.Integer(help="Cache rows reconciled.")
     created = fields.Integer(string="Contacts Created")
+    renamed = fields.Integer(
+        string="Addresses Changed",
+        help="Members the fetch found under a new address (changed at Mailchimp): their contact moved to it.",
+    )
     to_add = fields.Integer(string="To Add at Mailchimp")
     to_remove = fields.Integer(string="To Remove at Mailchimp")
     odoo_changes = fields.Integer(string="Odoo Changes Applied")

@@ -35,7 +35,7 @@ class TestAddressChangedAtMailchimp(SyncCase):
         run = self.sync()
         self.assertEqual(self.Contact.search_count([]), contacts, "no second contact for the renamed member")
         self.assertFalse(run.full, "an incremental fetch")
-        self.assertEqual((run.created, run.updates_queued, run.odoo_opt_outs), (0, 0, 0))
+        self.assertEqual((run.renamed, run.created, run.updates_queued, run.odoo_opt_outs), (1, 0, 0, 0))
         carl.invalidate_recordset()
         self.assertEqual(carl.email, "carl@new.example.org")
         self.assertTrue(self.subscribed(carl))

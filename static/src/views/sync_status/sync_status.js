@@ -28,7 +28,7 @@ const WATCH_DURATION = 10 * 60 * 1000;
 const RUN_FIELDS = [
     "state", "stage", "full", "progress_done", "progress_total", "message", "next_retry_at",
     "started_at", "ended_at", "fetched", "created", "odoo_opt_ins", "odoo_opt_outs",
-    "to_add", "to_remove", "failed",
+    "to_add", "to_remove", "failed", "renamed",
 ];
 const CLOSED = ["done", "failed", "aborted"];
 
@@ -246,7 +246,7 @@ export class MailchimpSyncStatus extends Component {
         if (run.state !== "done") {
             return run.message || "";
         }
-        return _t(
+        const text = _t(
             "%(fetched)s members read from Mailchimp and %(created)s contacts created; in Odoo, %(optins)s opt-ins and %(optouts)s opt-outs; at Mailchimp, %(add)s to add and %(remove)s to remove; failed rows: %(failed)s.",
             {
                 fetched: formatInteger(run.fetched),
@@ -258,6 +258,14 @@ export class MailchimpSyncStatus extends Component {
                 failed: formatInteger(run.failed),
             }
         );
+        if (!run.renamed) {
+            return text;
+        }
+        const renamed = _t(
+            "%(renamed)s members changed their address at Mailchimp; their contacts took the new address.",
+            { renamed: formatInteger(run.renamed) }
+        );
+        return text + " " + renamed;
     }
 
     get endedClass() {
