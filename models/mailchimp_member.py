@@ -283,9 +283,13 @@ class MailchimpMember(models.Model):
         Retry and a reconcile chunk never decide the same member at once."""
         if member_ids:
             self.env.flush_all()
+            # A writer that changed one of them since this transaction began
+            # (a webhook, a step) is expected: the caller starts again on
+            # fresh rows (a step, or Odoo's retry of a request), so it is
+            # not logged as a bad query at ERROR level.
             self.env.cr.execute(
                 "SELECT id FROM mailchimp_member WHERE id = ANY(%s::int[]) ORDER BY id FOR NO KEY UPDATE",
-                (int_array(member_ids),),
+                (int_array(member_ids),), log_exceptions=False,
             )
 
     # ------------------------------------------------------------------

@@ -183,7 +183,7 @@ class TestRenameRaces(CommittedFixture, SyncCase):
                 Member._lock_rows(rows.ids)
                 Member._move_email(audience, "racer0@example.org", "racer0.new@example.org")
                 webhook_cr.commit()
-            with mute_logger("odoo.addons.mailchimp_sync.models.mailchimp_sync", "odoo.sql_db"):
+            with mute_logger("odoo.addons.mailchimp_sync.models.mailchimp_sync"):
                 result = cycle_env["mailchimp.sync"]._step(cycle_env["mailchimp.audience"].browse(self.ids["audience"]))
             self.assertEqual(result, "partial")
             self.assertEqual(cycle_env["mailchimp.audience"].browse(self.ids["audience"]).current_run_id.stage,
