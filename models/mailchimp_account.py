@@ -7,7 +7,6 @@ from psycopg2 import errors
 
 from odoo import api, fields, models
 from odoo.exceptions import AccessError, UserError, ValidationError
-from odoo.tools import mute_logger
 
 from ..mailchimp_sync.client import (
     DEFAULT_MAX_DOWNLOAD_SIZE,
@@ -471,8 +470,9 @@ class MailchimpAccount(models.Model):
         rotation (mailchimp.webhook._rotate_secret) calls this."""
         self.ensure_one()
         try:
-            with self.env.registry.cursor() as cr, mute_logger("odoo.sql_db"):
-                cr.execute("SELECT id FROM mailchimp_account WHERE id = %s FOR UPDATE NOWAIT", (self.id,))
+            with self.env.registry.cursor() as cr:
+                cr.execute("SELECT id FROM mailchimp_account WHERE id = %s FOR UPDATE NOWAIT", (self.id,),
+                           log_exceptions=False)
                 cr.execute(
                     "UPDATE mailchimp_account SET webhook_secret_pending = %s WHERE id = %s",
                     (secret, self.id),

@@ -4,7 +4,6 @@ from psycopg2 import errors
 
 from odoo import api, fields, models
 from odoo.exceptions import UserError
-from odoo.tools import mute_logger
 
 from .mailchimp_sync_run import SYNC_STAGES as RUN_STAGES
 
@@ -361,9 +360,10 @@ class MailchimpAudience(models.Model):
         worker is still running.  False if another transaction holds it."""
         self.ensure_one()
         try:
-            with self.env.cr.savepoint(flush=False), mute_logger("odoo.sql_db"):
+            with self.env.cr.savepoint(flush=False):
                 self.env.cr.execute(
-                    "SELECT id FROM mailchimp_audience WHERE id = %s FOR NO KEY UPDATE NOWAIT", (self.id,)
+                    "SELECT id FROM mailchimp_audience WHERE id = %s FOR NO KEY UPDATE NOWAIT", (self.id,),
+                    log_exceptions=False,
                 )
         except (errors.LockNotAvailable, errors.SerializationFailure):
             return False

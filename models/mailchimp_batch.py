@@ -7,7 +7,6 @@ from psycopg2.extras import execute_values
 
 from odoo import api, fields, models
 from odoo.exceptions import UserError
-from odoo.tools import mute_logger
 
 from ..mailchimp_sync.batches import MAX_OPERATIONS, build_operation, read_batch, read_results
 from ..mailchimp_sync.client import subscriber_hash
@@ -361,9 +360,10 @@ class MailchimpBatch(models.Model):
         """Take the batch's row lock; False if another worker holds it or it
         is already settled (each result is settled exactly once)."""
         try:
-            with self.env.cr.savepoint(flush=False), mute_logger("odoo.sql_db"):
+            with self.env.cr.savepoint(flush=False):
                 self.env.cr.execute(
-                    "SELECT result_state FROM mailchimp_batch WHERE id = %s FOR UPDATE SKIP LOCKED", (self.id,)
+                    "SELECT result_state FROM mailchimp_batch WHERE id = %s FOR UPDATE SKIP LOCKED", (self.id,),
+                    log_exceptions=False,
                 )
                 row = self.env.cr.fetchone()
         except errors.SerializationFailure:
@@ -397,7 +397,8 @@ class MailchimpBatch(models.Model):
                 WHERE u.batch_id = %s AND u.state = 'sent'
              ORDER BY u.member_id
                   FOR UPDATE OF m""",
-            (self.id,),
+            # A webhook or step holding a member: the poller's retry, not a bad query.
+            (self.id,), log_exceptions=False,
         )
         done, failed, requeue, answers, fail_rows = [], [], [], [], []
         moved = []  # rows whose member's address (so its hash) changed
