@@ -635,9 +635,6 @@ class MailchimpMember(models.Model):
         one (a person's own change, a few per cycle), at most ``limit`` of
         them.  Returns how many."""
         self.env.flush_all()
-        # A first sync sorts every row by its contact id (in memory, not in
-        # temporary files on disk).
-        self.env["mailchimp.sync"]._tune_bulk_transaction()
         cr = self.env.cr
         # Each person's latest row among those fetched is the member as it
         # is now; any older row of theirs is an address they left.  A row
@@ -697,7 +694,6 @@ class MailchimpMember(models.Model):
         contact = old_row.contact_id
         partner = old_row.partner_id
         if new_row:
-            self.env.flush_all()
             self.env["mailchimp.update"]._cancel_unsent_of(
                 old_row.ids, self.env._("Cancelled: the address changed at Mailchimp."))
             moved = {

@@ -218,9 +218,7 @@ class MailchimpMergeField(models.Model):
 
     def _written_fields(self):
         """{(model, field)} this mapping writes in Odoo."""
-        self.ensure_one()
-        names = PARTNER_ADDRESS_FIELDS if self._is_partner_address() else (self.odoo_field_id.name,)
-        return {(self.odoo_model, name) for name in names}
+        return {(self.odoo_model, name) for name in self._columns()}
 
     def _columns(self):
         """The columns of the mapped record that hold the value."""

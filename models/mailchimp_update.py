@@ -188,6 +188,7 @@ class MailchimpUpdate(models.Model):
 
     def _cancel_unsent_of(self, member_ids, reason):
         """Cancel every unsent update of these rows (their locks held)."""
+        self.env.flush_all()  # what the caller wrote is read in SQL
         unsent = self._unsent_for(member_ids)
         return self._cancel([u["id"] for ups in unsent.values() for u in ups], reason)
 

@@ -337,7 +337,7 @@ class MailchimpWebhook(models.AbstractModel):
         # One writer per member: hold the row(s) before reading their state.
         Member = self.env["mailchimp.member"]
         emails = [event.email] + ([event.old_email] if event.type == "upemail" else [])
-        Member._lock_rows([r.id for r in (self._row(audience, e) for e in emails) if r])
+        Member._lock_rows([r.id for r in (Member._row_of(audience, e) for e in emails) if r])
         if event.type == "upemail":
             refusal = self._upemail_outdated(audience, event)
             if refusal:
@@ -391,14 +391,11 @@ class MailchimpWebhook(models.AbstractModel):
         after the event's time, so the row is not the member renamed then.
         A row the cache marked archived itself (Mailchimp answered 404) has
         a time of Odoo's clock, not Mailchimp's: it proves nothing."""
-        old_row = self._row(audience, event.old_email)
+        old_row = self.env["mailchimp.member"]._row_of(audience, event.old_email)
         if (old_row.mc_status and old_row.mc_status != "archived" and old_row.mc_last_changed
                 and old_row.mc_last_changed > event.fired_at):
             return "the cache knows a later change of the old address"
         return None
-
-    def _row(self, audience, email):
-        return self.env["mailchimp.member"]._row_of(audience, email)
 
     def _apply_fetched(self, audience, email, member):
         """Merge the re-fetched member into the cache; a member Mailchimp no
@@ -408,10 +405,10 @@ class MailchimpWebhook(models.AbstractModel):
         if member:
             # What a person changed at Mailchimp, at Mailchimp's time, even
             # where it matches an update of ours in flight.
-            self.env["mailchimp.member"]._merge_page(audience, [member], echoes=False)
+            Member._merge_page(audience, [member], echoes=False)
             Member.invalidate_model()
-            return self._row(audience, member.get("email_address") or email)
-        row = self._row(audience, email)
+            return Member._row_of(audience, member.get("email_address") or email)
+        row = Member._row_of(audience, email)
         if row and row.mc_status and row.mc_status != "archived":
             # Mailchimp's own time of the deletion is unknown: it is now
             # (to the microsecond, so an Odoo change of this very second
@@ -430,5 +427,4 @@ class MailchimpWebhook(models.AbstractModel):
     def _cancel_unsent(self, row, reason):
         """Cancel the row's updates not yet sent to Mailchimp (a queued
         subscribe must not undo the member's unsubscribe)."""
-        self.env.flush_all()
         return len(self.env["mailchimp.update"]._cancel_unsent_of(row.ids, reason))
