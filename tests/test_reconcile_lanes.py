@@ -1,0 +1,230 @@
+"""The reconcile stage on two lanes: connections of its own, each claiming
+the next chunk of rows to do, deciding it and committing it, while the
+step's own transaction waits and keeps the run."""
+# The committed tests race real transactions on real connections, which commit.
+# pylint: disable=invalid-commit
+
+import threading
+import time
+from unittest.mock import patch
+
+from odoo.tests import tagged
+from odoo.tools import mute_logger
+
+from ..models import mailchimp_reconcile
+from ..models.mailchimp_reconcile import LaneBoard
+from .common import SyncCase
+from .test_engine import CommittedFixture
+
+RECONCILE = "odoo.addons.mailchimp_sync.models.mailchimp_reconcile"
+SYNC = "odoo.addons.mailchimp_sync.models.mailchimp_sync"
+
+
+@tagged("post_install", "-at_install")
+class TestLaneBoard(SyncCase):
+    def test_the_next_step_goes_on_after_the_last_chunk_committed_without_a_gap(self):
+        board = LaneBoard(after_id=100, deadline=0)
+        self.assertEqual(board.done_up_to(100), 100, "nothing committed: from where it started")
+        board.chunks = [[101, 110, True], [111, 120, False], [121, 130, True]]
+        self.assertEqual(board.done_up_to(100), 110, "the chunk a lane gave up is taken again")
+        board.chunks[1][2] = True
+        self.assertEqual(board.done_up_to(100), 130)
+        self.assertFalse(board.finished, "rows may be left: no claim found the end yet")
+        board.exhausted = True
+        self.assertTrue(board.finished)
+
+
+@tagged("post_install", "-at_install")
+class TestReconcileInLanes(SyncCase):
+    def test_every_chunk_is_decided_once_whatever_the_lanes(self):
+        """Chunks of seven rows on two lanes (in a test, the lanes share the
+        test's transaction, so they take turns), then on one: the same
+        outcome, every row decided once."""
+        self.seed([{"email_address": f"mc{i}@example.net", "status": "subscribed"} for i in range(12)])
+        odoo_only = [self.contact(f"odoo{i}@example.org", [self.newsletter]) for i in range(17)]
+        with patch.object(mailchimp_reconcile, "CHUNK", 7):
+            run = self.sync(settle=False)
+        self.assertEqual(run.reconciled, 29)
+        self.assertEqual(run.to_add, 17)
+        self.env.cr.execute(
+            """SELECT count(*), count(DISTINCT member_id) FROM mailchimp_update
+                WHERE audience_id = %s AND kind = 'member'""", (self.audience.id,))
+        self.assertEqual(self.env.cr.fetchone(), (17, 17), "one update per Odoo-only contact, none twice")
+        for i in range(12):
+            self.assertTrue(self.subscribed(self.row(f"mc{i}@example.net").contact_id))
+        self.assertFalse(self.Member.search_count([("audience_id", "=", self.audience.id),
+                                                   ("sync_status", "=", "todo")]))
+        # One lane (the system parameter): the same decisions.
+        self.env["ir.config_parameter"].set_param("mailchimp_sync.reconcile_lanes", "1")
+        self.assertEqual(self.env["mailchimp.reconcile"]._lanes(), 1)
+        late = self.contact("late@example.org", [self.newsletter])
+        self.settle()
+        self.mailchimp_later()
+        self.sync(settle=False)
+        self.assertEqual(self.row("late@example.org").contact_id, late)
+        self.assertEqual(self.row("late@example.org").sync_status, "live")
+        self.assertTrue(all(self.row(c.email).sync_status == "ok" for c in odoo_only))
+
+    def test_a_wrong_lanes_parameter_falls_back_to_the_default(self):
+        self.env["ir.config_parameter"].set_param("mailchimp_sync.reconcile_lanes", "many")
+        self.assertEqual(self.env["mailchimp.reconcile"]._lanes(), mailchimp_reconcile.LANES)
+        self.env["ir.config_parameter"].set_param("mailchimp_sync.reconcile_lanes", "0")
+        self.assertEqual(self.env["mailchimp.reconcile"]._lanes(), 1)
+
+
+@tagged("post_install", "-at_install")
+class TestLanesOnRealConnections(CommittedFixture, SyncCase):
+    def counts(self):
+        with self.db.cursor() as cr:
+            cr.execute(
+                """SELECT count(*), count(DISTINCT member_id) FROM mailchimp_update
+                    WHERE audience_id = %s AND kind = 'member'""", (self.ids["audience"],))
+            updates = cr.fetchone()
+            cr.execute("""SELECT sync_status, count(*) FROM mailchimp_member WHERE audience_id = %s
+                       GROUP BY sync_status""", (self.ids["audience"],))
+            statuses = dict(cr.fetchall())
+            run = self.env_on(cr)["mailchimp.sync.run"].search([("audience_id", "=", self.ids["audience"])],
+                                                               order="id desc", limit=1)
+            # progress is that of the stage the run is in
+            return updates, statuses, (run.reconciled, run.progress_done if run.stage == "reconcile" else None,
+                                       run.stage)
+
+    def test_two_lanes_decide_chunks_at_the_same_time(self):
+        """Both lanes hold a chunk at once (a barrier each lane's first chunk
+        must pass with the other: taking turns, they would never meet), and
+        every row is still decided once, and counted once."""
+        self.setup_committed(odoo_only=60)
+        Reconcile = type(self.env["mailchimp.reconcile"])
+        barrier = threading.Barrier(2, timeout=20)
+        lanes_seen, real = set(), Reconcile._reconcile_chunk
+
+        def chunk_with_a_meeting(model, audience, ids, entry):
+            name = threading.current_thread().name
+            if name not in lanes_seen:
+                lanes_seen.add(name)
+                barrier.wait()
+            return real(model, audience, ids, entry)
+
+        with patch.object(mailchimp_reconcile, "CHUNK", 10), \
+                patch.object(Reconcile, "_reconcile_chunk", chunk_with_a_meeting):
+            self.run_steps()
+        self.assertEqual(len(lanes_seen), 2, lanes_seen)
+        updates, statuses, (reconciled, done, _stage) = self.counts()
+        self.assertEqual(updates, (60, 60), "one update per contact, none twice")
+        self.assertEqual(statuses, {"live": 60})
+        self.assertEqual(reconciled, 60)
+
+    def test_a_row_a_webhook_holds_is_waited_for_and_decided_once(self):
+        """A webhook holds one row of the third chunk, decides it and commits
+        while a lane waits for it: the lane's lock then fails (the row
+        changed since its snapshot), the lane starts the chunk again without
+        that row, and the other rows are decided once."""
+        self.setup_committed(odoo_only=40)
+        self.run_steps(until="reconcile")
+        with self.db.cursor() as cr:
+            cr.execute("SELECT id FROM mailchimp_member WHERE audience_id = %s ORDER BY id",
+                       (self.ids["audience"],))
+            held = [r[0] for r in cr.fetchall()][25]
+        outcome = {}
+
+        def step(env):
+            outcome["result"] = env["mailchimp.sync"]._step(env["mailchimp.audience"].browse(self.ids["audience"]))
+            env.cr.commit()
+
+        # The step's environment is made here: the test runner holds the
+        # registries' lock, which making one in another thread waits for.
+        with self.db.cursor() as webhook_cr, self.db.cursor() as step_cr, \
+                patch.object(mailchimp_reconcile, "CHUNK", 10), mute_logger(RECONCILE):
+            webhook_cr.execute("SELECT id FROM mailchimp_member WHERE id = %s FOR NO KEY UPDATE", (held,))
+            worker = threading.Thread(target=step, args=(self.env_on(step_cr),))
+            worker.start()
+            waiting = False
+            for _i in range(200):
+                # (the activity view is read once per transaction unless cleared)
+                webhook_cr.execute("SELECT pg_stat_clear_snapshot()")
+                webhook_cr.execute(
+                    """SELECT count(*) FROM pg_stat_activity
+                        WHERE datname = current_database() AND wait_event_type = 'Lock'""")
+                if webhook_cr.fetchone()[0]:
+                    waiting = True
+                    break
+                time.sleep(0.05)
+            webhook_cr.execute("UPDATE mailchimp_member SET sync_status = 'ok', sync_error = 'by the webhook' "
+                               "WHERE id = %s", (held,))
+            webhook_cr.commit()
+            worker.join(60)
+        self.assertTrue(waiting, "a lane waits for the row the webhook holds")
+        self.assertFalse(worker.is_alive())
+        self.assertEqual(outcome["result"], "partial", "the stage finished; submit is next")
+        self.run_steps()
+        updates, statuses, (reconciled, done, _stage) = self.counts()
+        self.assertEqual(updates, (39, 39), "the webhook's row is not decided again")
+        self.assertEqual(statuses, {"live": 39, "ok": 1})
+        with self.db.cursor() as cr:
+            cr.execute("SELECT sync_error FROM mailchimp_member WHERE id = %s", (held,))
+            # On the snapshot it began with, the lane would have decided the
+            # row again: it read it afresh.
+            self.assertEqual(cr.fetchone()[0], "by the webhook", "the webhook's decision stands")
+        self.assertEqual(reconciled, 39)
+
+    def test_a_failing_lane_keeps_the_chunks_committed_before(self):
+        """A row breaks the reconcile in the last chunk: the step fails, the
+        chunks the lanes committed stay decided and counted, and after the
+        second failure the rows are decided one by one, the broken one
+        failed with its reason."""
+        self.setup_committed(odoo_only=45)
+        self.run_steps(until="reconcile")
+        with self.db.cursor() as cr:
+            cr.execute("""SELECT id FROM mailchimp_member WHERE audience_id = %s ORDER BY id DESC LIMIT 1""",
+                       (self.ids["audience"],))
+            bad = cr.fetchone()[0]
+            # Agreed data that is not an object: deciding the row fails.
+            cr.execute("""UPDATE mailchimp_member SET sent_data = '"not an object"' WHERE id = %s""", (bad,))
+            cr.commit()
+        with patch.object(mailchimp_reconcile, "CHUNK", 10), mute_logger(SYNC, RECONCILE):
+            with self.db.cursor() as cr:
+                env = self.env_on(cr)
+                result = env["mailchimp.sync"]._step(env["mailchimp.audience"].browse(self.ids["audience"]))
+                cr.commit()
+            self.assertEqual(result, "failed")
+            updates, statuses, (reconciled, done, stage) = self.counts()
+            self.assertEqual(stage, "reconcile")
+            self.assertEqual(statuses.get("todo"), 5, "the last chunk is left to do, the broken row in it")
+            self.assertEqual((reconciled, done), (40, 40), "what the lanes committed is counted")
+            self.assertEqual(updates, (40, 40))
+            with self.db.cursor() as cr:
+                cr.execute("UPDATE mailchimp_sync_run SET next_retry_at = NULL WHERE audience_id = %s",
+                           (self.ids["audience"],))
+                cr.commit()
+            for _attempt in range(2):
+                with self.db.cursor() as cr:
+                    env = self.env_on(cr)
+                    result = env["mailchimp.sync"]._step(env["mailchimp.audience"].browse(self.ids["audience"]))
+                    cr.execute("UPDATE mailchimp_sync_run SET next_retry_at = NULL WHERE audience_id = %s",
+                               (self.ids["audience"],))
+                    cr.commit()
+                if result != "failed":
+                    break
+            self.run_steps()
+        updates, statuses, (reconciled, done, _stage) = self.counts()
+        self.assertEqual(statuses, {"live": 44, "fail": 1})
+        self.assertEqual(updates, (44, 44), "no row decided twice")
+        self.assertEqual(reconciled, 44, "the failed row is counted as failed, not as reconciled")
+
+    def test_steps_run_in_one_transaction_reconcile_in_it(self):
+        """A script that runs the stages in one transaction without
+        committing (the lanes' own connections could not see its rows):
+        the reconcile decides every row in that transaction."""
+        self.setup_committed(odoo_only=25)
+        with patch.object(mailchimp_reconcile, "CHUNK", 10), self.db.cursor() as cr:
+            env = self.env_on(cr)
+            audience = env["mailchimp.audience"].browse(self.ids["audience"])
+            for _i in range(50):
+                if env["mailchimp.sync"]._step(audience) == "done":
+                    break
+            run = env["mailchimp.sync.run"].search([("audience_id", "=", audience.id)], limit=1)
+            self.assertEqual(run.reconciled, 25)
+            cr.execute("SELECT sync_status, count(*) FROM mailchimp_member WHERE audience_id = %s GROUP BY 1",
+                       (audience.id,))
+            self.assertEqual(dict(cr.fetchall()), {"live": 25})
+            cr.rollback()
