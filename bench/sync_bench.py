@@ -264,6 +264,9 @@ def main():
                         help="seconds of the initial sync of a 100k run, to print this run's time as a ratio of it")
     parser.add_argument("--merge-fields", type=int, default=0, choices=(0, 1, 2),
                         help="extra merge fields mapped besides FNAME/LNAME (company, country)")
+    parser.add_argument("--lanes", type=int, default=None,
+                        help="reconcile lanes (the system parameter mailchimp_sync.reconcile_lanes; "
+                             "default: the addon's, 2); 1 reconciles in the step's own transaction")
     parser.add_argument("--mailchimp-runs-batches", action="store_true",
                         help="the emulator works through batches while the sync runs, as Mailchimp does, "
                              "and holds at most 500 pending ones, as Mailchimp does (by default it holds "
@@ -303,8 +306,11 @@ def main():
                 })
                 if field_name == "company_name":
                     env.cr.execute("UPDATE mailing_contact SET company_name = 'Company ' || mod(id, 97)")
+            if args.lanes:
+                env["ir.config_parameter"].set_param("mailchimp_sync.reconcile_lanes", str(args.lanes))
             env.cr.commit()
             print(f"odoo: {args.odoo} contacts ({args.shared} shared) in database {args.db}"
+                  + f", {env['mailchimp.reconcile']._lanes()} reconcile lane(s)"
                   + (f", {args.merge_fields} extra merge field(s) mapped" if args.merge_fields else "")
                   + (", the emulator runs batches during the sync" if args.mailchimp_runs_batches
                      else f", the emulator holds up to {max_pending} pending batches (Mailchimp: 500)"
