@@ -204,7 +204,8 @@ class MailchimpReconcile(models.AbstractModel):
                     ids = self._todo_ids(audience, entry[0] - 1, len(ids), up_to=entry[1])
                 rows = self._load_rows(audience, member_ids=ids)
                 self._reconcile_rows(audience, counts, rows)
-                cr.commit()  # pylint: disable=invalid-commit - a lane's chunk is its own transaction
+                # A lane's chunk is its own transaction.
+                cr.commit()  # pylint: disable=invalid-commit
                 return counts
             except CONFLICTS:
                 cr.rollback()
