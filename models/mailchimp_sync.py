@@ -5,7 +5,9 @@ DESIGN.md §3.  Each step locks the audience (a second worker is refused at
 once), runs the current stage until it finishes or the step's budget is
 spent, and returns; it never commits: Odoo's cron runner (or a script
 standing in for it) commits between steps, so a step killed half-way is
-simply done again.  Each stage is load (owning model), decide (core),
+simply done again.  The reconcile's lanes are the exception: each commits
+the chunks it decides on a connection of its own, and the run goes on
+after them.  Each stage is load (owning model), decide (core),
 apply (owning model); this file only says which, in what order.
 """
 
