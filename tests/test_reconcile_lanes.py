@@ -228,3 +228,42 @@ class TestLanesOnRealConnections(CommittedFixture, SyncCase):
                        (audience.id,))
             self.assertEqual(dict(cr.fetchall()), {"live": 25})
             cr.rollback()
+
+    def test_odoos_cron_runner_runs_the_lanes(self):
+        """The audience's scheduled action, run by Odoo's own cron runner
+        (a job acquired, called until done, committed between calls),
+        reconciles on both lanes at once: the runner's transaction has
+        written nothing when the step begins."""
+        self.setup_committed(odoo_only=40)
+        IrCron = self.registry["ir.cron"]
+        Reconcile = type(self.env["mailchimp.reconcile"])
+        barrier = threading.Barrier(2, timeout=20)
+        lanes_seen, real = set(), Reconcile._reconcile_chunk
+
+        def chunk_with_a_meeting(model, audience, ids, entry):
+            name = threading.current_thread().name
+            if name not in lanes_seen:
+                lanes_seen.add(name)
+                barrier.wait()
+            return real(model, audience, ids, entry)
+
+        with patch.object(mailchimp_reconcile, "CHUNK", 10), \
+                patch.object(Reconcile, "_reconcile_chunk", chunk_with_a_meeting):
+            for _round in range(30):
+                with self.db.cursor() as cr:
+                    cr.execute("""UPDATE ir_cron SET nextcall = now() AT TIME ZONE 'UTC' - interval '1 minute'
+                                   WHERE id = %s""", (self.ids["cron"],))
+                    cr.execute("UPDATE mailchimp_sync_run SET next_retry_at = NULL WHERE audience_id = %s",
+                               (self.ids["audience"],))
+                    cr.commit()
+                with self.db.cursor() as cron_cr:
+                    job = IrCron._acquire_one_job(cron_cr, self.ids["cron"])
+                    self.assertTrue(job)
+                    IrCron._process_job(self.db, cron_cr, job)
+                _updates, _statuses, (_reconciled, _done, stage) = self.counts()
+                if stage != "reconcile" and lanes_seen:
+                    break
+        self.assertEqual(len(lanes_seen), 2, "both lanes ran under the cron runner")
+        updates, statuses, (reconciled, _done, _stage) = self.counts()
+        self.assertEqual(updates, (40, 40))
+        self.assertEqual(reconciled, 40)
