@@ -130,25 +130,16 @@ class MailchimpReconcile(models.AbstractModel):
         the audience's lock, which lanes only reference), and what the
         lanes are to see must be committed: the cron runner commits
         between steps, and each stage runs in steps of its own."""
-        self.env.flush_all()  # a test's cursor is shared: what it holds is seen
+        self.env.flush_all()
         board = LaneBoard(after_id, deadline)
         chunk = chunk or CHUNK
-        if self.env.registry.in_test_mode():
-            # Odoo's test cursors share the test's connection, one at a
-            # time, under a lock an open one holds: a lane in another
-            # thread would wait for as long as a caller's test cursor is
-            # open (an HTTP test runs the step in one).  The lanes take
-            # turns in this thread, through the same cursors and commits.
-            for _lane in range(lanes):
-                self._run_lane(audience.id, board, chunk)
-        else:
-            threads = [threading.Thread(target=self._run_lane, args=(audience.id, board, chunk),
-                                        name=f"mailchimp-reconcile-{audience.id}-{lane}", daemon=True)
-                       for lane in range(lanes)]
-            for thread in threads:
-                thread.start()
-            for thread in threads:
-                thread.join()
+        threads = [threading.Thread(target=self._run_lane, args=(audience.id, board, chunk),
+                                    name=f"mailchimp-reconcile-{audience.id}-{lane}", daemon=True)
+                   for lane in range(lanes)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
         self.env.invalidate_all()  # the lanes wrote through environments of their own
         return board
 

@@ -160,12 +160,9 @@ class MailchimpSync(models.AbstractModel):
         """Whether this transaction has written nothing yet: the cron runner
         commits between steps, so all the step reads is committed, and the
         reconcile's lanes, on connections of their own, see it too.  A
-        caller that ran earlier stages in the same transaction (a script, a
-        test without Odoo's test cursor) has them reconciled in that
-        transaction instead.  Under Odoo's test cursor the lanes share the
-        test's transaction, and see what it holds."""
-        if self.env.registry.in_test_mode():
-            return True
+        caller that ran earlier stages in the same transaction (a script,
+        a test's transaction) has them reconciled in that transaction
+        instead."""
         self.env.cr.execute("SELECT pg_current_xact_id_if_assigned() IS NULL")
         return self.env.cr.fetchone()[0]
 

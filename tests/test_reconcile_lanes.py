@@ -6,6 +6,7 @@ step's own transaction waits and keeps the run."""
 
 import threading
 import time
+from contextlib import contextmanager
 from unittest.mock import patch
 
 from odoo.tests import tagged
@@ -37,9 +38,10 @@ class TestLaneBoard(SyncCase):
 @tagged("post_install", "-at_install")
 class TestReconcileInLanes(SyncCase):
     def test_every_chunk_is_decided_once_whatever_the_lanes(self):
-        """Chunks of seven rows on two lanes (in a test, the lanes share the
-        test's transaction, so they take turns), then on one: the same
-        outcome, every row decided once."""
+        """Chunks of seven rows in a test's transaction (which has written,
+        so the step decides them itself, as it does for any caller that did
+        not commit), then with one lane set: the same outcome, every row
+        decided once."""
         self.seed([{"email_address": f"mc{i}@example.net", "status": "subscribed"} for i in range(12)])
         odoo_only = [self.contact(f"odoo{i}@example.org", [self.newsletter]) for i in range(17)]
         with patch.object(mailchimp_reconcile, "CHUNK", 7):
@@ -74,6 +76,25 @@ class TestReconcileInLanes(SyncCase):
 
 @tagged("post_install", "-at_install")
 class TestLanesOnRealConnections(CommittedFixture, SyncCase):
+    @contextmanager
+    def lanes_must_meet(self):
+        """Each lane's first chunk waits at a barrier for the other's: lanes
+        taking turns never meet, and the chunk fails.  Yields the names of
+        the lanes seen."""
+        Reconcile = type(self.env["mailchimp.reconcile"])
+        barrier = threading.Barrier(2, timeout=20)
+        lanes_seen, real = set(), Reconcile._reconcile_chunk
+
+        def chunk_with_a_meeting(model, audience, ids, entry):
+            name = threading.current_thread().name
+            if name not in lanes_seen:
+                lanes_seen.add(name)
+                barrier.wait()
+            return real(model, audience, ids, entry)
+
+        with patch.object(Reconcile, "_reconcile_chunk", chunk_with_a_meeting):
+            yield lanes_seen
+
     def counts(self):
         with self.db.cursor() as cr:
             cr.execute(
@@ -94,19 +115,7 @@ class TestLanesOnRealConnections(CommittedFixture, SyncCase):
         must pass with the other: taking turns, they would never meet), and
         every row is still decided once, and counted once."""
         self.setup_committed(odoo_only=60)
-        Reconcile = type(self.env["mailchimp.reconcile"])
-        barrier = threading.Barrier(2, timeout=20)
-        lanes_seen, real = set(), Reconcile._reconcile_chunk
-
-        def chunk_with_a_meeting(model, audience, ids, entry):
-            name = threading.current_thread().name
-            if name not in lanes_seen:
-                lanes_seen.add(name)
-                barrier.wait()
-            return real(model, audience, ids, entry)
-
-        with patch.object(mailchimp_reconcile, "CHUNK", 10), \
-                patch.object(Reconcile, "_reconcile_chunk", chunk_with_a_meeting):
+        with patch.object(mailchimp_reconcile, "CHUNK", 10), self.lanes_must_meet() as lanes_seen:
             self.run_steps()
         self.assertEqual(len(lanes_seen), 2, lanes_seen)
         updates, statuses, (reconciled, done, _stage) = self.counts()
@@ -236,19 +245,7 @@ class TestLanesOnRealConnections(CommittedFixture, SyncCase):
         written nothing when the step begins."""
         self.setup_committed(odoo_only=40)
         IrCron = self.registry["ir.cron"]
-        Reconcile = type(self.env["mailchimp.reconcile"])
-        barrier = threading.Barrier(2, timeout=20)
-        lanes_seen, real = set(), Reconcile._reconcile_chunk
-
-        def chunk_with_a_meeting(model, audience, ids, entry):
-            name = threading.current_thread().name
-            if name not in lanes_seen:
-                lanes_seen.add(name)
-                barrier.wait()
-            return real(model, audience, ids, entry)
-
-        with patch.object(mailchimp_reconcile, "CHUNK", 10), \
-                patch.object(Reconcile, "_reconcile_chunk", chunk_with_a_meeting):
+        with patch.object(mailchimp_reconcile, "CHUNK", 10), self.lanes_must_meet() as lanes_seen:
             for _round in range(30):
                 with self.db.cursor() as cr:
                     cr.execute("""UPDATE ir_cron SET nextcall = now() AT TIME ZONE 'UTC' - interval '1 minute'
