@@ -10,6 +10,7 @@ from odoo import api, models
 
 from ..mailchimp_sync.reconcile import AudienceRules, reconcile_row, row_state_from_cache
 from ..tools.sql import int_array, token_array
+from ..tools.threads import own_cursor_env, run_threads
 from ..tools.user_messages import describe_reason
 from .mailchimp_audience_dashboard import MC_SUBSCRIBED_SQL
 
@@ -132,14 +133,7 @@ class MailchimpReconcile(models.AbstractModel):
         between steps, and each stage runs in steps of its own."""
         self.env.flush_all()
         board = LaneBoard(after_id, deadline)
-        chunk = chunk or CHUNK
-        threads = [threading.Thread(target=self._run_lane, args=(audience.id, board, chunk),
-                                    name=f"mailchimp-reconcile-{audience.id}-{lane}", daemon=True)
-                   for lane in range(lanes)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
+        run_threads(f"mailchimp-reconcile-{audience.id}", lanes, self._run_lane, audience.id, board, chunk or CHUNK)
         self.env.invalidate_all()  # the lanes wrote through environments of their own
         return board
 
@@ -148,15 +142,7 @@ class MailchimpReconcile(models.AbstractModel):
         the next chunk, lock and decide it as a serial step would, commit;
         again until no row is left, the budget is spent, or a lane failed."""
         try:
-            registry = self.env.registry
-            with registry.cursor() as cr:
-                # The lane's transaction on the registry the step holds:
-                # Environment would ask Registry() for it again, which takes
-                # the registries' lock, held by a server loading a database
-                # (and by Odoo's test runner for its whole run).
-                cr.transaction = api.Transaction(registry)
-                threading.current_thread().dbname = cr.dbname  # for the log lines
-                env = self.env(cr=cr)
+            with own_cursor_env(self.env) as env:
                 Reconcile = env["mailchimp.reconcile"]
                 audience = env["mailchimp.audience"].browse(audience_id)
                 while True:

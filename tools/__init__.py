@@ -1,1 +1,1 @@
-from . import sql, user_messages
+from . import sql, threads, user_messages
