@@ -10,7 +10,7 @@ from odoo import api, fields, models
 from ..mailchimp_sync.merge_fields import EMAIL_TAKEN, DataProblem
 from ..mailchimp_sync.reconcile import merge_superseded
 from ..tools.settings import days_parameter
-from ..tools.sql import int_array, token_array
+from ..tools.sql import int_array
 
 # Why an unsent update was cancelled for a newer one of its row.
 SUPERSEDED = "Superseded by a newer update"
@@ -144,30 +144,26 @@ class MailchimpUpdate(models.Model):
         the rows.  Returns how many updates were queued."""
         if not updates:
             return 0
-        cancel, members, kinds, payloads = [], [], [], []
+        cancel, values = [], []
         for member_id, kind, new_payload in updates:
             payload = new_payload
             olds = [u for u in unsent.get(member_id, []) if u["kind"] == kind]
             if olds:
                 cancel.extend(u["id"] for u in olds)
                 payload = self._fold(kind, new_payload, [u["payload"] for u in olds])
-            members.append(member_id)
-            kinds.append(kind)
-            payloads.append(json.dumps(payload))
+            values.append({"member_id": member_id, "kind": kind, "payload": payload})
         if cancel:
             self._cancel(cancel, SUPERSEDED)
-        # Columns as arrays: one statement for the chunk, which psycopg2
-        # adapts in C (a VALUES list is rendered row by row in Python).
+        # The chunk as one JSON document: one statement, and nothing for
+        # psycopg2 to adapt value by value (a payload's JSON text each).
         self.env.cr.execute(
             """INSERT INTO mailchimp_update (member_id, audience_id, kind, payload, state, queued_at)
                SELECT v.member_id, %(aud)s, v.kind, v.payload, 'queued', now() AT TIME ZONE 'UTC'
-                 FROM unnest(%(members)s::int[], %(kinds)s::varchar[], %(payloads)s::jsonb[])
-                      AS v(member_id, kind, payload)""",
-            {"aud": audience.id, "members": int_array(members), "kinds": token_array(kinds),
-             "payloads": payloads},
+                 FROM jsonb_to_recordset(%(values)s::jsonb) AS v(member_id int, kind varchar, payload jsonb)""",
+            {"aud": audience.id, "values": json.dumps(values)},
         )
         self.invalidate_model()
-        return len(members)
+        return len(values)
 
     def _cancel(self, update_ids, reason):
         """Cancel updates that have not left Odoo: queued ones, and those of a
