@@ -10,6 +10,7 @@ from . import mailchimp_batch
 from . import mailchimp_sync_run
 from . import mailchimp_list_removal
 from . import mailchimp_reconcile
+from . import mailchimp_reconcile_tally
 from . import mailchimp_sync
 from . import mailchimp_webhook
 from . import mailing_subscription

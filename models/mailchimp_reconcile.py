@@ -2,6 +2,7 @@ import json
 import logging
 import threading
 import time
+import uuid
 from datetime import datetime
 
 from psycopg2 import errors
@@ -50,12 +51,15 @@ class Counts:
 
 
 class LaneBoard:
-    """What the lanes of one step share, under ``lock``: where the next
-    chunk starts, the chunks claimed in id order (first id, last id,
-    committed), the counts of those committed, and the first error."""
+    """What the lanes of one step share, under ``lock``: the run they
+    count for and the step's token (each chunk's tally bears it), where
+    the next chunk starts, the chunks claimed in id order (first id, last
+    id, committed), the counts of those committed, and the first error."""
 
-    def __init__(self, after_id, deadline):
+    def __init__(self, run_id, after_id, deadline):
         self.lock = threading.Lock()
+        self.run_id = run_id
+        self.token = uuid.uuid4().hex
         self.after = after_id
         self.deadline = deadline
         self.chunks = []
@@ -119,20 +123,22 @@ class MailchimpReconcile(models.AbstractModel):
         return [r[0] for r in self.env.cr.fetchall()]
 
     @api.model
-    def _reconcile_in_lanes(self, audience, after_id, deadline, lanes=LANES, chunk=None):
+    def _reconcile_in_lanes(self, audience, run_id, after_id, deadline, lanes=LANES, chunk=None):
         """Reconcile the rows to do after ``after_id`` on ``lanes``
         connections of their own, each claiming the next chunk in id order,
         deciding it and committing it, until none is left or ``deadline``
         (time.monotonic) is passed.  The step's own transaction is only
-        waited on: it keeps the run, which it updates from the returned
-        :class:`LaneBoard` (counts, and where the next step goes on).
+        waited on: it keeps the run ``run_id``, which it updates from the
+        returned :class:`LaneBoard` (counts, and where the next step goes
+        on).  Each chunk also leaves its counts with its commit, for a step
+        killed before its own (``mailchimp.reconcile.tally``).
 
         The step's transaction must not hold rows a lane writes (it holds
         the audience's lock, which lanes only reference), and what the
         lanes are to see must be committed: the cron runner commits
         between steps, and each stage runs in steps of its own."""
         self.env.flush_all()
-        board = LaneBoard(after_id, deadline)
+        board = LaneBoard(run_id, after_id, deadline)
         run_threads(f"mailchimp-reconcile-{audience.id}", lanes, self._run_lane, audience.id, board, chunk or CHUNK)
         self.env.invalidate_all()  # the lanes wrote through environments of their own
         return board
@@ -161,7 +167,7 @@ class MailchimpReconcile(models.AbstractModel):
                         board.after = ids[-1]
                         entry = [ids[0], ids[-1], False]
                         board.chunks.append(entry)
-                    counts = Reconcile._reconcile_chunk(audience, ids, entry)
+                    counts = Reconcile._reconcile_chunk(audience, board, ids, entry)
                     with board.lock:
                         if counts is None:
                             board.stopped = True  # the next step takes the chunk again
@@ -176,11 +182,11 @@ class MailchimpReconcile(models.AbstractModel):
                 board.error = board.error or exc
                 board.stopped = True
 
-    def _reconcile_chunk(self, audience, ids, entry):
-        """Decide and commit one claimed chunk on this lane's cursor; a
-        concurrent writer makes it start again on a fresh snapshot, with
-        the rows of the chunk still to do.  Returns its counts, or None if
-        it gave up."""
+    def _reconcile_chunk(self, audience, board, ids, entry):
+        """Decide and commit one claimed chunk on this lane's cursor, its
+        tally with it; a concurrent writer makes it start again on a fresh
+        snapshot, with the rows of the chunk still to do.  Returns its
+        counts, or None if it gave up."""
         cr = self.env.cr
         for attempt in range(LANE_RETRIES + 1):
             counts = Counts()
@@ -190,6 +196,7 @@ class MailchimpReconcile(models.AbstractModel):
                     ids = self._todo_ids(audience, entry[0] - 1, len(ids), up_to=entry[1])
                 rows = self._load_rows(audience, member_ids=ids)
                 self._reconcile_rows(audience, counts, rows)
+                self.env["mailchimp.reconcile.tally"]._record(board.run_id, board.token, counts)
                 # A lane's chunk is its own transaction.
                 cr.commit()  # pylint: disable=invalid-commit
                 return counts

@@ -117,6 +117,11 @@ class MailchimpSync(models.AbstractModel):
         run = audience.current_run_id or self.env["mailchimp.sync.run"]._open(audience)
         stage = run.stage
         self._tune_bulk_transaction()
+        if stage == "reconcile":
+            # Chunks the lanes of a step lost before its commit decided:
+            # counted now, once.  Outside the stage's savepoint, so that a
+            # step that fails still drops the tallies it found counted.
+            self.env["mailchimp.reconcile.tally"]._fold_into(run)
         started = time.monotonic()
         try:
             with self.env.cr.savepoint():
@@ -441,7 +446,7 @@ class MailchimpSync(models.AbstractModel):
                 [("audience_id", "=", audience.id), ("sync_status", "=", "todo")])
         lanes = Reconcile._lanes() if self.env.context.get("mailchimp_lanes") else 1
         if lanes > 1 and run.failure_count < 2:
-            board = Reconcile._reconcile_in_lanes(audience, run.cursor, deadline, lanes)
+            board = Reconcile._reconcile_in_lanes(audience, run.id, run.cursor, deadline, lanes)
             if board.error:
                 raise LaneFailed(board) from board.error
             self._record_lanes(run, board)
@@ -459,12 +464,11 @@ class MailchimpSync(models.AbstractModel):
             run.write({"cursor": rows[-1]["id"], "progress_done": run.progress_done + len(rows)})
             self._check_budget(deadline)
 
-    @staticmethod
-    def _record_lanes(run, board):
-        """What the lanes committed, on the run: their counts, and where the
-        next step goes on."""
+    def _record_lanes(self, run, board):
+        """What the lanes committed, on the run: their counts, where the
+        next step goes on, and the step's token (its tallies are counted)."""
         board.counts.add_to(run)
-        run.write({"cursor": board.done_up_to(run.cursor),
+        run.write({"cursor": board.done_up_to(run.cursor), "lanes_token": board.token,
                    "progress_done": run.progress_done + board.counts.reconciled})
 
     # ------------------------------------------------------------------

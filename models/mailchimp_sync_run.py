@@ -61,6 +61,9 @@ class MailchimpSyncRun(models.Model):
     full = fields.Boolean(string="Full Sync")
     stage = fields.Selection(SYNC_STAGES, default="fetch", required=True)
     cursor = fields.Integer(help="Where the current stage resumes (last row id done).")
+    lanes_token = fields.Char(
+        copy=False, help="The last reconcile step whose lanes' counts are on the run (their tallies are counted)."
+    )
     fetch_offset = fields.Integer()
     fetch_since = fields.Datetime(help="Lower bound of the fetch (empty: every member).")
     odoo_since = fields.Datetime(

@@ -24,7 +24,7 @@ SYNC = "odoo.addons.mailchimp_sync.models.mailchimp_sync"
 @tagged("post_install", "-at_install")
 class TestLaneBoard(SyncCase):
     def test_the_next_step_goes_on_after_the_last_chunk_committed_without_a_gap(self):
-        board = LaneBoard(after_id=100, deadline=0)
+        board = LaneBoard(run_id=1, after_id=100, deadline=0)
         self.assertEqual(board.done_up_to(100), 100, "nothing committed: from where it started")
         board.chunks = [[101, 110, True], [111, 120, False], [121, 130, True]]
         self.assertEqual(board.done_up_to(100), 110, "the chunk a lane gave up is taken again")
@@ -85,12 +85,12 @@ class TestLanesOnRealConnections(CommittedFixture, SyncCase):
         barrier = threading.Barrier(2, timeout=20)
         lanes_seen, real = set(), Reconcile._reconcile_chunk
 
-        def chunk_with_a_meeting(model, audience, ids, entry):
+        def chunk_with_a_meeting(model, *args):
             name = threading.current_thread().name
             if name not in lanes_seen:
                 lanes_seen.add(name)
                 barrier.wait()
-            return real(model, audience, ids, entry)
+            return real(model, *args)
 
         with patch.object(Reconcile, "_reconcile_chunk", chunk_with_a_meeting):
             yield lanes_seen
@@ -122,6 +122,47 @@ class TestLanesOnRealConnections(CommittedFixture, SyncCase):
         self.assertEqual(updates, (60, 60), "one update per contact, none twice")
         self.assertEqual(statuses, {"live": 60})
         self.assertEqual(reconciled, 60)
+
+    def test_a_step_lost_after_its_lanes_committed_counts_their_chunks_once(self):
+        """Steps of a chunk or two each: one step's own transaction is lost
+        after its lanes committed (a worker killed before its commit).  The
+        next step counts those chunks from their tallies; the chunks of the
+        steps that committed are not counted again."""
+        self.setup_committed(odoo_only=45)
+        self.run_steps(until="reconcile")
+
+        def step(lost=False):
+            with self.db.cursor() as cr:
+                env = self.env_on(cr)
+                result = env["mailchimp.sync"]._step(env["mailchimp.audience"].browse(self.ids["audience"]),
+                                                     budget=0.001)
+                if lost:
+                    cr.rollback()
+                else:
+                    cr.commit()
+            return result
+
+        with patch.object(mailchimp_reconcile, "CHUNK", 10):
+            step()
+            _updates, statuses, (counted, _done, _stage) = self.counts()
+            self.assertTrue(0 < counted < 45, counted)
+            step(lost=True)
+            _updates, statuses, (reconciled, _done, _stage) = self.counts()
+            self.assertEqual(reconciled, counted, "the lost step's counts are not on the run")
+            self.assertLess(statuses.get("todo", 0), 45 - counted, "its lanes' chunks stay decided")
+            for _i in range(20):
+                if step() != "partial" or self.counts()[2][2] != "reconcile":
+                    break
+        self.run_steps()
+        updates, statuses, (reconciled, _done, _stage) = self.counts()
+        self.assertEqual(statuses, {"live": 45})
+        self.assertEqual(updates, (45, 45), "one update per contact, none twice")
+        self.assertEqual(reconciled, 45, "every chunk counted once")
+        with self.db.cursor() as cr:
+            cr.execute("""SELECT count(*) FROM mailchimp_reconcile_tally t
+                            JOIN mailchimp_sync_run r ON r.id = t.run_id WHERE r.audience_id = %s""",
+                       (self.ids["audience"],))
+            self.assertLessEqual(cr.fetchone()[0], 5, "only the last step's tallies are left, counted")
 
     def test_a_row_a_webhook_holds_is_waited_for_and_decided_once(self):
         """A webhook holds one row of the third chunk, decides it and commits
