@@ -62,6 +62,13 @@ class MailchimpError(Exception):
             text = f"{text} ({fields})"
         return text
 
+    @property
+    def too_many_connections(self):
+        """Mailchimp refused the request for its limit of ten simultaneous
+        connections per API key (a 429 in the documented wording), not for
+        anything the request asked: the same request may go at once."""
+        return self.kind == RATE_LIMITED and "simultaneous connections" in (self.detail or "")
+
 
 class MailchimpRetryableError(MailchimpError):
     """Throttled (429), server fault (5xx), bare 403/429, timeout or network error."""

@@ -237,6 +237,16 @@ class MailchimpBatch(models.Model):
         try:
             answer = self.account_id._get_client().start_batch(operations)
         except MailchimpError as exc:
+            if exc.too_many_connections:
+                # An answer, so nothing was created: the account's other
+                # requests (a fetch, another audience's senders) held its
+                # connections.  Back in line now, without a pause.
+                _logger.info("Mailchimp batch %s refused for too many connections; queued again", self.id)
+                self._mark_lost(self.env._(
+                    "Mailchimp refused this batch for now: the account had too many requests open at once "
+                    "(Mailchimp takes ten). Its updates were queued again for the next batch."))
+                cr.commit()  # pylint: disable=invalid-commit
+                return "throttled"
             if exc.kind == RATE_LIMITED and exc.status:
                 # An answer, so nothing was created: Mailchimp holds too many
                 # pending batches.  Back in line now, and sending pauses.

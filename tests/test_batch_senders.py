@@ -4,10 +4,8 @@ each on a connection of its own, once the step has committed."""
 # pylint: disable=invalid-commit
 
 import threading
-from datetime import timedelta
 from unittest.mock import patch
 
-from odoo import fields
 from odoo.tests import tagged
 from odoo.tools import mute_logger
 
@@ -56,11 +54,12 @@ class TestSendersOnRealConnections(CommittedFixture, SyncCase):
             self.assertEqual(self.mc(f"racer{i}@example.org")["status"], "subscribed")
         self.assertEqual(len(self.emulator.control.state(self.list_id)["batches"]), 4, "each POSTed once")
 
-    def test_a_throttled_batch_goes_back_in_line_and_the_rest_leave_once(self):
-        """Mailchimp's queue is full for the first POST: that batch goes
-        back in line; a batch the other sender had started is sent, the
-        ones no sender started yet stay claimed; once the pause is over
-        every member is created, once."""
+    def test_a_batch_refused_for_too_many_connections_goes_back_in_line_without_a_pause(self):
+        """Mailchimp refuses the first POST for its limit of simultaneous
+        connections (the account's other requests held them): that batch's
+        updates go back in line at once and sending does not pause; a batch
+        the other sender had started is sent, the ones no sender started
+        yet stay claimed; every member is created, once."""
         self.setup_committed(odoo_only=12)
         self.run_steps(until="submit")
         self.emulator.control.faults(rules=[{"method": "POST", "path": "^/batches$", "kind": "429_json",
@@ -71,14 +70,20 @@ class TestSendersOnRealConnections(CommittedFixture, SyncCase):
                 audience = env["mailchimp.audience"].browse(self.ids["audience"])
                 self.assertEqual(env["mailchimp.sync"]._step(audience), "partial")
                 cr.commit()  # the senders POST now
-            states = [state for state, _id in self.batches()]
-            self.assertEqual(len(states), 4)
-            self.assertEqual(states.count("lost"), 1, "the throttled one, its updates back in line")
-            self.assertEqual(states.count("submitted") + states.count("claimed"), 3, states)
             with self.db.cursor() as cr:
-                cr.execute("""UPDATE mailchimp_batch SET throttled_at = %s
-                               WHERE audience_id = %s AND throttled_at IS NOT NULL""",
-                           (fields.Datetime.now() - timedelta(minutes=1), self.ids["audience"]))
+                cr.execute("""SELECT submit_state, throttled_at IS NOT NULL, result_message FROM mailchimp_batch
+                               WHERE audience_id = %s ORDER BY id""", (self.ids["audience"],))
+                batches = cr.fetchall()
+            states = [state for state, _paused, _message in batches]
+            self.assertEqual(states.count("lost"), 1, states)
+            self.assertEqual(states.count("submitted") + states.count("claimed"), 3, states)
+            lost = [message for state, _paused, message in batches if state == "lost"][0]
+            self.assertIn("too many requests open at once", lost)
+            self.assertFalse(any(paused for _state, paused, _message in batches), "sending does not pause")
+            with self.db.cursor() as cr:
+                env = self.env_on(cr)
+                audience = env["mailchimp.audience"].browse(self.ids["audience"])
+                self.assertEqual(env["mailchimp.sync"]._step(audience), "partial", "the next step sends at once")
                 cr.commit()
             self.run_steps()
         self.emulator.control.run_batches()

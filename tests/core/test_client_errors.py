@@ -141,6 +141,19 @@ def test_throttling_is_rate_limited(emulator, fault, status):
     error = caught.value
     assert error.kind == exc_mod.RATE_LIMITED and error.retryable and error.status == status
     assert_plain(error)
+    # Only the documented wording names the connection limit; a bare answer might be anything.
+    assert error.too_many_connections == (fault == "429_json")
+
+
+def test_a_full_batch_queue_is_not_the_connection_limit(emulator):
+    client = MailchimpClient(emulator.api_key, base_url=emulator.api_base)
+    emulator.control.settings(max_pending_batches=1)
+    client.start_batch([{"method": "GET", "path": "/ping"}])
+    with pytest.raises(MailchimpRetryableError) as caught:
+        client.start_batch([{"method": "GET", "path": "/ping"}])
+    error = caught.value
+    assert error.kind == exc_mod.RATE_LIMITED and error.status == 429
+    assert not error.too_many_connections
 
 
 @pytest.mark.parametrize("fault, status", [("500", 500), ("503", 503)])
