@@ -237,24 +237,24 @@ class MailchimpBatch(models.Model):
         try:
             answer = self.account_id._get_client().start_batch(operations)
         except MailchimpError as exc:
-            if exc.too_many_connections:
-                # An answer, so nothing was created: the account's other
-                # requests (a fetch, another audience's senders) held its
-                # connections.  Back in line now, without a pause.
-                _logger.info("Mailchimp batch %s refused for too many connections; queued again", self.id)
-                self._mark_lost(self.env._(
-                    "Mailchimp refused this batch for now: the account had too many requests open at once "
-                    "(Mailchimp takes ten). Its updates were queued again for the next batch."))
-                cr.commit()  # pylint: disable=invalid-commit
-                return "throttled"
             if exc.kind == RATE_LIMITED and exc.status:
-                # An answer, so nothing was created: Mailchimp holds too many
-                # pending batches.  Back in line now, and sending pauses.
-                _logger.info("Mailchimp throttled batch %s (%s); sending pauses", self.id, exc)
-                self._mark_lost(self.env._(
-                    "Mailchimp refused this batch for now: the account already has too many batches "
-                    "waiting. Its updates were queued again and are sent once Mailchimp has worked "
-                    "through its queue."), throttled=True)
+                # An answer, so nothing was created: back in line now.  For
+                # too many pending batches sending pauses; for too many
+                # connections (the account's other requests held them:
+                # a fetch, another audience's senders) the next step sends.
+                pause = not exc.too_many_connections
+                _logger.info("Mailchimp refused batch %s for now (%s); %s", self.id, exc,
+                             "sending pauses" if pause else "queued again")
+                if pause:
+                    message = self.env._(
+                        "Mailchimp refused this batch for now: the account already has too many batches "
+                        "waiting. Its updates were queued again and are sent once Mailchimp has worked "
+                        "through its queue.")
+                else:
+                    message = self.env._(
+                        "Mailchimp refused this batch for now: the account had too many requests open at "
+                        "once (Mailchimp takes ten). Its updates were queued again for the next batch.")
+                self._mark_lost(message, throttled=pause)
                 cr.commit()  # pylint: disable=invalid-commit
                 return "throttled"
             if exc.retryable:

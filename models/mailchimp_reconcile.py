@@ -49,6 +49,11 @@ class Counts:
         for name in COUNTERS:
             setattr(other, name, getattr(other, name) + getattr(self, name))
 
+    def add_to_run(self, run):
+        """Add these counts to ``run``'s counters and to its progress."""
+        run.write(dict({name: run[name] + getattr(self, name) for name in COUNTERS},
+                       progress_done=run.progress_done + self.reconciled))
+
 
 class LaneBoard:
     """What the lanes of one step share, under ``lock``: the run they

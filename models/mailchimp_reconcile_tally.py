@@ -1,6 +1,6 @@
 from odoo import api, fields, models
 
-from .mailchimp_reconcile import COUNTERS
+from .mailchimp_reconcile import COUNTERS, Counts
 
 
 class MailchimpReconcileTally(models.Model):
@@ -46,8 +46,7 @@ class MailchimpReconcileTally(models.Model):
     def _fold_into(self, run):
         """Delete the tallies of ``run`` this transaction sees, adding to its
         counters (and progress) those of steps that never counted them
-        (any token but ``run.lanes_token``).  Returns how many rows those
-        counted."""
+        (any token but ``run.lanes_token``)."""
         self.env.cr.execute(
             f"""WITH gone AS (DELETE FROM mailchimp_reconcile_tally WHERE run_id = %s
                               RETURNING step_token, {", ".join(COUNTERS)})
@@ -55,8 +54,8 @@ class MailchimpReconcileTally(models.Model):
                  WHERE step_token IS DISTINCT FROM %s""",
             (run.id, run.lanes_token or None),
         )
-        sums = dict(zip(COUNTERS, self.env.cr.fetchone(), strict=True))
-        if any(sums.values()):
-            run.write(dict({name: run[name] + value for name, value in sums.items()},
-                           progress_done=run.progress_done + sums["reconciled"]))
-        return sums["reconciled"]
+        counts = Counts()
+        for name, value in zip(COUNTERS, self.env.cr.fetchone(), strict=True):
+            setattr(counts, name, value)
+        if any(getattr(counts, name) for name in COUNTERS):
+            counts.add_to_run(run)

@@ -467,9 +467,8 @@ class MailchimpSync(models.AbstractModel):
     def _record_lanes(self, run, board):
         """What the lanes committed, on the run: their counts, where the
         next step goes on, and the step's token (its tallies are counted)."""
-        board.counts.add_to(run)
-        run.write({"cursor": board.done_up_to(run.cursor), "lanes_token": board.token,
-                   "progress_done": run.progress_done + board.counts.reconciled})
+        board.counts.add_to_run(run)
+        run.write({"cursor": board.done_up_to(run.cursor), "lanes_token": board.token})
 
     # ------------------------------------------------------------------
     # Single rows (webhooks, Retry) and the extension point
