@@ -9,6 +9,7 @@ from psycopg2 import errors
 
 from odoo import api, models
 
+from ..mailchimp_sync.gc_pause import cycle_collector_paused
 from ..mailchimp_sync.reconcile import AudienceRules, reconcile_row, row_state_from_cache
 from ..tools.sql import int_array
 from ..tools.threads import own_cursor_env, run_threads
@@ -199,8 +200,9 @@ class MailchimpReconcile(models.AbstractModel):
                 if attempt:
                     self.env["mailchimp.sync"]._tune_bulk_transaction()
                     ids = self._todo_ids(audience, entry[0] - 1, len(ids), up_to=entry[1])
-                rows = self._load_rows(audience, member_ids=ids)
-                self._reconcile_rows(audience, counts, rows)
+                with cycle_collector_paused():
+                    rows = self._load_rows(audience, member_ids=ids)
+                    self._reconcile_rows(audience, counts, rows)
                 self.env["mailchimp.reconcile.tally"]._record(board.run_id, board.token, counts)
                 # A lane's chunk is its own transaction.
                 cr.commit()  # pylint: disable=invalid-commit

@@ -23,6 +23,7 @@ from odoo import api, models, sql_db
 from odoo.tools import SQL
 
 from ..mailchimp_sync.exceptions import MailchimpError
+from ..mailchimp_sync.gc_pause import cycle_collector_paused
 from ..mailchimp_sync.read_ahead import read_ahead
 from ..tools.user_messages import describe_error
 from ..mailchimp_sync.members import format_mailchimp_datetime
@@ -362,7 +363,9 @@ class MailchimpSync(models.AbstractModel):
                 since_last_changed=since,
                 status=status, offset=run.fetch_offset, overlap=PAGE_OVERLAP,
             ), ahead)
-            with closing(pages):
+            # Each page's members are parsed and merged with the collector
+            # paused (see gc_pause): they are acyclic and soon dropped.
+            with closing(pages), cycle_collector_paused():
                 for page in pages:
                     started = time.monotonic()
                     run.fetched_changed += self.env["mailchimp.member"]._merge_page(audience, page.members)
@@ -452,16 +455,17 @@ class MailchimpSync(models.AbstractModel):
             self._record_lanes(run, board)
             return board.finished
         while True:
-            rows = Reconcile._load_rows(audience, run.cursor)
-            if not rows:
-                return True
-            if run.failure_count >= 2:
-                # This chunk failed twice the same way: decide its rows one
-                # by one, fail the ones that break with the reason, go on.
-                Reconcile._reconcile_rows_one_by_one(audience, run, rows)
-            else:
-                Reconcile._reconcile_rows(audience, run, rows)
-            run.write({"cursor": rows[-1]["id"], "progress_done": run.progress_done + len(rows)})
+            with cycle_collector_paused():
+                rows = Reconcile._load_rows(audience, run.cursor)
+                if not rows:
+                    return True
+                if run.failure_count >= 2:
+                    # This chunk failed twice the same way: decide its rows
+                    # one by one, fail the ones that break with the reason.
+                    Reconcile._reconcile_rows_one_by_one(audience, run, rows)
+                else:
+                    Reconcile._reconcile_rows(audience, run, rows)
+                run.write({"cursor": rows[-1]["id"], "progress_done": run.progress_done + len(rows)})
             self._check_budget(deadline)
 
     def _record_lanes(self, run, board):
