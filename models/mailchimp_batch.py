@@ -13,6 +13,7 @@ from ..mailchimp_sync.batches import MAX_OPERATIONS, build_operation, read_batch
 from ..mailchimp_sync.client import subscriber_hash
 from ..mailchimp_sync.exceptions import RATE_LIMITED, MailchimpError, MailchimpNotFoundError
 from ..mailchimp_sync.members import check_statuses, parse_mailchimp_datetime
+from ..mailchimp_sync.gc_pause import cycle_collector_paused
 from ..mailchimp_sync.read_ahead import read_ahead
 from ..mailchimp_sync.reasons import NO_RESULT
 from ..tools.sql import int_array
@@ -599,7 +600,17 @@ class MailchimpBatch(models.Model):
                     outcome.set_exception(exc)
                 yield batch, outcome
 
-        for batch, outcome in read_ahead(read_all()):
+        # Parsed results are acyclic and dropped batch by batch: see gc_pause.
+        with cycle_collector_paused():
+            self._settle_all(read_ahead(read_all()))
+        remaining = self.search_count(due) if batches and recheck_seconds else 0
+        self.env["ir.cron"]._notify_progress(done=len(batches), remaining=remaining)
+        return True
+
+    def _settle_all(self, readings):
+        """Settle each (batch, reading) in a savepoint of its own; one batch's
+        error never blocks another."""
+        for batch, outcome in readings:
             try:
                 with self.env.cr.savepoint():
                     batch._refresh_and_settle(read=outcome.result)
@@ -620,6 +631,3 @@ class MailchimpBatch(models.Model):
                                 exc_info=not isinstance(exc, (MailchimpError, UserError)))
                 self.env.invalidate_all()
                 batch.write({"last_checked": fields.Datetime.now(), "result_message": describe_error(self.env, exc)})
-        remaining = self.search_count(due) if batches and recheck_seconds else 0
-        self.env["ir.cron"]._notify_progress(done=len(batches), remaining=remaining)
-        return True
