@@ -1,6 +1,7 @@
 import logging
 import threading
 from concurrent.futures import Future
+from contextlib import closing
 from datetime import datetime, timedelta
 
 from psycopg2 import errors
@@ -61,6 +62,11 @@ SENDERS = 2
 # Mailchimp refused a batch because the account holds too many pending
 # ones (500): its queue drains in seconds to minutes, so sending pauses.
 THROTTLE_WAIT = timedelta(seconds=15)
+# Batches a poller call settles at once, each on a connection of its own
+# and in a transaction of its own, as batch webhooks arriving together are:
+# settling a batch is mostly PostgreSQL's work (merging a thousand answers
+# into the cache), which one connection does on one core.
+SETTLERS = 2
 # Batches at Mailchimp whose results are still to be settled.
 UNSETTLED_DOMAIN = [
     ("result_state", "!=", "done"),
@@ -600,12 +606,51 @@ class MailchimpBatch(models.Model):
                     outcome.set_exception(exc)
                 yield batch, outcome
 
+        # Lanes only from a transaction that wrote nothing (the cron
+        # runner's): theirs must see what this one sees.
+        lanes = SETTLERS if len(batches) > 1 and self.env["mailchimp.sync"]._fresh_transaction() else 1
         # Parsed results are acyclic and dropped batch by batch: see gc_pause.
-        with cycle_collector_paused():
-            self._settle_all(read_ahead(read_all()))
+        with closing(read_ahead(read_all())) as readings, cycle_collector_paused():
+            if lanes > 1:
+                self._settle_on_lanes(readings, lanes)
+            else:
+                self._settle_all(readings)
         remaining = self.search_count(due) if batches and recheck_seconds else 0
+        if lanes > 1:
+            # This transaction's snapshot predates the lanes' commits: each
+            # batch they took was settled or checked just now.
+            remaining = max(remaining - len(batches), 0)
         self.env["ir.cron"]._notify_progress(done=len(batches), remaining=remaining)
         return True
+
+    @api.model
+    def _settle_on_lanes(self, readings, lanes):
+        """Settle the polled ``readings`` [(batch, its reading)] on ``lanes``
+        connections of their own, each taking the next batch and settling
+        and committing it alone, as a webhook settles one.  Two batches that
+        share a member meet on its row lock: the second waits, or, on a
+        deadlock, is settled by a later call."""
+        lock = threading.Lock()
+
+        def lane():
+            try:
+                with own_cursor_env(self.env) as env:
+                    Batch = env["mailchimp.batch"]
+                    while True:
+                        with lock:  # one reader of the read-ahead at a time
+                            batch, outcome = next(readings, (None, None))
+                        if batch is None:
+                            return
+                        Batch._settle_all([(Batch.browse(batch.id), outcome)])
+                        # Each batch settled is its own transaction, as a
+                        # webhook's is.
+                        env.cr.commit()  # pylint: disable=invalid-commit
+            except Exception:  # noqa: BLE001 - a thread has nobody to raise to; the batch is polled again
+                _logger.warning("A lane settling Mailchimp batches stopped; the rest are settled by the next call",
+                                exc_info=True)
+
+        run_threads("mailchimp-settle", lanes, lane)
+        self.env.invalidate_all()  # the lanes wrote through environments of their own
 
     def _settle_all(self, readings):
         """Settle each (batch, reading) in a savepoint of its own; one batch's

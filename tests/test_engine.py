@@ -340,11 +340,16 @@ class TestPollerAtItsSeams(CommittedFixture, SyncCase):
 
             thread = threading.Thread(target=poll)
             thread.start()
-            # ... the poller, holding that batch, waits for the member ...
-            pid = poll_cr._cnx.get_backend_pid()
+            # ... the poller, holding that batch, waits for the member (on
+            # the connection of the settler that took it) ...
+            holder_pid = holder._cnx.get_backend_pid()
             for _i in range(100):
-                watch.execute("SELECT wait_event_type FROM pg_stat_activity WHERE pid = %s", (pid,))
-                if watch.fetchone()[0] == "Lock":
+                watch.execute("SELECT pg_stat_clear_snapshot()")  # else read once per transaction
+                watch.execute(
+                    """SELECT count(*) FROM pg_stat_activity
+                        WHERE datname = current_database() AND wait_event_type = 'Lock' AND pid <> %s""",
+                    (holder_pid,))
+                if watch.fetchone()[0]:
                     break
                 time.sleep(0.05)
             else:
