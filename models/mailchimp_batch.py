@@ -390,10 +390,15 @@ class MailchimpBatch(models.Model):
             if results is not None:
                 settled += batch._settle(results)
         if settled:
-            # Once the last batch is settled, the statistics follow too.
-            unsettled = self.search_count(UNSETTLED_DOMAIN, limit=1)
-            self.env["mailchimp.sync"]._vacuum_if_bloated(analyze_stale=not unsettled, wait=False)
+            self._after_settling()
         return settled
+
+    @api.model
+    def _after_settling(self):
+        """Once the last batch is settled, the statistics follow too (in a
+        thread, after the commit): the next cycle's stages plan on them."""
+        unsettled = self.search_count(UNSETTLED_DOMAIN, limit=1)
+        self.env["mailchimp.sync"]._vacuum_if_bloated(analyze_stale=not unsettled, wait=False)
 
     def _lock_for_settling(self):
         """Take the batch's row lock; False if another worker holds it or it
@@ -633,6 +638,7 @@ class MailchimpBatch(models.Model):
         lock = threading.Lock()
 
         def lane():
+            took = False
             try:
                 with own_cursor_env(self.env) as env:
                     Batch = env["mailchimp.batch"]
@@ -640,11 +646,18 @@ class MailchimpBatch(models.Model):
                         with lock:  # one reader of the read-ahead at a time
                             batch, outcome = next(readings, (None, None))
                         if batch is None:
-                            return
+                            break
+                        took = True
                         Batch._settle_all([(Batch.browse(batch.id), outcome)])
                         # Each batch settled is its own transaction, as a
                         # webhook's is.
                         env.cr.commit()  # pylint: disable=invalid-commit
+                    if took:
+                        # Asked again after this lane's last commit: each
+                        # batch's own asking saw the other lane's last batch
+                        # unsettled when both ended together, and the later
+                        # of the two lanes sees both now.
+                        Batch._after_settling()
             except Exception:  # noqa: BLE001 - a thread has nobody to raise to; the batch is polled again
                 _logger.warning("A lane settling Mailchimp batches stopped; the rest are settled by the next call",
                                 exc_info=True)
