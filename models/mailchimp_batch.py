@@ -13,8 +13,8 @@ from odoo.exceptions import UserError
 from ..mailchimp_sync.batches import MAX_OPERATIONS, build_operation, read_batch, read_results
 from ..mailchimp_sync.client import subscriber_hash
 from ..mailchimp_sync.exceptions import RATE_LIMITED, MailchimpError, MailchimpNotFoundError
-from ..mailchimp_sync.members import check_statuses, parse_mailchimp_datetime
 from ..mailchimp_sync.gc_pause import cycle_collector_paused
+from ..mailchimp_sync.members import check_statuses, parse_mailchimp_datetime
 from ..mailchimp_sync.read_ahead import read_ahead
 from ..mailchimp_sync.reasons import NO_RESULT
 from ..tools.sql import int_array
