@@ -18,7 +18,7 @@ from ..mailchimp_sync.members import check_statuses, parse_mailchimp_datetime
 from ..mailchimp_sync.read_ahead import read_ahead
 from ..mailchimp_sync.reasons import NO_RESULT
 from ..tools.sql import int_array
-from ..tools.threads import own_cursor_env, run_threads
+from ..tools.threads import own_cursor_env, run_threads, take_turns
 from ..tools.user_messages import describe_error, describe_reason
 
 _logger = logging.getLogger(__name__)
@@ -179,16 +179,14 @@ class MailchimpBatch(models.Model):
         on a cursor of its own, in the order claimed.  A batch Mailchimp
         throttles, or one that fails here, stops the ones not started yet:
         they stay claimed, and a later step sends them."""
-        todo = list(batch_ids)
-        guard = threading.Lock()
+        take = take_turns(batch_ids)
         stop = threading.Event()
 
         def sender():
-            while True:
-                with guard:
-                    if stop.is_set() or not todo:
-                        return
-                    batch_id = todo.pop(0)
+            while not stop.is_set():
+                batch_id = take()
+                if batch_id is None:
+                    return
                 try:
                     with own_cursor_env(self.env) as env:
                         if self.with_env(env).browse(batch_id)._send() == "throttled":
@@ -197,7 +195,7 @@ class MailchimpBatch(models.Model):
                     _logger.exception("Sending Mailchimp batch %s failed; the next sync step resolves it", batch_id)
                     stop.set()
 
-        run_threads(f"mailchimp-send-{dbname}", min(SENDERS, len(todo)), sender)
+        run_threads(f"mailchimp-send-{dbname}", min(SENDERS, len(batch_ids)), sender)
 
     def _send(self):
         """Mark the batch ``sending`` and commit, then POST, then record the
@@ -635,18 +633,15 @@ class MailchimpBatch(models.Model):
         and committing it alone, as a webhook settles one.  Two batches that
         share a member meet on its row lock: the second waits, or, on a
         deadlock, is settled by a later call."""
-        lock = threading.Lock()
+        take = take_turns(readings)  # one reader of the read-ahead at a time
 
         def lane():
             took = False
             try:
                 with own_cursor_env(self.env) as env:
                     Batch = env["mailchimp.batch"]
-                    while True:
-                        with lock:  # one reader of the read-ahead at a time
-                            batch, outcome = next(readings, (None, None))
-                        if batch is None:
-                            break
+                    while reading := take():
+                        batch, outcome = reading
                         took = True
                         Batch._settle_all([(Batch.browse(batch.id), outcome)])
                         # Each batch settled is its own transaction, as a

@@ -33,3 +33,17 @@ def run_threads(name, count, target, *args):
         thread.start()
     for thread in threads:
         thread.join()
+
+
+def take_turns(iterable):
+    """A function that gives the next item of ``iterable`` (None once none
+    is left) to whichever thread calls it, one caller at a time: the
+    threads of ``run_threads`` share a queue of work so."""
+    items = iter(iterable)
+    lock = threading.Lock()
+
+    def take():
+        with lock:
+            return next(items, None)
+
+    return take
