@@ -111,11 +111,7 @@ class MailchimpReconcile(models.AbstractModel):
     def _lanes(self):
         """How many lanes a reconcile step runs (the system parameter
         ``mailchimp_sync.reconcile_lanes``, default LANES)."""
-        value = self.env["ir.config_parameter"].sudo().get_param("mailchimp_sync.reconcile_lanes")
-        try:
-            return max(int(value), 1) if value else LANES
-        except ValueError:
-            return LANES
+        return self.env["mailchimp.sync"]._lanes_setting("mailchimp_sync.reconcile_lanes", LANES)
 
     @api.model
     def _todo_ids(self, audience, after_id=0, limit=CHUNK, up_to=None):

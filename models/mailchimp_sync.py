@@ -14,7 +14,7 @@ apply (owning model); this file only says which, in what order.
 import logging
 import threading
 import time
-from contextlib import closing
+from contextlib import closing, contextmanager
 from datetime import timedelta
 
 from psycopg2 import errors
@@ -22,13 +22,15 @@ from psycopg2 import errors
 from odoo import api, models, sql_db
 from odoo.tools import SQL
 
+from ..mailchimp_sync.client import MemberPage
 from ..mailchimp_sync.exceptions import MailchimpError
 from ..mailchimp_sync.gc_pause import cycle_collector_paused
 from ..mailchimp_sync.read_ahead import read_ahead
+from ..tools.threads import CommitLanes
 from ..tools.user_messages import describe_error
 from ..mailchimp_sync.members import format_mailchimp_datetime
 from .mailchimp_batch import WaitUntil
-from .mailchimp_reconcile import LaneFailed
+from .mailchimp_reconcile import CONFLICTS, LaneFailed
 from .mailing_contact import CREATE_CHUNK
 
 _logger = logging.getLogger(__name__)
@@ -37,6 +39,11 @@ _logger = logging.getLogger(__name__)
 # documented as inclusive: every incremental fetch re-reads a window.
 FETCH_OVERLAP = timedelta(minutes=15)
 PAGE_OVERLAP = 10
+# Connections a full fetch merges pages on (``mailchimp_sync.fetch_lanes``).
+FETCH_LANES = 2
+# Stages that run on connections of their own when the step's transaction
+# is fresh (see _fresh_transaction).
+LANE_STAGES = ("fetch", "reconcile")
 # Tables whose statistics drive the plans of the bulk stages.
 STAT_TABLES = (
     "mailchimp_member", "mailchimp_update", "mailing_contact", "mailing_subscription", "mail_blacklist",
@@ -78,6 +85,41 @@ class BudgetSpent(Exception):
     """The stage stopped because the step's budget is spent; it resumes later."""
 
 
+class _SerialMerger:
+    """Pages merged in the step's own transaction, one after the other."""
+
+    def __init__(self, members, audience):
+        self.members, self.audience = members, audience
+
+    def merge(self, page):
+        return [(page, self.members._merge_page(self.audience, page.members))]
+
+    def finish(self):
+        return []
+
+
+class _LaneMerger:
+    """Pages handed to lanes (:class:`CommitLanes`); each merged page comes
+    back, in the order read, with how many of its rows changed."""
+
+    def __init__(self, lanes):
+        self.lanes = lanes
+        self.previous = {}  # the last page's members, by id
+
+    def merge(self, page):
+        # Pages overlap (PAGE_OVERLAP): a member the previous page gave as
+        # is would be merged by two lanes at once, and the second, which
+        # cannot see the first's row until it commits, then fails on it
+        # (as every page did).  Merging it again would change nothing.
+        members = [m for m in page.members if self.previous.get(m.get("id")) != m]
+        self.previous = {m.get("id"): m for m in page.members}
+        self.lanes.give(MemberPage(members, page.offset, page.next_offset, page.total_items))
+        return list(self.lanes.results())
+
+    def finish(self):
+        return list(self.lanes.results(wait=True))
+
+
 class MailchimpSync(models.AbstractModel):
     _name = "mailchimp.sync"
     _description = "Mailchimp Sync Engine"
@@ -112,7 +154,7 @@ class MailchimpSync(models.AbstractModel):
             return "confirm"
         deadline = time.monotonic() + max(budget or audience.max_time or 30, 0.001)
         # Asked before the step's first write (its lock).
-        lanes = audience.current_run_id.stage == "reconcile" and self._fresh_transaction()
+        lanes = (audience.current_run_id.stage or "fetch") in LANE_STAGES and self._fresh_transaction()
         if not audience._lock_for_step() or not audience.account_id._take_sync_slot():
             return "busy"
         run = audience.current_run_id or self.env["mailchimp.sync.run"]._open(audience)
@@ -161,6 +203,16 @@ class MailchimpSync(models.AbstractModel):
             run._finish()
             return "done"
         return "partial"
+
+    @api.model
+    def _lanes_setting(self, key, default):
+        """How many lanes (connections of their own) a stage runs on: the
+        system parameter ``key``, else ``default``; at least one."""
+        value = self.env["ir.config_parameter"].sudo().get_param(key)
+        try:
+            return max(int(value), 1) if value else default
+        except ValueError:
+            return default
 
     def _fresh_transaction(self):
         """Whether this transaction has written nothing yet: the cron runner
@@ -223,8 +275,9 @@ class MailchimpSync(models.AbstractModel):
         elif not force and not stale:
             cr.postcommit.data["mailchimp_statistics_present"] = True
 
-    def _tune_bulk_transaction(self):
-        """For this transaction only: give the bulk statements' hash joins,
+    def _tune_bulk_transaction(self, session=False):
+        """For this transaction only (``session``: for the connection, until
+        :meth:`_untune_session`): give the bulk statements' hash joins,
         sorts and groupings BULK_WORK_MEM (unless the server's setting is
         larger already), and no JIT compilation.  PostgreSQL's default
         work_mem (4 MB) is far below one hash of a 100,000-member cache, so
@@ -232,11 +285,15 @@ class MailchimpSync(models.AbstractModel):
         again (about 90 ms for a 5,000-row write, more than a tenth of it)
         for plans that run once."""
         self.env.cr.execute(
-            """SELECT set_config('jit', 'off', TRUE),
+            """SELECT set_config('jit', 'off', %s),
                       CASE WHEN pg_size_bytes(current_setting('work_mem')) < pg_size_bytes(%s)
-                           THEN set_config('work_mem', %s, TRUE) END""",
-            (BULK_WORK_MEM, BULK_WORK_MEM),
+                           THEN set_config('work_mem', %s, %s) END""",
+            (not session, BULK_WORK_MEM, BULK_WORK_MEM, not session),
         )
+
+    def _untune_session(self):
+        """The connection's own settings again, before it goes back to the pool."""
+        self.env.cr.execute("RESET jit; RESET work_mem")
 
     def _vacuum_if_bloated(self, analyze_stale=False, wait=True):
         """After the transaction commits, VACUUM (and ANALYZE) the cache and
@@ -354,6 +411,8 @@ class MailchimpSync(models.AbstractModel):
             # No page read ahead that the budget will not leave time for.
             return time.monotonic() + timing["page"] < deadline
 
+        lanes = self._lanes_setting("mailchimp_sync.fetch_lanes", FETCH_LANES) \
+            if self.env.context.get("mailchimp_lanes") else 1
         while True:
             status = run.fetch_status or None
             # The next page is read from Mailchimp while this one is merged:
@@ -365,22 +424,57 @@ class MailchimpSync(models.AbstractModel):
             ), ahead)
             # Each page's members are parsed and merged with the collector
             # paused (see gc_pause): they are acyclic and soon dropped.
-            with closing(pages), cycle_collector_paused():
+            with closing(pages), cycle_collector_paused(), self._page_merger(audience, lanes) as merger:
                 for page in pages:
                     started = time.monotonic()
-                    run.fetched_changed += self.env["mailchimp.member"]._merge_page(audience, page.members)
-                    run.fetched += max(page.next_offset - run.fetch_offset, 0)
-                    run.write({"fetch_offset": page.next_offset, "fetch_pages": run.fetch_pages + 1,
-                               "progress_done": page.next_offset, "progress_total": page.total_items})
+                    for merged, changed in merger.merge(page):
+                        self._record_page(run, merged, changed)
                     timing["page"] = time.monotonic() - started
                     if not page.is_last and time.monotonic() >= deadline:
+                        for merged, changed in merger.finish():
+                            self._record_page(run, merged, changed)
                         return False
+                for merged, changed in merger.finish():
+                    self._record_page(run, merged, changed)
             if status == "archived":
                 break
             run.write({"fetch_status": "archived", "fetch_offset": 0})
         run.fetch_offset = 0
         audience.last_fetch_at = run.started_at
         return True
+
+    def _record_page(self, run, page, changed):
+        """A page merged (and, on lanes, committed): where the next step goes on."""
+        run.fetched_changed += changed
+        run.fetched += max(page.next_offset - run.fetch_offset, 0)
+        run.write({"fetch_offset": page.next_offset, "fetch_pages": run.fetch_pages + 1,
+                   "progress_done": page.next_offset, "progress_total": page.total_items})
+
+    @contextmanager
+    def _page_merger(self, audience, lanes):
+        """What merges the fetched pages: this step's transaction (one
+        lane), or ``lanes`` connections of their own, each merging the next
+        page and committing it while this one reads the next.  Merging is
+        the fetch's work in PostgreSQL (about 45 ms a page of 1,000, against
+        about 18 ms to read one), which a single connection does on one
+        core.  Pages a lane committed before its step was lost are merged
+        again by the next step, and found unchanged."""
+        if lanes <= 1:
+            yield _SerialMerger(self.env["mailchimp.member"], audience)
+            return
+        audience_id = audience.id
+
+        def merge(env, page):
+            audience = env["mailchimp.audience"].browse(audience_id)
+            return page, env["mailchimp.member"]._merge_page(audience, page.members)
+
+        # Tuned once per lane, not once per page: a statement a page would
+        # be a tenth of a fetch's statements.
+        with CommitLanes(self.env, f"mailchimp-fetch-{audience_id}", lanes, merge, conflicts=CONFLICTS,
+                         setup=lambda env: env["mailchimp.sync"]._tune_bulk_transaction(session=True),
+                         teardown=lambda env: env["mailchimp.sync"]._untune_session()) as pool:
+            yield _LaneMerger(pool)
+        self.env["mailchimp.member"].invalidate_model()  # the lanes wrote through environments of their own
 
     def _stage_renames(self, audience, run, deadline):
         # A few renames a cycle, usually; a whole domain renamed at

@@ -1,5 +1,6 @@
 """Work a worker spreads over threads of its own, each on a cursor of its own."""
 
+import queue
 import threading
 from contextlib import contextmanager
 
@@ -47,3 +48,108 @@ def take_turns(iterable):
             return next(items, None)
 
     return take
+
+
+class CommitLanes:
+    """Items worked on ``count`` threads, each on a cursor of its own that
+    commits after each item, while the caller goes on; results come back
+    in the order the items were given.
+
+    ``work(env, item)`` runs on the lane's environment; an error in
+    ``conflicts`` (a concurrent writer, a deadlock) rolls the item back and
+    runs it again on a fresh transaction, up to ``retries`` times.
+    ``setup(env)`` and ``teardown(env)`` run once on each lane's cursor,
+    as it starts and before it goes back to the pool (outside any
+    item's transaction: session settings, say).  Once an
+    item failed, the items given after it are not worked on (they come
+    back failed with the same error): the caller stops at the first failure
+    anyway, and what the lanes committed before it stays.  Use as a
+    context manager: leaving it stops the lanes and waits for them."""
+
+    def __init__(self, env, name, count, work, conflicts=(), retries=2, setup=None, teardown=None):
+        self._work, self._conflicts, self._retries = work, tuple(conflicts), retries
+        self._setup, self._teardown = setup, teardown
+        # At most one item waiting per lane: the caller, which reads them,
+        # is held back instead of piling them up in memory.
+        self._inbox = queue.Queue(maxsize=count)
+        self._done = {}  # position -> (True, result) or (False, error)
+        self._changed = threading.Condition()
+        self._given = self._taken = 0
+        self._error = None
+        self._threads = [threading.Thread(target=self._lane, args=(env,), name=f"{name}-{number}", daemon=True)
+                         for number in range(count)]
+        for thread in self._threads:
+            thread.start()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def give(self, item):
+        """Hand ``item`` to the next free lane (waits while every lane has one waiting)."""
+        self._inbox.put((self._given, item))
+        self._given += 1
+
+    def results(self, wait=False):
+        """The results of the items done, in the order given, up to the first
+        item not done yet (``wait``: every item given).  A failed item
+        raises its error here."""
+        while self._taken < self._given:
+            with self._changed:
+                while self._taken not in self._done:
+                    if not wait:
+                        return
+                    self._changed.wait()
+                ok, value = self._done.pop(self._taken)
+            self._taken += 1
+            if not ok:
+                raise value
+            yield value
+
+    def close(self):
+        """Stop the lanes once they are through with what they were given,
+        and wait for them."""
+        for _thread in self._threads:
+            self._inbox.put(None)
+        for thread in self._threads:
+            thread.join()
+
+    def _lane(self, env):
+        with own_cursor_env(env) as lane_env:
+            failed = None
+            if self._setup:
+                try:
+                    self._setup(lane_env)
+                    lane_env.cr.commit()  # pylint: disable=invalid-commit
+                except Exception as exc:  # noqa: BLE001 - each item it is given fails with it
+                    lane_env.cr.rollback()
+                    failed = exc
+            while (entry := self._inbox.get()) is not None:
+                position, item = entry
+                error = failed or self._error
+                outcome = (False, error) if error else self._run(lane_env, item)
+                with self._changed:
+                    if not outcome[0]:
+                        self._error = self._error or outcome[1]
+                    self._done[position] = outcome
+                    self._changed.notify_all()
+            if self._teardown and not failed:
+                self._teardown(lane_env)
+
+    def _run(self, env, item):
+        attempt = 0
+        while True:
+            try:
+                result = self._work(env, item)
+                env.cr.commit()  # pylint: disable=invalid-commit
+                return True, result
+            except self._conflicts as exc:
+                env.cr.rollback()
+                attempt += 1
+                if attempt > self._retries:
+                    return False, exc
+            except Exception as exc:  # noqa: BLE001 - handed to the caller, which raises it
+                env.cr.rollback()
+                return False, exc

@@ -1,0 +1,186 @@
+"""The fetch on lanes: pages read in the step's thread, merged on
+connections of their own, each page committed by its lane, while the
+step's transaction keeps the run and records the pages in the order read."""
+# The committed tests race real transactions on real connections, which commit.
+# pylint: disable=invalid-commit
+
+import threading
+import time
+from unittest.mock import patch
+
+from psycopg2 import errors
+
+from odoo.tests import tagged
+from odoo.tools import mute_logger
+
+from ..models.mailchimp_sync import PAGE_OVERLAP
+from ..tools.threads import CommitLanes
+from .common import SyncCase
+from .test_engine import CommittedFixture
+from .test_sync import listing_pages
+
+SYNC = "odoo.addons.mailchimp_sync.models.mailchimp_sync"
+
+
+def members(count):
+    return [{"email_address": f"racer{i}@example.net", "status": "subscribed"} for i in range(count)]
+
+
+@tagged("post_install", "-at_install")
+class TestFetchOnLanes(CommittedFixture, SyncCase):
+    def cache(self):
+        with self.db.cursor() as cr:
+            cr.execute("""SELECT count(*), count(DISTINCT subscriber_hash) FROM mailchimp_member
+                           WHERE audience_id = %s""", (self.ids["audience"],))
+            rows = cr.fetchone()
+            run = self.env_on(cr)["mailchimp.sync.run"].search([("audience_id", "=", self.ids["audience"])],
+                                                               order="id desc", limit=1)
+            return rows, (run.stage, run.fetched, run.fetch_pages, run.fetched_changed)
+
+    def merges_seen(self, fail_at=None):
+        """Patch the page merge to note which thread merged each page (the
+        first page of each lane waits at a barrier for the other lane's:
+        taking turns, they would never meet), and raise at the ``fail_at``-th."""
+        Member = type(self.env["mailchimp.member"])
+        real, seen, barrier = Member._merge_page, [], threading.Barrier(2, timeout=20)
+        lock = threading.Lock()
+
+        def merge_page(model, audience, page_members, echoes=True):
+            name = threading.current_thread().name
+            with lock:
+                seen.append(name)
+                first, number = seen.count(name) == 1, len(seen)
+            if fail_at and number == fail_at:
+                raise ValueError("a page that cannot be merged")
+            if first and name.startswith("mailchimp-fetch") and not fail_at:
+                barrier.wait()
+            return real(model, audience, page_members, echoes=echoes)
+
+        return patch.object(Member, "_merge_page", merge_page), seen
+
+    def test_two_lanes_merge_pages_at_the_same_time_and_each_member_once(self):
+        """3,500 members in four pages: two lanes hold a page at once, each
+        page is merged once (the members a page repeats of the one before,
+        for the listing's overlap, are left out: merged by two lanes at once
+        they failed), and the run counts every member and page once."""
+        self.setup_committed(members=members(3500))
+        patcher, seen = self.merges_seen()
+        with patcher:
+            self.run_steps(until="renames")
+        lanes = {name for name in seen if name.startswith("mailchimp-fetch")}
+        self.assertEqual(len(lanes), 2, seen)
+        # the default listing's pages, then the archived members' (none: one empty page)
+        pages = listing_pages(3500, PAGE_OVERLAP) + 1
+        self.assertEqual(len(seen), pages, "no page merged twice (no conflict between lanes)")
+        rows, (stage, fetched, fetch_pages, changed) = self.cache()
+        self.assertEqual(rows, (3500, 3500))
+        self.assertEqual((stage, fetched, fetch_pages, changed), ("renames", 3500, pages, 3500))
+
+    def test_a_step_lost_after_its_lanes_committed_fetches_those_pages_again_unchanged(self):
+        """The first step merges a page or two on its lanes and is lost
+        before its own commit (a worker killed): the pages stay merged,
+        the run is gone, and the next cycle reads them again, finds them
+        unchanged, and ends with each member once."""
+        self.setup_committed(members=members(2500))
+        with self.db.cursor() as cr:
+            env = self.env_on(cr)
+            result = env["mailchimp.sync"]._step(env["mailchimp.audience"].browse(self.ids["audience"]),
+                                                 budget=0.001)
+            self.assertEqual(result, "partial")
+            cr.rollback()
+        rows, (stage, *_counts) = self.cache()
+        self.assertTrue(1000 <= rows[0] < 2500, rows)
+        self.assertFalse(stage, "the lost step's run is not there")
+        self.run_steps(until="renames")
+        rows, (stage, fetched, _pages, changed) = self.cache()
+        self.assertEqual(rows, (2500, 2500))
+        self.assertEqual(fetched, 2500)
+        self.assertLessEqual(changed, 2500 - 990, "the pages merged before were found unchanged")
+
+    def test_a_page_that_fails_fails_the_step_and_the_next_step_goes_on(self):
+        """The second page fails on its lane: the pages read after it are not
+        merged, the step is recorded as failed with the reason, and once the
+        cause is gone the next step fetches the rest."""
+        self.setup_committed(members=members(3500))
+        patcher, seen = self.merges_seen(fail_at=2)
+        with patcher, self.db.cursor() as cr, mute_logger(SYNC):
+            env = self.env_on(cr)
+            audience = env["mailchimp.audience"].browse(self.ids["audience"])
+            self.assertEqual(env["mailchimp.sync"]._step(audience), "failed")
+            self.assertIn("Fetching from Mailchimp failed", audience.current_run_id.message)
+            cr.commit()
+        self.assertLessEqual(len(seen), 2 + 2, "pages given after the failure are not merged (a lane each may "
+                                               "have held one)")
+        rows, _run = self.cache()
+        self.assertLess(rows[0], 3500)
+        with self.db.cursor() as cr:
+            cr.execute("UPDATE mailchimp_sync_run SET next_retry_at = NULL WHERE audience_id = %s",
+                       (self.ids["audience"],))
+            cr.commit()
+        self.run_steps(until="renames")
+        rows, (stage, fetched, *_rest) = self.cache()
+        self.assertEqual(rows, (3500, 3500))
+        self.assertEqual(stage, "renames")
+
+
+@tagged("post_install", "-at_install")
+class TestCommitLanes(CommittedFixture, SyncCase):
+    def test_results_come_in_the_order_given_and_a_conflict_is_tried_again(self):
+        """Item 0 takes longest, item 2 meets a concurrent writer once: the
+        results still come in the order given, item 2 worked twice, and each
+        lane's session settings are made once and undone."""
+        self.setup_committed()
+        tries, lock, settings = {}, threading.Lock(), []
+
+        def work(env, item):
+            with lock:
+                tries[item] = tries.get(item, 0) + 1
+                first = tries[item] == 1
+            if item == 0:
+                time.sleep(0.3)
+            if item == 2 and first:
+                raise errors.SerializationFailure("concurrent update")
+            env.cr.execute("SELECT current_setting('application_name') IS NOT NULL, %s", (item,))
+            return env.cr.fetchone()[1] * 10
+
+        def setup(env):
+            env.cr.execute("SET jit = off")
+            settings.append("setup")
+
+        def teardown(env):
+            env.cr.execute("RESET jit")
+            settings.append("teardown")
+
+        got = []
+        with CommitLanes(self.env, "test-lanes", 2, work, conflicts=(errors.SerializationFailure,),
+                         setup=setup, teardown=teardown) as lanes:
+            for item in range(5):
+                lanes.give(item)
+                got.extend(lanes.results())
+            got.extend(lanes.results(wait=True))
+        self.assertEqual(got, [0, 10, 20, 30, 40])
+        self.assertEqual(tries, {0: 1, 1: 1, 2: 2, 3: 1, 4: 1})
+        self.assertEqual(sorted(settings), ["setup", "setup", "teardown", "teardown"])
+
+    def test_a_failed_item_raises_in_order_and_stops_the_items_after_it(self):
+        self.setup_committed()
+        worked = []
+
+        def work(env, item):
+            worked.append(item)
+            if item == 1:
+                raise ValueError("item 1 is broken")
+            if item == 0:
+                time.sleep(0.2)
+            return item
+
+        got = []
+        with self.assertRaisesRegex(ValueError, "item 1 is broken"), \
+                CommitLanes(self.env, "test-lanes", 2, work) as lanes:
+            for item in range(4):
+                lanes.give(item)
+                time.sleep(0.05)
+                got.extend(lanes.results())
+            got.extend(lanes.results(wait=True))
+        self.assertEqual(got, [0], "item 0 came back before item 1's error")
+        self.assertNotIn(3, worked, "an item given after the failure is not worked on")
