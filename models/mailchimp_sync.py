@@ -405,11 +405,16 @@ class MailchimpSync(models.AbstractModel):
             # Interests deleted at Mailchimp are skipped by this cycle.
             self.env["mailchimp.interest"]._refresh_stale(audience)
         since = format_mailchimp_datetime(run.fetch_since) if run.fetch_since else None
-        timing = {"page": 0.0}
+        timing = {"page": 0.0, "more": True}
 
         def ahead():
-            # No page read ahead that the budget will not leave time for.
-            return time.monotonic() + timing["page"] < deadline
+            # No page read ahead that the budget will not leave time for;
+            # and a page read ahead is merged by this step, not dropped
+            # (merged on lanes, a page is handed over at once, and the
+            # step then ran past its deadline with the next page read for
+            # nothing: one request more per step).
+            timing["more"] = time.monotonic() + timing["page"] < deadline
+            return timing["more"]
 
         lanes = self._lanes_setting("mailchimp_sync.fetch_lanes", FETCH_LANES) \
             if self.env.context.get("mailchimp_lanes") else 1
@@ -430,7 +435,7 @@ class MailchimpSync(models.AbstractModel):
                     for merged, changed in merger.merge(page):
                         self._record_page(run, merged, changed)
                     timing["page"] = time.monotonic() - started
-                    if not page.is_last and time.monotonic() >= deadline:
+                    if not page.is_last and not timing["more"]:
                         for merged, changed in merger.finish():
                             self._record_page(run, merged, changed)
                         return False

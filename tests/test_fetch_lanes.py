@@ -76,6 +76,58 @@ class TestFetchOnLanes(CommittedFixture, SyncCase):
         self.assertEqual(rows, (3500, 3500))
         self.assertEqual((stage, fetched, fetch_pages, changed), ("renames", 3500, pages, 3500))
 
+    def test_every_page_read_is_merged_whatever_the_budget(self):
+        """Steps of a fifth of a second, merges of over a tenth: each step
+        ends mid-listing, and every page it read from Mailchimp is merged
+        and counted, none read ahead for nothing (a page is handed to a
+        lane at once, so that a step used to run past its deadline with
+        the next page already read: one request more per step)."""
+        self.setup_committed(members=members(12000))
+        Member = type(self.env["mailchimp.member"])
+        real = Member._merge_page
+
+        def slow_merge(model, audience, page_members, echoes=True):
+            time.sleep(0.15)
+            return real(model, audience, page_members, echoes=echoes)
+
+        before = self.emulator.control.stats()["requests"]
+        steps = 0
+        with patch.object(Member, "_merge_page", slow_merge):
+            while self.cache()[1][0] in (False, "fetch") and steps < 50:
+                with self.db.cursor() as cr:
+                    env = self.env_on(cr)
+                    env["mailchimp.sync"]._step(env["mailchimp.audience"].browse(self.ids["audience"]), budget=0.2)
+                    cr.commit()
+                steps += 1
+        rows, (stage, fetched, fetch_pages, _changed) = self.cache()
+        self.assertEqual((rows, stage, fetched), ((12000, 12000), "renames", 12000))
+        self.assertGreater(steps, 2, "the budget ended steps mid-listing")
+        # the pages, and the audience's interest categories (it has none, so
+        # none's interests are asked for)
+        self.assertEqual(self.emulator.control.stats()["requests"] - before, fetch_pages + 1)
+
+    def test_one_lane_merges_in_the_steps_own_transaction(self):
+        """``mailchimp_sync.fetch_lanes`` at 1: every page is merged by the
+        step itself, as before the lanes, with the same outcome."""
+        self.setup_committed(members=members(2500))
+        with self.db.cursor() as cr:
+            self.env_on(cr)["ir.config_parameter"].set_param("mailchimp_sync.fetch_lanes", "1")
+            cr.commit()
+        self.addCleanup(self.reset_fetch_lanes)
+        patcher, seen = self.merges_seen()
+        with patcher:
+            self.run_steps(until="renames")
+        self.assertFalse([name for name in seen if name.startswith("mailchimp-fetch")], seen)
+        rows, (stage, fetched, fetch_pages, changed) = self.cache()
+        self.assertEqual(rows, (2500, 2500))
+        self.assertEqual((stage, fetched, fetch_pages, changed), ("renames", 2500, len(seen), 2500))
+
+    def reset_fetch_lanes(self):
+        with self.db.cursor() as cr:
+            # through the ORM: its cache of the parameters is cleared too
+            self.env_on(cr)["ir.config_parameter"].set_param("mailchimp_sync.fetch_lanes", False)
+            cr.commit()
+
     def test_a_step_lost_after_its_lanes_committed_fetches_those_pages_again_unchanged(self):
         """The first step merges a page or two on its lanes and is lost
         before its own commit (a worker killed): the pages stay merged,
@@ -179,7 +231,7 @@ class TestCommitLanes(CommittedFixture, SyncCase):
                 CommitLanes(self.env, "test-lanes", 2, work) as lanes:
             for item in range(4):
                 lanes.give(item)
-                time.sleep(0.05)
+                time.sleep(0.15)
                 got.extend(lanes.results())
             got.extend(lanes.results(wait=True))
         self.assertEqual(got, [0], "item 0 came back before item 1's error")
