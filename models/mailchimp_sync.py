@@ -39,11 +39,12 @@ _logger = logging.getLogger(__name__)
 # documented as inclusive: every incremental fetch re-reads a window.
 FETCH_OVERLAP = timedelta(minutes=15)
 PAGE_OVERLAP = 10
-# Connections a full fetch merges pages on (``mailchimp_sync.fetch_lanes``).
-FETCH_LANES = 2
+# Connections the fetch merges pages on, and the create stage creates
+# contacts on (``mailchimp_sync.stage_lanes``; 1: the step's own transaction).
+STAGE_LANES = 2
 # Stages that run on connections of their own when the step's transaction
 # is fresh (see _fresh_transaction).
-LANE_STAGES = ("fetch", "reconcile")
+LANE_STAGES = ("fetch", "create", "reconcile")
 # Tables whose statistics drive the plans of the bulk stages.
 STAT_TABLES = (
     "mailchimp_member", "mailchimp_update", "mailing_contact", "mailing_subscription", "mail_blacklist",
@@ -213,6 +214,25 @@ class MailchimpSync(models.AbstractModel):
             return max(int(value), 1) if value else default
         except ValueError:
             return default
+
+    def _stage_lanes(self):
+        """How many lanes the fetch and the create stage of this step run
+        on: one (the step's own transaction) unless the step may use lanes
+        (``mailchimp_lanes`` in the context, see _step)."""
+        if not self.env.context.get("mailchimp_lanes"):
+            return 1
+        return self._lanes_setting("mailchimp_sync.stage_lanes", STAGE_LANES)
+
+    def _commit_lanes(self, name, count, work):
+        """:class:`CommitLanes` for a stage of this step: ``work(env, item)``
+        on ``count`` connections of their own, a concurrent writer's
+        conflict tried again on a fresh transaction.  Each lane's session is
+        tuned for bulk statements once (a statement per item would be a
+        tenth of a fetch's statements) and reset before its connection goes
+        back to Odoo's pool."""
+        return CommitLanes(self.env, name, count, work, conflicts=CONFLICTS,
+                           setup=lambda env: env["mailchimp.sync"]._tune_bulk_transaction(session=True),
+                           teardown=lambda env: env["mailchimp.sync"]._untune_session())
 
     def _fresh_transaction(self):
         """Whether this transaction has written nothing yet: the cron runner
@@ -416,8 +436,7 @@ class MailchimpSync(models.AbstractModel):
             timing["more"] = time.monotonic() + timing["page"] < deadline
             return timing["more"]
 
-        lanes = self._lanes_setting("mailchimp_sync.fetch_lanes", FETCH_LANES) \
-            if self.env.context.get("mailchimp_lanes") else 1
+        lanes = self._stage_lanes()
         while True:
             status = run.fetch_status or None
             # The next page is read from Mailchimp while this one is merged:
@@ -473,11 +492,7 @@ class MailchimpSync(models.AbstractModel):
             audience = env["mailchimp.audience"].browse(audience_id)
             return page, env["mailchimp.member"]._merge_page(audience, page.members)
 
-        # Tuned once per lane, not once per page: a statement a page would
-        # be a tenth of a fetch's statements.
-        with CommitLanes(self.env, f"mailchimp-fetch-{audience_id}", lanes, merge, conflicts=CONFLICTS,
-                         setup=lambda env: env["mailchimp.sync"]._tune_bulk_transaction(session=True),
-                         teardown=lambda env: env["mailchimp.sync"]._untune_session()) as pool:
+        with self._commit_lanes(f"mailchimp-fetch-{audience_id}", lanes, merge) as pool:
             yield _LaneMerger(pool)
         self.env["mailchimp.member"].invalidate_model()  # the lanes wrote through environments of their own
 
@@ -499,15 +514,63 @@ class MailchimpSync(models.AbstractModel):
         return True
 
     def _stage_create(self, audience, run, deadline):
+        lanes = self._stage_lanes()
+        if lanes > 1:
+            finished = self._create_in_lanes(audience, run, deadline, lanes)
+        else:
+            finished = self._create_in_step(audience, run, deadline)
+        if finished:
+            self._ensure_statistics(force=("mailchimp_member", "mailing_contact") if run.created > 1000 else ())
+        return finished
+
+    def _create_in_step(self, audience, run, deadline):
+        """The create stage in the step's own transaction, chunk after chunk."""
         while True:
             created = self.env["mailing.contact"]._mailchimp_create_chunk(audience, after_id=run.cursor)
             run.created += len(created)
             if created:
                 run.cursor = max(created)
             if len(created) < CREATE_CHUNK:
-                self._ensure_statistics(force=("mailchimp_member", "mailing_contact") if run.created > 1000 else ())
                 return True
             self._check_budget(deadline)
+
+    def _create_in_lanes(self, audience, run, deadline, lanes):
+        """The create stage on ``lanes`` connections of their own: this step
+        lists the next chunk of rows to give contacts to and hands it to a
+        lane, which creates them and commits, while the next chunk is
+        listed; the chunks are recorded on the run in the order listed.
+        Each chunk is one statement of PostgreSQL work (inserting the
+        contacts, checking their keys, writing the rows), which one
+        connection does on one core.  A row a webhook gave a contact
+        meanwhile is left out by its lane; a chunk a lane committed before
+        its step was lost finds its rows done when listed again."""
+        Contact = self.env["mailing.contact"]
+        audience_id = audience.id
+
+        def create(env, ids):
+            return ids, env["mailing.contact"]._mailchimp_create_chunk(
+                env["mailchimp.audience"].browse(audience_id), member_ids=ids)
+
+        def record(ids, created):
+            run.created += len(created)
+            run.cursor = ids[-1]
+
+        with self._commit_lanes(f"mailchimp-create-{audience_id}", lanes, create) as pool:
+            after = run.cursor
+            # A step lists at least one chunk, as a serial one creates one.
+            while True:
+                ids = Contact._mailchimp_rows_to_create(audience, after, CREATE_CHUNK)
+                if ids:
+                    pool.give(ids)
+                    after = ids[-1]
+                for chunk in pool.results():
+                    record(*chunk)
+                if len(ids) < CREATE_CHUNK or time.monotonic() >= deadline:
+                    break
+            for chunk in pool.results(wait=True):
+                record(*chunk)
+        self.env.invalidate_all()  # the lanes wrote through environments of their own
+        return len(ids) < CREATE_CHUNK
 
     def _stage_odoo_changes(self, audience, run, deadline):
         self._ensure_statistics()

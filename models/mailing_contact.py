@@ -8,6 +8,13 @@ from ..tools.sql import int_array
 
 # Contacts created from Mailchimp per statement (one step's worth).
 CREATE_CHUNK = 5000
+# The cache rows the create stage gives contacts to (%(aud)s: the
+# audience): subscribed or pending members that match nobody; a contact
+# deleted in Odoo is not created again unless Mailchimp changed the member
+# since.
+TO_CREATE_SQL = """audience_id = %(aud)s AND contact_id IS NULL
+                   AND mc_status IN ('subscribed', 'pending') AND email IS NOT NULL
+                   AND (odoo_deleted_at IS NULL OR mc_status_changed > odoo_deleted_at)"""
 # mass_mailing counts a contact as bouncing from 1 bounce and blacklists
 # from 5 (BLACKLIST_MAX_BOUNCED_LIMIT): a cleaned address gets the latter.
 CLEANED_BOUNCE_COUNT = 5
@@ -130,9 +137,7 @@ class MailingContact(models.Model):
                 SELECT id, email, lower(email) AS email_normalized,
                        NULLIF(mc_first_name, '') AS first_name, NULLIF(mc_last_name, '') AS last_name
                   FROM mailchimp_member
-                 WHERE audience_id = %(aud)s AND contact_id IS NULL
-                   AND mc_status IN ('subscribed', 'pending') AND email IS NOT NULL
-                   AND (odoo_deleted_at IS NULL OR mc_status_changed > odoo_deleted_at)
+                 WHERE {TO_CREATE_SQL}
                    AND (%(ids)s::int[] IS NULL OR id = ANY(%(ids)s::int[])) AND id > %(after)s
               ORDER BY id LIMIT %(limit)s
             ), ins AS (
@@ -163,6 +168,16 @@ class MailingContact(models.Model):
         self.invalidate_model()
         self.env["mailchimp.member"].invalidate_model()
         return created_rows
+
+    @api.model
+    def _mailchimp_rows_to_create(self, audience, after_id, limit):
+        """The next ``limit`` rows after ``after_id``, in id order, that
+        :meth:`_mailchimp_create_chunk` would give contacts to."""
+        self.env.cr.execute(
+            f"SELECT id FROM mailchimp_member WHERE {TO_CREATE_SQL} AND id > %(after)s ORDER BY id LIMIT %(limit)s",
+            {"aud": audience.id, "after": after_id, "limit": limit},
+        )
+        return [row_id for (row_id,) in self.env.cr.fetchall()]
 
     @api.model
     def _mailchimp_create_partners(self, audience, member_ids):

@@ -12,7 +12,7 @@ from . import test_security
 from . import test_operator_view
 from . import test_engine
 from . import test_engine_kill
-from . import test_fetch_lanes
+from . import test_stage_lanes
 from . import test_reconcile_defects
 from . import test_data_sync
 from . import test_configuration

@@ -1,6 +1,7 @@
-"""The fetch on lanes: pages read in the step's thread, merged on
-connections of their own, each page committed by its lane, while the
-step's transaction keeps the run and records the pages in the order read."""
+"""The fetch and the create stage on lanes: pages read (or chunks of rows
+listed) in the step's thread, merged (or given contacts) on connections of
+their own, each committed by its lane, while the step's transaction keeps
+the run and records them in the order read."""
 # The committed tests race real transactions on real connections, which commit.
 # pylint: disable=invalid-commit
 
@@ -13,6 +14,7 @@ from psycopg2 import errors
 from odoo.tests import tagged
 from odoo.tools import mute_logger
 
+from ..models import mailchimp_sync
 from ..models.mailchimp_sync import PAGE_OVERLAP
 from ..tools.threads import CommitLanes
 from .common import SyncCase
@@ -107,13 +109,13 @@ class TestFetchOnLanes(CommittedFixture, SyncCase):
         self.assertEqual(self.emulator.control.stats()["requests"] - before, fetch_pages + 1)
 
     def test_one_lane_merges_in_the_steps_own_transaction(self):
-        """``mailchimp_sync.fetch_lanes`` at 1: every page is merged by the
+        """``mailchimp_sync.stage_lanes`` at 1: every page is merged by the
         step itself, as before the lanes, with the same outcome."""
         self.setup_committed(members=members(2500))
         with self.db.cursor() as cr:
-            self.env_on(cr)["ir.config_parameter"].set_param("mailchimp_sync.fetch_lanes", "1")
+            self.env_on(cr)["ir.config_parameter"].set_param("mailchimp_sync.stage_lanes", "1")
             cr.commit()
-        self.addCleanup(self.reset_fetch_lanes)
+        self.addCleanup(self.reset_stage_lanes)
         patcher, seen = self.merges_seen()
         with patcher:
             self.run_steps(until="renames")
@@ -122,10 +124,10 @@ class TestFetchOnLanes(CommittedFixture, SyncCase):
         self.assertEqual(rows, (2500, 2500))
         self.assertEqual((stage, fetched, fetch_pages, changed), ("renames", 2500, len(seen), 2500))
 
-    def reset_fetch_lanes(self):
+    def reset_stage_lanes(self):
         with self.db.cursor() as cr:
             # through the ORM: its cache of the parameters is cleared too
-            self.env_on(cr)["ir.config_parameter"].set_param("mailchimp_sync.fetch_lanes", False)
+            self.env_on(cr)["ir.config_parameter"].set_param("mailchimp_sync.stage_lanes", False)
             cr.commit()
 
     def test_a_step_lost_after_its_lanes_committed_fetches_those_pages_again_unchanged(self):
@@ -173,6 +175,78 @@ class TestFetchOnLanes(CommittedFixture, SyncCase):
         rows, (stage, fetched, *_rest) = self.cache()
         self.assertEqual(rows, (3500, 3500))
         self.assertEqual(stage, "renames")
+
+
+@tagged("post_install", "-at_install")
+class TestCreateOnLanes(CommittedFixture, SyncCase):
+    def contacts(self):
+        with self.db.cursor() as cr:
+            cr.execute("""SELECT count(*), count(DISTINCT c.email_normalized), count(m.id)
+                            FROM mailing_contact c
+                       LEFT JOIN mailchimp_member m ON m.contact_id = c.id AND m.audience_id = %s
+                           WHERE c.email_normalized LIKE 'racer%%@example.net'""", (self.ids["audience"],))
+            contacts = cr.fetchone()
+            cr.execute("""SELECT count(*) FILTER (WHERE contact_id IS NULL), count(*) FROM mailchimp_member
+                           WHERE audience_id = %s""", (self.ids["audience"],))
+            rows = cr.fetchone()
+            run = self.env_on(cr)["mailchimp.sync.run"].search([("audience_id", "=", self.ids["audience"])],
+                                                               order="id desc", limit=1)
+            return contacts, rows, (run.stage, run.created)
+
+    def cleanup_contacts(self):
+        with self.db.cursor() as cr:
+            self.env_on(cr)["mailing.contact"].search([("email", "like", "racer%@example.net")]).unlink()
+            cr.commit()
+
+    def test_two_lanes_create_the_contacts_of_two_chunks_at_the_same_time(self):
+        """Chunks of ten rows: both lanes hold a chunk at once (each lane's
+        first chunk waits at a barrier for the other's), and each member
+        gets one contact, counted once."""
+        self.setup_committed(members=members(75))
+        self.addCleanup(self.cleanup_contacts)
+        self.run_steps(until="create")
+        Contact = type(self.env["mailing.contact"])
+        real, seen, barrier = Contact._mailchimp_create_chunk, [], threading.Barrier(2, timeout=20)
+        lock = threading.Lock()
+
+        def create_chunk(model, audience, member_ids=None, after_id=0):
+            name = threading.current_thread().name
+            with lock:
+                seen.append(name)
+                first = seen.count(name) == 1
+            if first:
+                barrier.wait()
+            return real(model, audience, member_ids=member_ids, after_id=after_id)
+
+        with patch.object(mailchimp_sync, "CREATE_CHUNK", 10), patch.object(Contact, "_mailchimp_create_chunk",
+                                                                            create_chunk):
+            self.run_steps(until="odoo_only")
+        self.assertEqual(len(set(seen)), 2, seen)
+        self.assertTrue(all(name.startswith("mailchimp-create") for name in seen), seen)
+        self.assertEqual(len(seen), 8, "eight chunks, each created once")
+        self.assertEqual(self.contacts(), ((75, 75, 75), (0, 75), ("odoo_only", 75)))
+
+    def test_a_step_lost_after_its_lanes_committed_creates_no_contact_twice(self):
+        """A step of a chunk or two is lost before its own commit (a worker
+        killed): its lanes' contacts stay, the next steps list those rows
+        as done, and no member gets a second contact."""
+        self.setup_committed(members=members(60))
+        self.addCleanup(self.cleanup_contacts)
+        self.run_steps(until="create")
+        with patch.object(mailchimp_sync, "CREATE_CHUNK", 10):
+            with self.db.cursor() as cr:
+                env = self.env_on(cr)
+                result = env["mailchimp.sync"]._step(env["mailchimp.audience"].browse(self.ids["audience"]),
+                                                     budget=0.001)
+                self.assertEqual(result, "partial")
+                cr.rollback()
+            (contacts, _distinct, _linked), (without, _rows), (stage, created) = self.contacts()
+            self.assertTrue(10 <= contacts < 60, contacts)
+            self.assertEqual((stage, created), ("create", 0), "the lost step's counts are not on the run")
+            self.run_steps(until="odoo_only")
+        contacts, rows, (stage, created) = self.contacts()
+        self.assertEqual((contacts, rows, stage), ((60, 60, 60), (0, 60), "odoo_only"))
+        self.assertLess(created, 60, "the contacts the lost step's lanes created are not counted again")
 
 
 @tagged("post_install", "-at_install")
