@@ -28,8 +28,23 @@ def members(count):
     return [{"email_address": f"racer{i}@example.net", "status": "subscribed"} for i in range(count)]
 
 
+class StepsOnLanes(CommittedFixture):
+    def step(self, budget=None, lost=False):
+        """One step of the audience's cycle on a real cursor, committed (or,
+        ``lost``, rolled back: a worker killed before its commit)."""
+        with self.db.cursor() as cr:
+            env = self.env_on(cr)
+            result = env["mailchimp.sync"]._step(env["mailchimp.audience"].browse(self.ids["audience"]),
+                                                 budget=budget)
+            if lost:
+                cr.rollback()
+            else:
+                cr.commit()
+        return result
+
+
 @tagged("post_install", "-at_install")
-class TestFetchOnLanes(CommittedFixture, SyncCase):
+class TestFetchOnLanes(StepsOnLanes, SyncCase):
     def cache(self):
         with self.db.cursor() as cr:
             cr.execute("""SELECT count(*), count(DISTINCT subscriber_hash) FROM mailchimp_member
@@ -96,10 +111,7 @@ class TestFetchOnLanes(CommittedFixture, SyncCase):
         steps = 0
         with patch.object(Member, "_merge_page", slow_merge):
             while self.cache()[1][0] in (False, "fetch") and steps < 50:
-                with self.db.cursor() as cr:
-                    env = self.env_on(cr)
-                    env["mailchimp.sync"]._step(env["mailchimp.audience"].browse(self.ids["audience"]), budget=0.2)
-                    cr.commit()
+                self.step(budget=0.2)
                 steps += 1
         rows, (stage, fetched, fetch_pages, _changed) = self.cache()
         self.assertEqual((rows, stage, fetched), ((12000, 12000), "renames", 12000))
@@ -136,12 +148,7 @@ class TestFetchOnLanes(CommittedFixture, SyncCase):
         the run is gone, and the next cycle reads them again, finds them
         unchanged, and ends with each member once."""
         self.setup_committed(members=members(2500))
-        with self.db.cursor() as cr:
-            env = self.env_on(cr)
-            result = env["mailchimp.sync"]._step(env["mailchimp.audience"].browse(self.ids["audience"]),
-                                                 budget=0.001)
-            self.assertEqual(result, "partial")
-            cr.rollback()
+        self.assertEqual(self.step(budget=0.001, lost=True), "partial")
         rows, (stage, *_counts) = self.cache()
         self.assertTrue(1000 <= rows[0] < 2500, rows)
         self.assertFalse(stage, "the lost step's run is not there")
@@ -178,7 +185,7 @@ class TestFetchOnLanes(CommittedFixture, SyncCase):
 
 
 @tagged("post_install", "-at_install")
-class TestCreateOnLanes(CommittedFixture, SyncCase):
+class TestCreateOnLanes(StepsOnLanes, SyncCase):
     def contacts(self):
         with self.db.cursor() as cr:
             cr.execute("""SELECT count(*), count(DISTINCT c.email_normalized), count(m.id)
@@ -234,12 +241,7 @@ class TestCreateOnLanes(CommittedFixture, SyncCase):
         self.addCleanup(self.cleanup_contacts)
         self.run_steps(until="create")
         with patch.object(mailchimp_sync, "CREATE_CHUNK", 10):
-            with self.db.cursor() as cr:
-                env = self.env_on(cr)
-                result = env["mailchimp.sync"]._step(env["mailchimp.audience"].browse(self.ids["audience"]),
-                                                     budget=0.001)
-                self.assertEqual(result, "partial")
-                cr.rollback()
+            self.assertEqual(self.step(budget=0.001, lost=True), "partial")
             (contacts, _distinct, _linked), (without, _rows), (stage, created) = self.contacts()
             self.assertTrue(10 <= contacts < 60, contacts)
             self.assertEqual((stage, created), ("create", 0), "the lost step's counts are not on the run")
