@@ -7,15 +7,18 @@ the run and records them in the order read."""
 
 import threading
 import time
+from contextlib import contextmanager
 from unittest.mock import patch
 
 from psycopg2 import errors
 
+from odoo.sql_db import PoolError
 from odoo.tests import tagged
 from odoo.tools import mute_logger
 
 from ..models import mailchimp_sync
 from ..models.mailchimp_sync import PAGE_OVERLAP
+from ..tools import threads
 from ..tools.threads import CommitLanes
 from .common import SyncCase
 from .test_engine import CommittedFixture
@@ -312,3 +315,44 @@ class TestCommitLanes(CommittedFixture, SyncCase):
             got.extend(lanes.results(wait=True))
         self.assertEqual(got, [0], "item 0 came back before item 1's error")
         self.assertNotIn(3, worked, "an item given after the failure is not worked on")
+
+    def test_a_lane_without_a_connection_fails_its_items_and_nobody_waits_for_ever(self):
+        """One lane cannot open its connection (Odoo's pool is full, say):
+        the items it is given fail with that error, in order, and the
+        caller neither waits for ever nor loses the other lane's results."""
+        self.setup_committed()
+        real, opened = threads.own_cursor_env, []
+
+        @contextmanager
+        def one_pool_short(env):
+            with threads_lock:
+                opened.append(1)
+                refused = len(opened) == 1
+            if refused:
+                raise PoolError("The Connection Pool Is Full")
+            with real(env) as lane_env:
+                yield lane_env
+
+        threads_lock = threading.Lock()
+        outcome = {}
+
+        def use_lanes():
+            got = []
+            try:
+                with patch.object(threads, "own_cursor_env", one_pool_short), mute_logger(threads.__name__), \
+                        CommitLanes(self.env, "test-lanes", 2, lambda env, item: item) as lanes:
+                    for item in range(6):
+                        lanes.give(item)
+                    got.extend(lanes.results(wait=True))
+            except PoolError as exc:
+                outcome["error"] = exc
+            outcome["got"] = got
+
+        caller = threading.Thread(target=use_lanes, daemon=True)
+        caller.start()
+        caller.join(timeout=30)
+        self.assertFalse(caller.is_alive(), "the caller waited for ever")
+        self.assertIn("Pool Is Full", str(outcome.get("error")))
+        self.assertLess(len(outcome["got"]), 6, "an item the lane without a connection took failed")
+        self.assertEqual(outcome["got"], list(range(len(outcome["got"]))), "the results before it, in order")
+

@@ -1,10 +1,13 @@
 """Work a worker spreads over threads of its own, each on a cursor of its own."""
 
+import logging
 import queue
 import threading
 from contextlib import contextmanager
 
 from odoo import api
+
+_logger = logging.getLogger(__name__)
 
 
 @contextmanager
@@ -117,26 +120,48 @@ class CommitLanes:
             thread.join()
 
     def _lane(self, env):
-        with own_cursor_env(env) as lane_env:
-            failed = None
-            if self._setup:
-                try:
-                    self._setup(lane_env)
-                    lane_env.cr.commit()  # pylint: disable=invalid-commit
-                except Exception as exc:  # noqa: BLE001 - each item it is given fails with it
-                    lane_env.cr.rollback()
-                    failed = exc
-            while (entry := self._inbox.get()) is not None:
-                position, item = entry
-                error = failed or self._error
-                outcome = (False, error) if error else self._run(lane_env, item)
-                with self._changed:
-                    if not outcome[0]:
-                        self._error = self._error or outcome[1]
-                    self._done[position] = outcome
-                    self._changed.notify_all()
-            if self._teardown and not failed:
-                self._teardown(lane_env)
+        # Every item a lane takes is answered, whatever fails: the caller
+        # waits for each one.  A lane whose connection cannot be opened (a
+        # full pool, the server gone) answers its items with that error.
+        served = False
+        try:
+            with own_cursor_env(env) as lane_env:
+                self._serve(lane_env)
+                served = True
+        except Exception as exc:  # noqa: BLE001 - handed to the caller with the items it is given
+            _logger.warning("A lane of %s lost its connection: %s", threading.current_thread().name, exc)
+            with self._changed:
+                self._error = self._error or exc
+            if not served:
+                self._serve(None)
+
+    def _serve(self, env):
+        """Work the items given to this lane until told to stop; without
+        ``env`` (no connection) or once an item failed, answer each with
+        the error.  Never raises."""
+        failed = None
+        if env is not None and self._setup:
+            try:
+                self._setup(env)
+                env.cr.commit()  # pylint: disable=invalid-commit
+            except Exception as exc:  # noqa: BLE001 - each item it is given fails with it
+                self._rollback(env)
+                failed = exc
+        while (entry := self._inbox.get()) is not None:
+            position, item = entry
+            error = failed or self._error or (env is None and RuntimeError("lane without a connection"))
+            outcome = (False, error) if error else self._run(env, item)
+            with self._changed:
+                if not outcome[0]:
+                    self._error = self._error or outcome[1]
+                self._done[position] = outcome
+                self._changed.notify_all()
+        if env is not None and self._teardown and not failed:
+            try:
+                self._teardown(env)
+            except Exception:  # noqa: BLE001 - the connection goes back to the pool, or is dropped
+                _logger.warning("A lane of %s could not reset its connection", threading.current_thread().name,
+                                exc_info=True)
 
     def _run(self, env, item):
         attempt = 0
@@ -146,10 +171,17 @@ class CommitLanes:
                 env.cr.commit()  # pylint: disable=invalid-commit
                 return True, result
             except self._conflicts as exc:
-                env.cr.rollback()
+                self._rollback(env)
                 attempt += 1
                 if attempt > self._retries:
                     return False, exc
             except Exception as exc:  # noqa: BLE001 - handed to the caller, which raises it
-                env.cr.rollback()
+                self._rollback(env)
                 return False, exc
+
+    @staticmethod
+    def _rollback(env):
+        try:
+            env.cr.rollback()
+        except Exception:  # noqa: BLE001 - a connection lost has nothing left to roll back
+            _logger.info("A lane's rollback failed (its connection is gone)", exc_info=True)
