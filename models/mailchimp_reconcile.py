@@ -30,7 +30,7 @@ LANE_RETRIES = 2
 CONFLICTS = (errors.SerializationFailure, errors.LockNotAvailable, errors.DeadlockDetected)
 # The run's counters a reconcile adds to.
 COUNTERS = ("reconciled", "to_add", "to_remove", "failed", "odoo_changes", "odoo_opt_ins", "odoo_opt_outs",
-            "updates_queued")
+            "updates_queued", "created")
 # The safety valve never stops a plan that changes this many people or fewer.
 MIN_SAFETY_LIMIT = 10
 # The loaded row's timestamps (JSON has them as text).

@@ -14,6 +14,7 @@ apply (owning model); this file only says which, in what order.
 import logging
 import threading
 import time
+import uuid
 from contextlib import closing, contextmanager
 from datetime import timedelta
 
@@ -30,7 +31,7 @@ from ..tools.threads import CommitLanes
 from ..tools.user_messages import describe_error
 from ..mailchimp_sync.members import format_mailchimp_datetime
 from .mailchimp_batch import WaitUntil
-from .mailchimp_reconcile import CONFLICTS, LaneFailed
+from .mailchimp_reconcile import CONFLICTS, Counts, LaneFailed
 from .mailing_contact import CREATE_CHUNK
 
 _logger = logging.getLogger(__name__)
@@ -161,9 +162,9 @@ class MailchimpSync(models.AbstractModel):
         run = audience.current_run_id or self.env["mailchimp.sync.run"]._open(audience)
         stage = run.stage
         self._tune_bulk_transaction()
-        if stage == "reconcile":
-            # Chunks the lanes of a step lost before its commit decided:
-            # counted now, once.  Outside the stage's savepoint, so that a
+        if stage in ("create", "reconcile"):
+            # Chunks the lanes of a step lost before its commit decided (or
+            # gave contacts to): counted now, once.  Outside the stage's savepoint, so that a
             # step that fails still drops the tallies it found counted.
             self.env["mailchimp.reconcile.tally"]._fold_into(run)
         started = time.monotonic()
@@ -545,11 +546,17 @@ class MailchimpSync(models.AbstractModel):
         meanwhile is left out by its lane; a chunk a lane committed before
         its step was lost finds its rows done when listed again."""
         Contact = self.env["mailing.contact"]
-        audience_id = audience.id
+        audience_id, run_id, token = audience.id, run.id, uuid.uuid4().hex
 
         def create(env, ids):
-            return ids, env["mailing.contact"]._mailchimp_create_chunk(
+            created = env["mailing.contact"]._mailchimp_create_chunk(
                 env["mailchimp.audience"].browse(audience_id), member_ids=ids)
+            # Counted with the chunk too, for a step lost before its commit
+            # (see mailchimp.reconcile.tally).
+            counts = Counts()
+            counts.created = len(created)
+            env["mailchimp.reconcile.tally"]._record(run_id, token, counts)
+            return ids, created
 
         def record(ids, created):
             run.created += len(created)
@@ -569,6 +576,7 @@ class MailchimpSync(models.AbstractModel):
                     break
             for chunk in pool.results(wait=True):
                 record(*chunk)
+        run.lanes_token = token  # the chunks of this step are counted on the run
         self.env.invalidate_all()  # the lanes wrote through environments of their own
         return len(ids) < CREATE_CHUNK
 

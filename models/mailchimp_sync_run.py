@@ -62,7 +62,8 @@ class MailchimpSyncRun(models.Model):
     stage = fields.Selection(SYNC_STAGES, default="fetch", required=True)
     cursor = fields.Integer(help="Where the current stage resumes (last row id done).")
     lanes_token = fields.Char(
-        copy=False, help="The last reconcile step whose lanes' counts are on the run (their tallies are counted)."
+        copy=False,
+        help="The last reconcile or create step whose lanes' counts are on the run (their tallies are counted).",
     )
     fetch_offset = fields.Integer()
     fetch_since = fields.Datetime(help="Lower bound of the fetch (empty: every member).")
