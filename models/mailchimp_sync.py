@@ -452,15 +452,12 @@ class MailchimpSync(models.AbstractModel):
             with closing(pages), cycle_collector_paused(), self._page_merger(audience, lanes) as merger:
                 for page in pages:
                     started = time.monotonic()
-                    for merged, changed in merger.merge(page):
-                        self._record_page(run, merged, changed)
+                    self._record_pages(run, merger.merge(page))
                     timing["page"] = time.monotonic() - started
                     if not page.is_last and not timing["more"]:
-                        for merged, changed in merger.finish():
-                            self._record_page(run, merged, changed)
+                        self._record_pages(run, merger.finish())
                         return False
-                for merged, changed in merger.finish():
-                    self._record_page(run, merged, changed)
+                self._record_pages(run, merger.finish())
             if status == "archived":
                 break
             run.write({"fetch_status": "archived", "fetch_offset": 0})
@@ -468,12 +465,14 @@ class MailchimpSync(models.AbstractModel):
         audience.last_fetch_at = run.started_at
         return True
 
-    def _record_page(self, run, page, changed):
-        """A page merged (and, on lanes, committed): where the next step goes on."""
-        run.fetched_changed += changed
-        run.fetched += max(page.next_offset - run.fetch_offset, 0)
-        run.write({"fetch_offset": page.next_offset, "fetch_pages": run.fetch_pages + 1,
-                   "progress_done": page.next_offset, "progress_total": page.total_items})
+    def _record_pages(self, run, merged):
+        """Pages merged (and, on lanes, committed), as (page, rows changed),
+        in the order read: where the next step goes on."""
+        for page, changed in merged:
+            run.fetched_changed += changed
+            run.fetched += max(page.next_offset - run.fetch_offset, 0)
+            run.write({"fetch_offset": page.next_offset, "fetch_pages": run.fetch_pages + 1,
+                       "progress_done": page.next_offset, "progress_total": page.total_items})
 
     @contextmanager
     def _page_merger(self, audience, lanes):

@@ -130,33 +130,37 @@ class CommitLanes:
                 served = True
         except Exception as exc:  # noqa: BLE001 - handed to the caller with the items it is given
             _logger.warning("A lane of %s lost its connection: %s", threading.current_thread().name, exc)
-            with self._changed:
-                self._error = self._error or exc
+            self._fail(exc)
             if not served:
                 self._serve(None)
 
+    def _fail(self, error):
+        """The first error stands for every item not worked on yet."""
+        with self._changed:
+            self._error = self._error or error
+
     def _serve(self, env):
         """Work the items given to this lane until told to stop; without
-        ``env`` (no connection) or once an item failed, answer each with
-        the error.  Never raises."""
-        failed = None
-        if env is not None and self._setup:
+        ``env`` (no connection: the error is already recorded) or once an
+        item failed, answer each with the error.  Never raises."""
+        ready = env is not None
+        if ready and self._setup:
             try:
                 self._setup(env)
                 env.cr.commit()  # pylint: disable=invalid-commit
-            except Exception as exc:  # noqa: BLE001 - each item it is given fails with it
+            except Exception as exc:  # noqa: BLE001 - each item fails with it
                 self._rollback(env)
-                failed = exc
+                self._fail(exc)
+                ready = False
         while (entry := self._inbox.get()) is not None:
             position, item = entry
-            error = failed or self._error or (env is None and RuntimeError("lane without a connection"))
-            outcome = (False, error) if error else self._run(env, item)
+            outcome = (False, self._error) if self._error else self._run(env, item)
+            if not outcome[0]:
+                self._fail(outcome[1])
             with self._changed:
-                if not outcome[0]:
-                    self._error = self._error or outcome[1]
                 self._done[position] = outcome
                 self._changed.notify_all()
-        if env is not None and self._teardown and not failed:
+        if ready and self._teardown:
             try:
                 self._teardown(env)
             except Exception:  # noqa: BLE001 - the connection goes back to the pool, or is dropped
