@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Run one audience's sync cycle from the command line, as the audience's
 scheduled action does under Odoo's cron runner: one step, a commit, again,
-until the cycle ends.  Prints one line per step (``step <stage> <result>``),
+until the cycle ends.  Prints a line as each step begins (``begin <stage>``)
+and one as it ends (``step <stage> <state>``: where the run is then),
 flushed, so a supervisor can follow it.
 
     python3 scripts/sync_worker.py DATABASE AUDIENCE_ID
@@ -21,6 +22,7 @@ def main(dbname, audience_id):
     with environment(dbname) as env:
         audience = env["mailchimp.audience"].browse(audience_id)
         for _call in range(100000):
+            print(f"begin {audience.current_run_id.stage or 'fetch'}", flush=True)
             env["mailchimp.audience"]._cron_sync_audience(audience_id)
             env.cr.commit()  # runs the batch sender, as the runner's commit does
             run = audience.current_run_id
