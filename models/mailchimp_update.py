@@ -212,12 +212,19 @@ class MailchimpUpdate(models.Model):
         batch.  The submit stage passes the last id it claimed: the index of
         queued updates keeps the entries of claimed ones until vacuum, and
         a scan from the start walks all of them for every batch."""
+        # The rows are picked once (MATERIALIZED).  As a subquery, the
+        # planner may run it again for each row of a nested loop (where its
+        # statistics say the table is nearly empty); each run skips the rows
+        # this statement already took and locks the next ones, and one batch
+        # took every queued update (tests/test_housekeeping.py forces that plan).
         self.env.cr.execute(
-            """UPDATE mailchimp_update u SET state = 'sent', batch_id = %(batch)s
-                WHERE u.id IN (SELECT id FROM mailchimp_update
-                                WHERE audience_id = %(aud)s AND state = 'queued' AND id > %(after)s
-                             ORDER BY id LIMIT %(limit)s FOR UPDATE SKIP LOCKED)
-            RETURNING u.id, u.member_id""",
+            """WITH picked AS MATERIALIZED (
+                    SELECT id FROM mailchimp_update
+                     WHERE audience_id = %(aud)s AND state = 'queued' AND id > %(after)s
+                  ORDER BY id LIMIT %(limit)s FOR UPDATE SKIP LOCKED)
+                UPDATE mailchimp_update u SET state = 'sent', batch_id = %(batch)s
+                  FROM picked WHERE u.id = picked.id
+             RETURNING u.id, u.member_id""",
             {"batch": batch.id, "aud": audience.id, "limit": limit, "after": after_id},
         )
         claimed = self.env.cr.fetchall()
@@ -355,8 +362,9 @@ class MailchimpUpdate(models.Model):
         failing stays: it tells why.  Updates still queued or sent are never
         touched, and one another worker holds is left for the next call.
         Returns how many were deleted."""
+        # Picked once (MATERIALIZED), as a claim is: see _claim.
         self.env.cr.execute(
-            """DELETE FROM mailchimp_update WHERE id IN (
+            """WITH doomed AS MATERIALIZED (
                    SELECT u.id FROM mailchimp_update u
                      JOIN mailchimp_member m ON m.id = u.member_id
                     WHERE u.state IN ('done', 'cancelled', 'failed')
@@ -364,7 +372,8 @@ class MailchimpUpdate(models.Model):
                       AND NOT (u.state = 'failed' AND m.sync_status = 'fail')
                     LIMIT %(limit)s
                       FOR UPDATE OF u SKIP LOCKED)
-               AND state IN ('done', 'cancelled', 'failed')""",
+               DELETE FROM mailchimp_update WHERE id IN (SELECT id FROM doomed)
+                  AND state IN ('done', 'cancelled', 'failed')""",
             {"cutoff": cutoff, "limit": limit},
         )
         deleted = self.env.cr.rowcount

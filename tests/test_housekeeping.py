@@ -1,3 +1,4 @@
+from contextlib import contextmanager
 from datetime import timedelta
 
 from odoo import fields
@@ -6,10 +7,8 @@ from odoo.tests import TransactionCase, tagged
 from odoo.tools import mute_logger
 
 
-@tagged("post_install", "-at_install")
-class TestUpdatePurge(TransactionCase):
-    """Settled updates are deleted after the retention; nothing still on its
-    way, and no failure a person may still need to read, goes with them."""
+class UpdatesFixture(TransactionCase):
+    """An audience with a synced and a failing row, and two old batches."""
 
     @classmethod
     def setUpClass(cls):
@@ -38,6 +37,12 @@ class TestUpdatePurge(TransactionCase):
             "state": state, "queued_at": when, "sent_at": when if state != "queued" else False,
             "done_at": when if state == "done" else False, "batch_id": batch and batch.id,
         })
+
+
+@tagged("post_install", "-at_install")
+class TestUpdatePurge(UpdatesFixture):
+    """Settled updates are deleted after the retention; nothing still on its
+    way, and no failure a person may still need to read, goes with them."""
 
     def test_old_settled_updates_go_the_rest_stay(self):
         Update = self.env["mailchimp.update"]
@@ -178,3 +183,46 @@ class TestStatistics(TransactionCase):
         before = self.env.cr.sql_log_count
         Sync._ensure_statistics()
         self.assertGreater(self.env.cr.sql_log_count, before)
+
+
+@contextmanager
+def nested_loop_plans(cr):
+    """Plan as PostgreSQL may where its statistics say a table is nearly
+    empty (right after a large sync, before ANALYZE): a semi-join run as a
+    nested loop that runs its subquery again for each outer row.  A
+    subquery with LIMIT ... FOR UPDATE SKIP LOCKED, run again, skips the
+    rows its own statement just changed and takes the next ones."""
+    settings = ("enable_hashjoin", "enable_mergejoin", "enable_material", "enable_sort", "enable_hashagg")
+    for name in settings:
+        cr.execute("SELECT set_config(%s, 'off', true)", (name,))
+    try:
+        yield
+    finally:
+        for name in settings:
+            cr.execute("SELECT set_config(%s, 'on', true)", (name,))
+
+
+@tagged("post_install", "-at_install")
+class TestBoundedWhateverThePlan(UpdatesFixture):
+    """A claim takes at most its batch's size and a purge at most its chunk,
+    whatever plan PostgreSQL picks (both lock the rows they take)."""
+
+    def test_purge_deletes_at_most_its_chunk(self):
+        updates = self.env["mailchimp.update"]
+        for _i in range(5):
+            updates |= self._update(self.synced, "done", 40)
+        cutoff = fields.Datetime.now() - timedelta(days=30)
+        with nested_loop_plans(self.env.cr):
+            self.assertEqual(self.env["mailchimp.update"]._purge_settled(cutoff, limit=2), 2)
+        self.assertEqual(len(updates.exists()), 3)
+
+    def test_claim_takes_at_most_a_batch(self):
+        updates = self.env["mailchimp.update"]
+        for _i in range(5):
+            updates |= self._update(self.synced, "queued", 0)
+        batch = self.env["mailchimp.batch"].create({
+            "account_id": self.audience.account_id.id, "audience_id": self.audience.id, "submit_state": "claimed"})
+        with nested_loop_plans(self.env.cr):
+            claimed = self.env["mailchimp.update"]._claim(self.audience, batch, 2)
+        self.assertEqual([update_id for update_id, _member in claimed], updates.ids[:2])
+        self.assertEqual(updates.mapped("state"), ["sent", "sent", "queued", "queued", "queued"])
