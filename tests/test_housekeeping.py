@@ -193,13 +193,15 @@ def nested_loop_plans(cr):
     subquery with LIMIT ... FOR UPDATE SKIP LOCKED, run again, skips the
     rows its own statement just changed and takes the next ones."""
     settings = ("enable_hashjoin", "enable_mergejoin", "enable_material", "enable_sort", "enable_hashagg")
-    for name in settings:
+    cr.execute("SELECT name, setting FROM pg_settings WHERE name = ANY(%s)", (list(settings),))
+    before = cr.fetchall()
+    for name, _setting in before:
         cr.execute("SELECT set_config(%s, 'off', true)", (name,))
     try:
         yield
     finally:
-        for name in settings:
-            cr.execute("SELECT set_config(%s, 'on', true)", (name,))
+        for name, setting in before:
+            cr.execute("SELECT set_config(%s, %s, true)", (name, setting))
 
 
 @tagged("post_install", "-at_install")
