@@ -12,8 +12,8 @@ class MailchimpReconcileTally(models.Model):
     it to the run, and marks the run with the step's token.  A step killed
     before its commit (or rolled back) loses those counts, but each chunk
     also wrote its counts here, in its own transaction, under the step's
-    token: the next reconcile (or create) step of the run adds the tallies of any
-    token but the one on the run, so every chunk is counted once.  (The
+    token: the next reconcile (or create) step of the run adds the tallies
+    of any token but the one on the run, so every chunk is counted once.  (The
     step cannot fold its own lanes' tallies: its snapshot, taken before
     they committed, does not show them.)
     """

@@ -164,8 +164,9 @@ class MailchimpSync(models.AbstractModel):
         self._tune_bulk_transaction()
         if stage in ("create", "reconcile"):
             # Chunks the lanes of a step lost before its commit decided (or
-            # gave contacts to): counted now, once.  Outside the stage's savepoint, so that a
-            # step that fails still drops the tallies it found counted.
+            # gave contacts to): counted now, once.  Outside the stage's
+            # savepoint, so that a step that fails still drops the tallies
+            # it found counted.
             self.env["mailchimp.reconcile.tally"]._fold_into(run)
         started = time.monotonic()
         try:
