@@ -66,6 +66,39 @@ def rss_mb(field="VmHWM"):
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def machine_cpu():
+    """(seconds the machine's cores were busy, seconds the hypervisor took
+    from them) since boot, from /proc/stat: all processes, Odoo,
+    PostgreSQL and the emulator alike; None where there is none."""
+    try:
+        with open("/proc/stat") as handle:
+            ticks = [int(v) for v in handle.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    # user nice system idle iowait irq softirq steal: busy is user to
+    # system, irq and softirq; steal is time another guest had the core
+    hertz = os.sysconf("SC_CLK_TCK")
+    return (sum(ticks[:3]) + sum(ticks[5:7])) / hertz, sum(ticks[7:8]) / hertz
+
+
+def busy_since(before):
+    """(busy, stolen) core-seconds since ``machine_cpu()`` said ``before``;
+    None where /proc/stat cannot tell."""
+    after = machine_cpu()
+    return None if before is None or after is None else (after[0] - before[0], after[1] - before[1])
+
+
+def cpu_line(label, busy, seconds):
+    """How busy the cores were during ``seconds`` (``busy``: busy_since):
+    with every core busy, or time stolen, a run's time says more about the
+    machine than about the work."""
+    if busy is None or seconds <= 0:
+        return
+    cores = os.cpu_count() or 1
+    print(f"   cpu during {label}: {busy[0]:.1f} core-seconds over {seconds:.1f} s, "
+          f"{busy[0] / seconds:.2f} of {cores} cores busy, {busy[1]:.1f} s stolen by the hypervisor")
+
+
 def free_port():
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -316,8 +349,10 @@ def main():
                      else f", the emulator holds up to {max_pending} pending batches (Mailchimp: 500)"
                      if max_pending > 500 else ""))
 
+            busy = machine_cpu()
             floor_s, paged_s, n = floor(args.db, key, url, mc_list["id"])
             print(f"floor: paging {n} members {paged_s:.1f} s + one bulk insert = {floor_s:.1f} s")
+            cpu_line("the floor", busy_since(busy), floor_s)
             base_rss = rss_mb("VmRSS")
             reset_peak_rss()
             # The initial push happens "3 hours ago" at Mailchimp (the
@@ -326,7 +361,9 @@ def main():
             # echo of the push still inside the fetch overlap.
             ctl.clock(now=(datetime.now(timezone.utc) - timedelta(hours=3)).replace(microsecond=0).isoformat())
 
+            busy = machine_cpu()
             run, seconds, sql, requests = timed_cycle(env, audience, ctl)
+            busy_initial = (busy_since(busy), seconds)
             initial = {"seconds": seconds, "sql": sql, "rss": rss_mb(), "floor": floor_s}
             env.cr.execute("SELECT count(*) FROM mailchimp_member")
             rows = env.cr.fetchone()[0]
@@ -338,6 +375,7 @@ def main():
                   f"{requests - pages - run.batches_sent} other | initial sync / floor = {seconds / floor_s:.1f}")
             print(f"   peak RSS during the sync {rss_mb():.0f} MB (before it: {base_rss:.0f} MB), "
                   f"{rows} cache rows")
+            cpu_line("the initial sync", *busy_initial)
             ran, settled = settle(env, ctl)
             print(f"batches: the emulator ran {run.batches_sent} batches in {ran:.1f} s; "
                   f"reading and settling their results took {settled:.1f} s")
