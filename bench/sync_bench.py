@@ -7,7 +7,9 @@ up to all batches submitted; an incremental sync after 1,000 changes on
 each side; SQL statements per member; Mailchimp requests; peak memory; and
 a floor measured in the same run (paging every member from the emulator
 plus one bulk insert of them into PostgreSQL), with the sync's time as a
-ratio of it.  Not a timed test: it measures and prints.
+ratio of it; and how busy the machine's cores were during the floor and
+the initial sync (from /proc/stat).  Not a timed test: it measures and
+prints.
 
     python3 bench/sync_bench.py [--members 100000] [--odoo 100000] [--shared 50000]
 """
@@ -349,10 +351,11 @@ def main():
                      else f", the emulator holds up to {max_pending} pending batches (Mailchimp: 500)"
                      if max_pending > 500 else ""))
 
-            busy = machine_cpu()
+            busy, started = machine_cpu(), time.monotonic()
             floor_s, paged_s, n = floor(args.db, key, url, mc_list["id"])
+            busy_floor = (busy_since(busy), time.monotonic() - started)  # with the child's start and end
             print(f"floor: paging {n} members {paged_s:.1f} s + one bulk insert = {floor_s:.1f} s")
-            cpu_line("the floor", busy_since(busy), floor_s)
+            cpu_line("the floor", *busy_floor)
             base_rss = rss_mb("VmRSS")
             reset_peak_rss()
             # The initial push happens "3 hours ago" at Mailchimp (the
