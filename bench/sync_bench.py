@@ -22,6 +22,7 @@ import socket
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -74,31 +75,40 @@ def machine_cpu():
     PostgreSQL and the emulator alike; None where there is none."""
     try:
         with open("/proc/stat") as handle:
-            ticks = [int(v) for v in handle.readline().split()[1:]]
+            ticks = [int(v) for v in handle.readline().split()[1:]] + [0] * 8
     except (OSError, ValueError):
         return None
     # user nice system idle iowait irq softirq steal: busy is user to
     # system, irq and softirq; steal is time another guest had the core
     hertz = os.sysconf("SC_CLK_TCK")
-    return (sum(ticks[:3]) + sum(ticks[5:7])) / hertz, sum(ticks[7:8]) / hertz
+    return (sum(ticks[:3]) + ticks[5] + ticks[6]) / hertz, ticks[7] / hertz
 
 
-def busy_since(before):
-    """(busy, stolen) core-seconds since ``machine_cpu()`` said ``before``;
-    None where /proc/stat cannot tell."""
-    after = machine_cpu()
-    return None if before is None or after is None else (after[0] - before[0], after[1] - before[1])
+@contextmanager
+def cpu_watch():
+    """Watch the block: the yielded dict gets ``seconds`` (wall time) and,
+    where /proc/stat tells, ``busy`` and ``stolen`` core-seconds."""
+    watched = {}
+    before, started = machine_cpu(), time.monotonic()
+    try:
+        yield watched
+    finally:
+        after = machine_cpu()
+        watched["seconds"] = time.monotonic() - started
+        if before and after:
+            watched["busy"], watched["stolen"] = after[0] - before[0], after[1] - before[1]
 
 
-def cpu_line(label, busy, seconds):
-    """How busy the cores were during ``seconds`` (``busy``: busy_since):
-    with every core busy, or time stolen, a run's time says more about the
-    machine than about the work."""
-    if busy is None or seconds <= 0:
+def cpu_line(label, watched):
+    """How busy the cores were during a :func:`cpu_watch`: with every core
+    busy, or time stolen, a run's time says more about the machine than
+    about the work."""
+    if "busy" not in watched or watched["seconds"] <= 0:
         return
-    cores = os.cpu_count() or 1
-    print(f"   cpu during {label}: {busy[0]:.1f} core-seconds over {seconds:.1f} s, "
-          f"{busy[0] / seconds:.2f} of {cores} cores busy, {busy[1]:.1f} s stolen by the hypervisor")
+    busy, seconds = watched["busy"], watched["seconds"]
+    print(f"   cpu during {label}: {busy:.1f} core-seconds over {seconds:.1f} s, "
+          f"{busy / seconds:.2f} of {os.cpu_count() or 1} cores busy, "
+          f"{watched['stolen']:.1f} s stolen by the hypervisor")
 
 
 def free_port():
@@ -351,11 +361,10 @@ def main():
                      else f", the emulator holds up to {max_pending} pending batches (Mailchimp: 500)"
                      if max_pending > 500 else ""))
 
-            busy, started = machine_cpu(), time.monotonic()
-            floor_s, paged_s, n = floor(args.db, key, url, mc_list["id"])
-            busy_floor = (busy_since(busy), time.monotonic() - started)  # with the child's start and end
+            with cpu_watch() as floor_cpu:  # the child's start and end included
+                floor_s, paged_s, n = floor(args.db, key, url, mc_list["id"])
             print(f"floor: paging {n} members {paged_s:.1f} s + one bulk insert = {floor_s:.1f} s")
-            cpu_line("the floor", *busy_floor)
+            cpu_line("the floor", floor_cpu)
             base_rss = rss_mb("VmRSS")
             reset_peak_rss()
             # The initial push happens "3 hours ago" at Mailchimp (the
@@ -364,9 +373,8 @@ def main():
             # echo of the push still inside the fetch overlap.
             ctl.clock(now=(datetime.now(timezone.utc) - timedelta(hours=3)).replace(microsecond=0).isoformat())
 
-            busy = machine_cpu()
-            run, seconds, sql, requests = timed_cycle(env, audience, ctl)
-            busy_initial = (busy_since(busy), seconds)
+            with cpu_watch() as initial_cpu:
+                run, seconds, sql, requests = timed_cycle(env, audience, ctl)
             initial = {"seconds": seconds, "sql": sql, "rss": rss_mb(), "floor": floor_s}
             env.cr.execute("SELECT count(*) FROM mailchimp_member")
             rows = env.cr.fetchone()[0]
@@ -378,7 +386,7 @@ def main():
                   f"{requests - pages - run.batches_sent} other | initial sync / floor = {seconds / floor_s:.1f}")
             print(f"   peak RSS during the sync {rss_mb():.0f} MB (before it: {base_rss:.0f} MB), "
                   f"{rows} cache rows")
-            cpu_line("the initial sync", *busy_initial)
+            cpu_line("the initial sync", initial_cpu)
             ran, settled = settle(env, ctl)
             print(f"batches: the emulator ran {run.batches_sent} batches in {ran:.1f} s; "
                   f"reading and settling their results took {settled:.1f} s")
