@@ -1,5 +1,7 @@
 import logging
 import threading
+import time
+import uuid
 from concurrent.futures import Future
 from contextlib import closing
 from datetime import datetime, timedelta
@@ -20,6 +22,8 @@ from ..mailchimp_sync.reasons import NO_RESULT
 from ..tools.sql import int_array
 from ..tools.threads import own_cursor_env, run_threads, take_turns
 from ..tools.user_messages import describe_error, describe_reason
+from .mailchimp_reconcile import CONFLICTS, Counts, LaneFailed
+from .mailchimp_update import SEND_COLUMNS
 
 _logger = logging.getLogger(__name__)
 
@@ -75,14 +79,42 @@ UNSETTLED_DOMAIN = [
 ]
 
 
+class SendBoard:
+    """What the senders of one submit step share, under ``lock``: the run
+    they count for and the step's token (each claim's tally bears it),
+    where the next claim starts, the batches claimed
+    (``counts.batches_sent``), and why they stopped: nothing was left to
+    claim, Mailchimp said to wait, or the first error.  The step records it
+    on the run as it records a reconcile's lanes (``_record_lanes``)."""
+
+    def __init__(self, run_id, after_id, deadline):
+        self.lock = threading.Lock()
+        self.run_id = run_id
+        self.token = uuid.uuid4().hex
+        self.after = after_id
+        self.deadline = deadline
+        self.counts = Counts()
+        self.exhausted = False  # a claim found no update left to send
+        self.stopped = False
+        self.error = None
+
+    def done_up_to(self, _start):
+        """Where the next step's claims start: after the last update claimed
+        (one a sender claimed but could not commit is found again from the
+        start, as an update queued again is)."""
+        return self.after
+
+
 class MailchimpBatch(models.Model):
     """A batch of operations submitted to Mailchimp's Batch API.
 
-    Exactly once: a step *claims* updates into a batch row and commits; only
-    then does the sender mark the row ``sending`` (committed), POST it, and
-    record Mailchimp's id.  A row found ``sending`` without an id had its
-    answer lost (timeout, killed worker): before anything is sent again,
-    Mailchimp's own list of batches says whether it arrived.
+    Exactly once: a sender claims updates into a batch row created
+    ``sending`` and commits (or a step claims them into a ``claimed`` row
+    and commits, and the sender then marks it ``sending`` and commits);
+    only then is it POSTed and Mailchimp's id recorded.  A row found
+    ``sending`` without an id had its answer lost (timeout, killed worker):
+    before anything is sent again, Mailchimp's own list of batches says
+    whether it arrived.
     """
 
     _name = "mailchimp.batch"
@@ -136,10 +168,11 @@ class MailchimpBatch(models.Model):
 
     @api.model
     def _stage_submit(self, audience, run, deadline):
-        """Submit step: resolve batches whose answer was lost, then claim up
-        to BATCHES_PER_STEP batches of queued updates.  They are sent after
-        this step's transaction commits (the runner commits between steps),
-        so no POST ever leaves for updates a rollback would un-claim."""
+        """Submit step: resolve batches whose answer was lost, then send on
+        the senders (:meth:`_submit_on_senders`), or, in a transaction that
+        already wrote, claim up to BATCHES_PER_STEP batches of queued
+        updates, sent after this step's transaction commits.  Either way no
+        POST ever leaves for updates a rollback would un-claim."""
         throttled = self.search([("account_id", "=", audience.account_id.id),
                                  ("throttled_at", ">", fields.Datetime.now() - THROTTLE_WAIT)],
                                 order="throttled_at desc", limit=1)
@@ -147,6 +180,8 @@ class MailchimpBatch(models.Model):
             raise WaitUntil(throttled.throttled_at + THROTTLE_WAIT)
         if not self._resolve_unsent(audience):
             return False  # a lost answer is not resolved yet: wait for Mailchimp
+        if self.env.context.get("mailchimp_lanes"):
+            return self._submit_on_senders(audience, run, deadline)
         claimed = self.browse()
         Update = self.env["mailchimp.update"]
         for _i in range(BATCHES_PER_STEP):
@@ -174,6 +209,95 @@ class MailchimpBatch(models.Model):
         return False
 
     @api.model
+    def _submit_on_senders(self, audience, run, deadline):
+        """The submit step when its transaction is fresh (the cron runner's):
+        SENDERS senders, each on a connection of its own, claim the next
+        batch, commit the claim, POST it and record the answer, until no
+        update is left, the step's budget is spent, or Mailchimp says to
+        wait.  While one sender claims and reads its batch, the other's
+        POST is under way: claimed in the step and POSTed after its commit,
+        the two never overlapped (a fifth of a first sync).  Once nothing
+        is left after the cursor, one sender looks once more from the
+        start, for updates queued again below it.  The step's own
+        transaction keeps the run, and adds what the senders claimed.
+        Returns whether nothing is left to send."""
+        self.env.flush_all()
+        board = SendBoard(run.id, run.cursor, deadline)
+        name = f"mailchimp-send-{self.env.cr.dbname}"
+        run_threads(name, SENDERS, self._sender, audience.id, board)
+        if board.exhausted and not board.stopped and board.after:
+            # Every sender is done with its claims: none is met uncommitted.
+            board.exhausted, board.after = False, 0
+            run_threads(name, 1, self._sender, audience.id, board)
+        self.env.invalidate_all()  # the senders wrote through environments of their own
+        if board.error:
+            raise LaneFailed(board) from board.error
+        self.env["mailchimp.sync"]._record_lanes(run, board)
+        return board.exhausted and not board.stopped
+
+    def _sender(self, audience_id, board):
+        """One sender of :meth:`_submit_on_senders`, in a thread of its own
+        with a cursor of its own."""
+        try:
+            with own_cursor_env(self.env) as env:
+                Batch = env["mailchimp.batch"]
+                audience = env["mailchimp.audience"].browse(audience_id)
+                while True:
+                    with board.lock:
+                        # A step sends at least one batch, whatever its budget.
+                        if board.stopped or board.exhausted or (
+                                board.counts.batches_sent and time.monotonic() >= board.deadline):
+                            return
+                        # The next span of queued updates is this sender's:
+                        # spans follow one another in id order, and two
+                        # senders' claims never meet, so they run at once.
+                        span = env["mailchimp.update"]._next_span(audience, MAX_OPERATIONS, board.after)
+                        if span is None:
+                            board.exhausted = True
+                            env.cr.rollback()
+                            return
+                        board.after = span[1]
+                    batch, rows = Batch._claim_to_send(audience, span)
+                    if not rows:
+                        env.cr.rollback()  # taken or cancelled meanwhile
+                        continue
+                    claimed = Counts()
+                    claimed.batches_sent = 1
+                    env["mailchimp.reconcile.tally"]._record(board.run_id, board.token, claimed)
+                    # The claim and the batch's ``sending`` state are
+                    # committed before anything leaves for Mailchimp.
+                    env.cr.commit()  # pylint: disable=invalid-commit
+                    with board.lock:
+                        board.counts.batches_sent += 1
+                    if batch._post(rows) == "throttled":
+                        with board.lock:
+                            board.stopped = True  # sent once Mailchimp's queue has room
+        except CONFLICTS:
+            with board.lock:
+                board.stopped = True  # a concurrent writer: the next step goes on
+        except Exception as exc:  # noqa: BLE001 - handed to the step, which records it on the run
+            with board.lock:
+                board.error = board.error or exc
+                board.stopped = True
+
+    @api.model
+    def _claim_to_send(self, audience, span):
+        """In this transaction: a new batch of the audience's queued updates
+        in ``span`` (first id, last id), created ``sending``.  Committed
+        so, its updates are in flight at once: no writer cancels them
+        between the claim and the POST, as one may while a batch waits
+        ``claimed`` for the step's commit.  Returns (the batch, the rows to
+        send (``SEND_COLUMNS``)); no rows: none of the span is queued now."""
+        batch = self.create({
+            "account_id": audience.account_id.id, "audience_id": audience.id, "status": "pending",
+            "submit_state": "sending", "sending_at": fields.Datetime.now(),
+        })
+        first, last = span
+        rows = self.env["mailchimp.update"]._claim(audience, batch, MAX_OPERATIONS, after_id=first - 1,
+                                                   to_send=True, up_to=last)
+        return batch, rows
+
+    @api.model
     def _send_claimed(self, dbname, batch_ids):
         """After commit: POST the claimed batches, SENDERS at a time, each
         on a cursor of its own, in the order claimed.  A batch Mailchimp
@@ -198,8 +322,9 @@ class MailchimpBatch(models.Model):
         run_threads(f"mailchimp-send-{dbname}", min(SENDERS, len(batch_ids)), sender)
 
     def _send(self):
-        """Mark the batch ``sending`` and commit, then POST, then record the
-        answer.  A lost answer leaves it ``sending``: see _resolve_unsent."""
+        """Mark the claimed batch ``sending`` and commit, then POST, then
+        record the answer (:meth:`_post`).  A lost answer leaves it
+        ``sending``: see _resolve_unsent."""
         self.ensure_one()
         cr = self.env.cr
         cr.execute(
@@ -208,19 +333,14 @@ class MailchimpBatch(models.Model):
             (self.id,),
         )
         if not cr.fetchone():
-            return  # aborted or sent meanwhile
+            return None  # aborted or sent meanwhile
         # Touch the claimed updates: a writer cancelling one now conflicts
         # with this transaction instead of missing it.
         cr.execute(
-            """UPDATE mailchimp_update u SET sent_at = now() AT TIME ZONE 'UTC'
-                 FROM mailchimp_member m
-                WHERE u.batch_id = %s AND u.state = 'sent' AND m.id = u.member_id
-            RETURNING u.id, u.kind, m.email, m.mc_status,
-                      -- a member body as the JSON text to send (see build_operation)
-                      CASE WHEN u.kind = 'member'
-                           THEN (jsonb_build_object('email_address', m.email) || COALESCE(u.payload, '{}'))::text
-                      END,
-                      CASE WHEN u.kind <> 'member' THEN u.payload END""",
+            f"""UPDATE mailchimp_update u SET sent_at = now() AT TIME ZONE 'UTC'
+                  FROM mailchimp_member m
+                 WHERE u.batch_id = %s AND u.state = 'sent' AND m.id = u.member_id
+             RETURNING {SEND_COLUMNS}""",
             (self.id,),
         )
         rows = cr.fetchall()
@@ -228,7 +348,15 @@ class MailchimpBatch(models.Model):
             self.write({"submit_state": "lost", "result_state": "done",
                         "result_message": self.env._("Every update of this batch was cancelled before it was sent.")})
             cr.commit()  # pylint: disable=invalid-commit
-            return
+            return None
+        cr.commit()  # pylint: disable=invalid-commit
+        return self._post(rows)
+
+    def _post(self, rows):
+        """POST this ``sending`` batch (committed so) with its updates'
+        ``rows`` (``SEND_COLUMNS``), then record Mailchimp's answer and
+        commit.  Returns "throttled" if Mailchimp said to wait."""
+        cr = self.env.cr
         audience = self.audience_id
         # Answers trimmed to what settling reads (the fetch's fields).
         answer_fields = self.env["mailchimp.merge.field"]._fetch_fields(audience)
@@ -238,7 +366,6 @@ class MailchimpBatch(models.Model):
                             fields=answer_fields)
             for update_id, kind, email, status, body, payload in rows
         ]
-        cr.commit()  # pylint: disable=invalid-commit
         try:
             answer = self.account_id._get_client().start_batch(operations)
         except MailchimpError as exc:
@@ -265,16 +392,17 @@ class MailchimpBatch(models.Model):
             if exc.retryable:
                 # Perhaps it arrived: the next step asks Mailchimp first.
                 _logger.warning("Mailchimp batch %s: answer lost (%s); resolved by the next step", self.id, exc)
-                return
+                return None
             # Refused outright: nothing was created, the updates go back in line.
             _logger.warning("Mailchimp refused batch %s: %s", self.id, exc)
             self._mark_lost(self.env._(
                 "Mailchimp refused this batch (%(reason)s); its updates were queued again for the next batch.",
                 reason=exc.as_text()))
             cr.commit()  # pylint: disable=invalid-commit
-            return
+            return None
         self._record_submitted(answer, len(operations))
         cr.commit()  # pylint: disable=invalid-commit
+        return None
 
     def _record_submitted(self, answer, total):
         self.write({

@@ -29,8 +29,9 @@ LANES = 2
 LANE_RETRIES = 2
 CONFLICTS = (errors.SerializationFailure, errors.LockNotAvailable, errors.DeadlockDetected)
 # The run's counters a reconcile adds to.
+# (A submit step's senders count the batches they claimed the same way.)
 COUNTERS = ("reconciled", "to_add", "to_remove", "failed", "odoo_changes", "odoo_opt_ins", "odoo_opt_outs",
-            "updates_queued", "created")
+            "updates_queued", "created", "batches_sent")
 # The safety valve never stops a plan that changes this many people or fewer.
 MIN_SAFETY_LIMIT = 10
 # The loaded row's timestamps (JSON has them as text).
@@ -51,9 +52,10 @@ class Counts:
             setattr(other, name, getattr(other, name) + getattr(self, name))
 
     def add_to_run(self, run):
-        """Add these counts to ``run``'s counters and to its progress."""
+        """Add these counts to ``run``'s counters and to its progress (rows
+        reconciled, or batches sent: a stage's units)."""
         run.write(dict({name: run[name] + getattr(self, name) for name in COUNTERS},
-                       progress_done=run.progress_done + self.reconciled))
+                       progress_done=run.progress_done + self.reconciled + self.batches_sent))
 
 
 class LaneBoard:

@@ -5,14 +5,14 @@ from .mailchimp_reconcile import COUNTERS, Counts
 
 class MailchimpReconcileTally(models.Model):
     """What one reconcile chunk decided on a lane (or how many contacts one
-    create chunk created), committed with it.
+    create chunk created, or the batch a sender claimed), committed with it.
 
     A lane commits its chunks on a connection of its own, while the step's
     transaction keeps the run: the step adds the counts its lanes handed
     it to the run, and marks the run with the step's token.  A step killed
     before its commit (or rolled back) loses those counts, but each chunk
     also wrote its counts here, in its own transaction, under the step's
-    token: the next reconcile (or create) step of the run adds the tallies
+    token: the next reconcile (create, submit) step of the run adds the tallies
     of any token but the one on the run, so every chunk is counted once.  (The
     step cannot fold its own lanes' tallies: its snapshot, taken before
     they committed, does not show them.)
@@ -33,6 +33,7 @@ class MailchimpReconcileTally(models.Model):
     odoo_opt_outs = fields.Integer()
     updates_queued = fields.Integer()
     created = fields.Integer(help="Contacts a create chunk created.")
+    batches_sent = fields.Integer(help="Batches a sender of a submit step claimed.")
 
     @api.model
     def _record(self, run_id, step_token, counts):

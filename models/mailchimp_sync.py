@@ -45,7 +45,7 @@ PAGE_OVERLAP = 10
 STAGE_LANES = 2
 # Stages that run on connections of their own when the step's transaction
 # is fresh (see _fresh_transaction).
-LANE_STAGES = ("fetch", "create", "reconcile")
+LANE_STAGES = ("fetch", "create", "reconcile", "submit")
 # Tables whose statistics drive the plans of the bulk stages.
 STAT_TABLES = (
     "mailchimp_member", "mailchimp_update", "mailing_contact", "mailing_subscription", "mail_blacklist",
@@ -162,9 +162,9 @@ class MailchimpSync(models.AbstractModel):
         run = audience.current_run_id or self.env["mailchimp.sync.run"]._open(audience)
         stage = run.stage
         self._tune_bulk_transaction()
-        if stage in ("create", "reconcile"):
+        if stage in ("create", "reconcile", "submit"):
             # Chunks the lanes of a step lost before its commit decided (or
-            # gave contacts to): counted now, once.  Outside the stage's
+            # gave contacts to, or batches they claimed): counted now, once.  Outside the stage's
             # savepoint, so that a step that fails still drops the tallies
             # it found counted.
             self.env["mailchimp.reconcile.tally"]._fold_into(run)

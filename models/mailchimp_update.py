@@ -20,6 +20,15 @@ DEFAULT_RETENTION_DAYS = 30
 # Updates one statement of the purge deletes; the cron call stops after
 # PURGE_SECONDS and reports what is left, so Odoo's runner calls again.
 PURGE_CHUNK = 20000
+# What a sender reads of each update it sends (``u``), with its member
+# (``m``): id, kind, the member's email and Mailchimp status, and a member
+# update's body as the JSON text to send (see build_operation) or another
+# kind's payload.
+SEND_COLUMNS = """u.id, u.kind, m.email, m.mc_status,
+    CASE WHEN u.kind = 'member'
+         THEN (jsonb_build_object('email_address', m.email) || COALESCE(u.payload, '{}'))::text
+    END,
+    CASE WHEN u.kind <> 'member' THEN u.payload END"""
 PURGE_SECONDS = 60
 _logger = logging.getLogger(__name__)
 UPDATE_STATES = [
@@ -205,27 +214,45 @@ class MailchimpUpdate(models.Model):
         rows = [r[0] for r in self.env.cr.fetchall()]
         return self._queue(audience, [(row, "member", {"status": "unsubscribed"}) for row in rows], {})
 
-    def _claim(self, audience, batch, limit, after_id=0):
+    def _next_span(self, audience, limit, after_id):
+        """(first id, last id) of the audience's next ``limit`` queued
+        updates after ``after_id``, or None: the span a sender claims."""
+        self.env.cr.execute(
+            """SELECT min(id), max(id) FROM (
+                   SELECT id FROM mailchimp_update
+                    WHERE audience_id = %s AND state = 'queued' AND id > %s
+                 ORDER BY id LIMIT %s) span""",
+            (audience.id, after_id, limit),
+        )
+        first, last = self.env.cr.fetchone()
+        return None if first is None else (first, last)
+
+    def _claim(self, audience, batch, limit, after_id=0, to_send=False, up_to=None):
         """Give up to ``limit`` queued updates of the audience to ``batch``,
         in id order from ``after_id`` on.  Only updates still queued are
         taken, and one locked by a writer right now is left for the next
         batch.  The submit stage passes the last id it claimed: the index of
         queued updates keeps the entries of claimed ones until vacuum, and
-        a scan from the start walks all of them for every batch."""
+        a scan from the start walks all of them for every batch; a sender
+        claims up to ``up_to`` (see _next_span).  Returns [(update id,
+        member id)], or with ``to_send`` the rows a sender builds the
+        batch's operations from (:data:`SEND_COLUMNS`)."""
         # The rows are picked once (MATERIALIZED).  As a subquery, the
         # planner may run it again for each row of a nested loop (where its
         # statistics say the table is nearly empty); each run skips the rows
         # this statement already took and locks the next ones, and one batch
         # took every queued update (tests/test_housekeeping.py forces that plan).
         self.env.cr.execute(
-            """WITH picked AS MATERIALIZED (
+            f"""WITH picked AS MATERIALIZED (
                     SELECT id FROM mailchimp_update
                      WHERE audience_id = %(aud)s AND state = 'queued' AND id > %(after)s
+                       AND (%(up_to)s::int IS NULL OR id <= %(up_to)s)
                   ORDER BY id LIMIT %(limit)s FOR UPDATE SKIP LOCKED)
                 UPDATE mailchimp_update u SET state = 'sent', batch_id = %(batch)s
-                  FROM picked WHERE u.id = picked.id
-             RETURNING u.id, u.member_id""",
-            {"batch": batch.id, "aud": audience.id, "limit": limit, "after": after_id},
+                  FROM picked {", mailchimp_member m" if to_send else ""}
+                 WHERE u.id = picked.id {"AND m.id = u.member_id" if to_send else ""}
+             RETURNING {SEND_COLUMNS if to_send else "u.id, u.member_id"}""",
+            {"batch": batch.id, "aud": audience.id, "limit": limit, "after": after_id, "up_to": up_to},
         )
         claimed = self.env.cr.fetchall()
         self.invalidate_model()

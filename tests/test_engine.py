@@ -148,18 +148,21 @@ class TestEngineRaces(CommittedFixture, SyncCase):
         with self.db.cursor() as cr1, self.db.cursor() as cr2:
             env1, env2 = self.env_on(cr1), self.env_on(cr2)
             self.assertEqual(env1["mailchimp.sync"]._step(env1["mailchimp.audience"].browse(self.ids["audience"])),
-                             "partial", "the submit step claims the updates")
+                             "done", "the submit step's senders claimed and sent the updates")
             with self.assertRaises(UserError) as caught:
                 env2["mailchimp.audience"].browse(self.ids["audience"]).action_abort()
             self.assertIn("running right now", str(caught.exception))
             cr2.rollback()
-            cr1.rollback()  # the step never committed (killed, say): nothing was claimed
+            # The step never committed (killed, say): its senders' batch,
+            # committed on their own connections, is at Mailchimp.
+            cr1.rollback()
         with self.db.cursor() as cr:
             env = self.env_on(cr)
             audience = env["mailchimp.audience"].browse(self.ids["audience"])
             result = audience.action_abort()
             cr.commit()
-            self.assertIn("3 unsent update(s) cancelled", result["params"]["message"])
+            self.assertIn("0 unsent update(s) cancelled and 1 batch(es) stopped at Mailchimp",
+                          result["params"]["message"])
             members = env["mailchimp.member"].search([("audience_id", "=", audience.id)])
             self.assertEqual(set(members.mapped("sync_status")), {"todo"}, "the rows go back in line")
             self.assertFalse(audience.current_run_id)
