@@ -198,7 +198,9 @@ class MailchimpSync(models.AbstractModel):
         run._add_time(stage, time.monotonic() - started)
         run.steps += 1
         run._record_success()
-        self._vacuum_if_bloated()
+        # The cycle's last step does not wait for it: no stage of the cycle
+        # reads the tables again, and the worker is free for other jobs.
+        self._vacuum_if_bloated(wait=not (finished and run._next_stage() == "done"))
         if not finished:
             return "partial"
         run._advance()
