@@ -22,7 +22,7 @@ from ..mailchimp_sync.reasons import NO_RESULT
 from ..tools.sql import int_array
 from ..tools.threads import own_cursor_env, run_threads, take_turns
 from ..tools.user_messages import describe_error, describe_reason
-from .mailchimp_reconcile import CONFLICTS, Counts, LaneFailed
+from .mailchimp_reconcile import Counts, LaneFailed, lane_failures
 from .mailchimp_update import SEND_COLUMNS
 
 _logger = logging.getLogger(__name__)
@@ -238,47 +238,39 @@ class MailchimpBatch(models.Model):
     def _sender(self, audience_id, board):
         """One sender of :meth:`_submit_on_senders`, in a thread of its own
         with a cursor of its own."""
-        try:
-            with own_cursor_env(self.env) as env:
-                Batch = env["mailchimp.batch"]
-                audience = env["mailchimp.audience"].browse(audience_id)
-                while True:
+        with lane_failures(board), own_cursor_env(self.env) as env:
+            Batch = env["mailchimp.batch"]
+            audience = env["mailchimp.audience"].browse(audience_id)
+            while True:
+                with board.lock:
+                    # A step sends at least one batch, whatever its budget.
+                    if board.stopped or board.exhausted or (
+                            board.counts.batches_sent and time.monotonic() >= board.deadline):
+                        return
+                    # The next span of queued updates is this sender's:
+                    # spans follow one another in id order, and two
+                    # senders' claims never meet, so they run at once.
+                    span = env["mailchimp.update"]._next_span(audience, MAX_OPERATIONS, board.after)
+                    if span is None:
+                        board.exhausted = True
+                        env.cr.rollback()
+                        return
+                    board.after = span[1]
+                batch, rows = Batch._claim_to_send(audience, span)
+                if not rows:
+                    env.cr.rollback()  # taken or cancelled meanwhile
+                    continue
+                claimed = Counts()
+                claimed.batches_sent = 1
+                env["mailchimp.reconcile.tally"]._record(board.run_id, board.token, claimed)
+                # The claim and the batch's ``sending`` state are
+                # committed before anything leaves for Mailchimp.
+                env.cr.commit()  # pylint: disable=invalid-commit
+                with board.lock:
+                    board.counts.batches_sent += 1
+                if batch._post(rows) == "throttled":
                     with board.lock:
-                        # A step sends at least one batch, whatever its budget.
-                        if board.stopped or board.exhausted or (
-                                board.counts.batches_sent and time.monotonic() >= board.deadline):
-                            return
-                        # The next span of queued updates is this sender's:
-                        # spans follow one another in id order, and two
-                        # senders' claims never meet, so they run at once.
-                        span = env["mailchimp.update"]._next_span(audience, MAX_OPERATIONS, board.after)
-                        if span is None:
-                            board.exhausted = True
-                            env.cr.rollback()
-                            return
-                        board.after = span[1]
-                    batch, rows = Batch._claim_to_send(audience, span)
-                    if not rows:
-                        env.cr.rollback()  # taken or cancelled meanwhile
-                        continue
-                    claimed = Counts()
-                    claimed.batches_sent = 1
-                    env["mailchimp.reconcile.tally"]._record(board.run_id, board.token, claimed)
-                    # The claim and the batch's ``sending`` state are
-                    # committed before anything leaves for Mailchimp.
-                    env.cr.commit()  # pylint: disable=invalid-commit
-                    with board.lock:
-                        board.counts.batches_sent += 1
-                    if batch._post(rows) == "throttled":
-                        with board.lock:
-                            board.stopped = True  # sent once Mailchimp's queue has room
-        except CONFLICTS:
-            with board.lock:
-                board.stopped = True  # a concurrent writer: the next step goes on
-        except Exception as exc:  # noqa: BLE001 - handed to the step, which records it on the run
-            with board.lock:
-                board.error = board.error or exc
-                board.stopped = True
+                        board.stopped = True  # sent once Mailchimp's queue has room
 
     @api.model
     def _claim_to_send(self, audience, span):

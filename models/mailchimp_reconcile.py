@@ -3,6 +3,7 @@ import logging
 import threading
 import time
 import uuid
+from contextlib import contextmanager
 from datetime import datetime
 
 from psycopg2 import errors
@@ -91,6 +92,23 @@ class LaneBoard:
         return self.exhausted and not self.error and all(chunk[2] for chunk in self.chunks)
 
 
+@contextmanager
+def lane_failures(board):
+    """How a lane (a thread with a cursor of its own) ends on an error: a
+    concurrent writer stops the lanes, and the next step goes on; any
+    other error stops them too, kept on ``board`` for the step, which
+    records it on the run."""
+    try:
+        yield
+    except CONFLICTS:
+        with board.lock:
+            board.stopped = True
+    except Exception as exc:  # noqa: BLE001 - handed to the step, which records it on the run
+        with board.lock:
+            board.error = board.error or exc
+            board.stopped = True
+
+
 class LaneFailed(Exception):  # noqa: N818 - carries what the lanes committed before the failure
     """A lane failed on a chunk: the chunks committed before are kept, and
     the step records them on the run before it records the failure."""
@@ -151,40 +169,32 @@ class MailchimpReconcile(models.AbstractModel):
         """One lane, in a thread of its own with a cursor of its own: claim
         the next chunk, lock and decide it as a serial step would, commit;
         again until no row is left, the budget is spent, or a lane failed."""
-        try:
-            with own_cursor_env(self.env) as env:
-                Reconcile = env["mailchimp.reconcile"]
-                audience = env["mailchimp.audience"].browse(audience_id)
-                while True:
-                    env["mailchimp.sync"]._tune_bulk_transaction()
-                    with board.lock:
-                        # A step does at least one chunk, as a serial one
-                        # does, whatever its budget.
-                        if board.stopped or board.exhausted or (board.chunks and time.monotonic() >= board.deadline):
-                            return
-                        # Claimed under the board's lock: two lanes never
-                        # take the same rows, and chunks go in id order.
-                        ids = Reconcile._todo_ids(audience, board.after, chunk)
-                        if not ids:
-                            board.exhausted = True
-                            return
-                        board.after = ids[-1]
-                        entry = [ids[0], ids[-1], False]
-                        board.chunks.append(entry)
-                    counts = Reconcile._reconcile_chunk(audience, board, ids, entry)
-                    with board.lock:
-                        if counts is None:
-                            board.stopped = True  # the next step takes the chunk again
-                            return
-                        entry[2] = True
-                        counts.add_to(board.counts)
-        except CONFLICTS:
-            with board.lock:
-                board.stopped = True  # a concurrent writer: the next step goes on
-        except Exception as exc:  # noqa: BLE001 - handed to the step, which records it on the run
-            with board.lock:
-                board.error = board.error or exc
-                board.stopped = True
+        with lane_failures(board), own_cursor_env(self.env) as env:
+            Reconcile = env["mailchimp.reconcile"]
+            audience = env["mailchimp.audience"].browse(audience_id)
+            while True:
+                env["mailchimp.sync"]._tune_bulk_transaction()
+                with board.lock:
+                    # A step does at least one chunk, as a serial one
+                    # does, whatever its budget.
+                    if board.stopped or board.exhausted or (board.chunks and time.monotonic() >= board.deadline):
+                        return
+                    # Claimed under the board's lock: two lanes never
+                    # take the same rows, and chunks go in id order.
+                    ids = Reconcile._todo_ids(audience, board.after, chunk)
+                    if not ids:
+                        board.exhausted = True
+                        return
+                    board.after = ids[-1]
+                    entry = [ids[0], ids[-1], False]
+                    board.chunks.append(entry)
+                counts = Reconcile._reconcile_chunk(audience, board, ids, entry)
+                with board.lock:
+                    if counts is None:
+                        board.stopped = True  # the next step takes the chunk again
+                        return
+                    entry[2] = True
+                    counts.add_to(board.counts)
 
     def _reconcile_chunk(self, audience, board, ids, entry):
         """Decide and commit one claimed chunk on this lane's cursor, its
