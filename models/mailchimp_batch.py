@@ -1,7 +1,6 @@
 import logging
 import threading
 import time
-import uuid
 from concurrent.futures import Future
 from contextlib import closing
 from datetime import datetime, timedelta
@@ -22,7 +21,7 @@ from ..mailchimp_sync.reasons import NO_RESULT
 from ..tools.sql import int_array
 from ..tools.threads import own_cursor_env, run_threads, take_turns
 from ..tools.user_messages import describe_error, describe_reason
-from .mailchimp_reconcile import Counts, LaneFailed, lane_failures
+from .mailchimp_reconcile import Counts, LaneBoard, LaneFailed, lane_failures
 from .mailchimp_update import SEND_COLUMNS
 
 _logger = logging.getLogger(__name__)
@@ -79,26 +78,15 @@ UNSETTLED_DOMAIN = [
 ]
 
 
-class SendBoard:
-    """What the senders of one submit step share, under ``lock``: the run
-    they count for and the step's token (each claim's tally bears it),
-    where the next claim starts, the batches claimed
-    (``counts.batches_sent``), and why they stopped: nothing was left to
-    claim, Mailchimp said to wait, or the first error.  The step records it
-    on the run as it records a reconcile's lanes (``_record_lanes``)."""
+class SendBoard(LaneBoard):
+    """What the senders of one submit step share, as a reconcile's lanes
+    share a :class:`LaneBoard`: the run they count for and the step's
+    token (each claim's tally bears it), where the next claim starts, the
+    batches claimed (``counts.batches_sent``), and why they stopped:
+    nothing was left to claim, Mailchimp said to wait, or the first
+    error.  The step records it on the run as it records its lanes."""
 
-    def __init__(self, run_id, after_id, deadline):
-        self.lock = threading.Lock()
-        self.run_id = run_id
-        self.token = uuid.uuid4().hex
-        self.after = after_id
-        self.deadline = deadline
-        self.counts = Counts()
-        self.exhausted = False  # a claim found no update left to send
-        self.stopped = False
-        self.error = None
-
-    def done_up_to(self, _start):
+    def done_up_to(self, start):
         """Where the next step's claims start: after the last update claimed
         (one a sender claimed but could not commit is found again from the
         start, as an update queued again is)."""
