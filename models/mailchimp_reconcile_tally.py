@@ -62,3 +62,17 @@ class MailchimpReconcileTally(models.Model):
             setattr(counts, name, value)
         if any(getattr(counts, name) for name in COUNTERS):
             counts.add_to_run(run)
+
+    @api.model
+    def _drop_closed(self, audience):
+        """Delete the tallies of ``audience``'s closed runs, as its next run
+        opens.  Every one was counted: a run closes in a step that folded
+        the tallies it saw, and those it could not see (its snapshot was
+        taken before they committed) are its own lanes', which it counted
+        itself.  Without this, each run kept a row per chunk and per batch
+        until the run itself was purged."""
+        self.env.cr.execute(
+            """DELETE FROM mailchimp_reconcile_tally t USING mailchimp_sync_run r
+                WHERE t.run_id = r.id AND r.audience_id = %s AND r.id IS DISTINCT FROM %s""",
+            (audience.id, audience.current_run_id.id or None),
+        )

@@ -233,6 +233,7 @@ class MailchimpSyncRun(models.Model):
         since = previous.odoo_horizon or (previous.started_at and previous.started_at - timedelta(minutes=15))
         self.env.cr.execute("SELECT EXISTS (SELECT 1 FROM mailchimp_member WHERE audience_id = %s)", (audience.id,))
         cache_was_empty = not self.env.cr.fetchone()[0]
+        self.env["mailchimp.reconcile.tally"]._drop_closed(audience)
         run = self.create({
             "audience_id": audience.id, "full": full, "stage_timings": {},
             "fetch_since": False if full else audience.last_fetch_at - timedelta(minutes=15),

@@ -168,3 +168,31 @@ class TestSendersOnRealConnections(CommittedFixture, SyncCase):
         self.emulator.control.run_batches()
         for i in range(2):
             self.assertEqual(self.mc(f"racer{i}@example.org")["status"], "subscribed")
+
+    def test_the_next_cycle_drops_the_tallies_the_last_one_left(self):
+        """The senders' tallies of a step that finished the cycle stay (its
+        snapshot does not show them, so it cannot delete them); the next
+        cycle deletes them as it opens, and the run keeps its counts."""
+        self.setup_committed(odoo_only=6)
+
+        def tallies():
+            with self.db.cursor() as cr:
+                cr.execute("""SELECT count(*) FROM mailchimp_reconcile_tally t
+                                JOIN mailchimp_sync_run r ON r.id = t.run_id
+                               WHERE r.audience_id = %s AND t.batches_sent > 0""", (self.ids["audience"],))
+                return cr.fetchone()[0]
+
+        with patch.object(mailchimp_batch, "MAX_OPERATIONS", 3):
+            self.assertEqual(self.run_steps(), "done")
+        self.assertEqual(tallies(), 2, "one tally per batch a sender claimed")
+        self.assertEqual(self.run_record(), ("done", 2))
+        with self.db.cursor() as cr:
+            env = self.env_on(cr)
+            self.assertEqual(env["mailchimp.sync"]._step(env["mailchimp.audience"].browse(self.ids["audience"])),
+                             "partial")
+            cr.commit()
+        self.assertEqual(tallies(), 0)
+        with self.db.cursor() as cr:
+            cr.execute("""SELECT batches_sent FROM mailchimp_sync_run WHERE audience_id = %s
+                        ORDER BY id""", (self.ids["audience"],))
+            self.assertEqual(cr.fetchall()[0], (2,), "the closed run keeps its count")
