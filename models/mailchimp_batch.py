@@ -242,7 +242,6 @@ class MailchimpBatch(models.Model):
                     span = env["mailchimp.update"]._next_span(audience, MAX_OPERATIONS, board.after)
                     if span is None:
                         board.exhausted = True
-                        env.cr.rollback()
                         return
                     board.after = span[1]
                 batch, rows = Batch._claim_to_send(audience, span)

@@ -164,9 +164,9 @@ class MailchimpSync(models.AbstractModel):
         self._tune_bulk_transaction()
         if stage in ("create", "reconcile", "submit"):
             # Chunks the lanes of a step lost before its commit decided (or
-            # gave contacts to, or batches they claimed): counted now, once.  Outside the stage's
-            # savepoint, so that a step that fails still drops the tallies
-            # it found counted.
+            # gave contacts to), or batches its senders claimed: counted
+            # now, once.  Outside the stage's savepoint, so that a step that
+            # fails still drops the tallies it found counted.
             self.env["mailchimp.reconcile.tally"]._fold_into(run)
         started = time.monotonic()
         try:

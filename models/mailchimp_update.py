@@ -20,6 +20,7 @@ DEFAULT_RETENTION_DAYS = 30
 # Updates one statement of the purge deletes; the cron call stops after
 # PURGE_SECONDS and reports what is left, so Odoo's runner calls again.
 PURGE_CHUNK = 20000
+PURGE_SECONDS = 60
 # What a sender reads of each update it sends (``u``), with its member
 # (``m``): id, kind, the member's email and Mailchimp status, and a member
 # update's body as the JSON text to send (see build_operation) or another
@@ -29,7 +30,6 @@ SEND_COLUMNS = """u.id, u.kind, m.email, m.mc_status,
          THEN (jsonb_build_object('email_address', m.email) || COALESCE(u.payload, '{}'))::text
     END,
     CASE WHEN u.kind <> 'member' THEN u.payload END"""
-PURGE_SECONDS = 60
 _logger = logging.getLogger(__name__)
 UPDATE_STATES = [
     ("queued", "Queued"),
@@ -242,16 +242,19 @@ class MailchimpUpdate(models.Model):
         # statistics say the table is nearly empty); each run skips the rows
         # this statement already took and locks the next ones, and one batch
         # took every queued update (tests/test_housekeeping.py forces that plan).
+        # A sender reads its members' addresses in the same statement.
+        members, returning = (("JOIN mailchimp_member m ON m.id = picked.member_id", SEND_COLUMNS) if to_send
+                              else ("", "u.id, u.member_id"))
         self.env.cr.execute(
             f"""WITH picked AS MATERIALIZED (
-                    SELECT id FROM mailchimp_update
+                    SELECT id, member_id FROM mailchimp_update
                      WHERE audience_id = %(aud)s AND state = 'queued' AND id > %(after)s
                        AND (%(up_to)s::int IS NULL OR id <= %(up_to)s)
                   ORDER BY id LIMIT %(limit)s FOR UPDATE SKIP LOCKED)
                 UPDATE mailchimp_update u SET state = 'sent', batch_id = %(batch)s
-                  FROM picked {", mailchimp_member m" if to_send else ""}
-                 WHERE u.id = picked.id {"AND m.id = u.member_id" if to_send else ""}
-             RETURNING {SEND_COLUMNS if to_send else "u.id, u.member_id"}""",
+                  FROM picked {members}
+                 WHERE u.id = picked.id
+             RETURNING {returning}""",
             {"batch": batch.id, "aud": audience.id, "limit": limit, "after": after_id, "up_to": up_to},
         )
         claimed = self.env.cr.fetchall()
