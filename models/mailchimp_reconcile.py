@@ -1,5 +1,6 @@
 import json
 import logging
+import math
 import threading
 import time
 import uuid
@@ -459,11 +460,12 @@ class MailchimpReconcile(models.AbstractModel):
         5 %) of its subscribed members, or than its cap (default 1,000),
         whichever is smaller (but never fewer than 10 people), and the run
         waits for a manager's confirmation with the counts and examples:
-        then the plan has a ``message``."""
+        then the plan has a ``message``.  The plan also counts the rows to
+        do (``progress_total``)."""
         override = audience.trust_override or ""
         self.env.cr.execute(
             """
-            SELECT count(*) FILTER (WHERE o), count(*) FILTER (WHERE u),
+            SELECT count(*), count(*) FILTER (WHERE o), count(*) FILTER (WHERE u),
                    (array_agg(email ORDER BY id) FILTER (WHERE o))[1:5],
                    (array_agg(email ORDER BY id) FILTER (WHERE u))[1:5]
               FROM (
@@ -484,18 +486,25 @@ class MailchimpReconcile(models.AbstractModel):
             """,
             {"aud": audience.id, "ov": override},
         )
-        opt_outs, unsubscribes, out_examples, unsub_examples = self.env.cr.fetchone()
-        plan = {"plan_opt_outs": opt_outs, "plan_unsubscribes": unsubscribes}
+        todo, opt_outs, unsubscribes, out_examples, unsub_examples = self.env.cr.fetchone()
+        plan = {"plan_opt_outs": opt_outs, "plan_unsubscribes": unsubscribes, "progress_total": todo}
         if opt_outs + unsubscribes <= MIN_SAFETY_LIMIT:
             return plan  # within any limit: the audience need not be counted
-        self.env.cr.execute(
-            f"""SELECT count(*) FROM mailchimp_member
-                 WHERE audience_id = %s AND (odoo_subscribed OR {MC_SUBSCRIBED_SQL})""",
-            (audience.id,),
-        )
-        subscribed = self.env.cr.fetchone()[0]
-        limit = max(min(subscribed * (audience.safety_share or 0) / 100.0, audience.safety_max or 0),
-                    MIN_SAFETY_LIMIT)
+        share, cap = audience.safety_share or 0, audience.safety_max or 0
+        subscribed = 0
+        if share > 0 and cap > 0:
+            # Counted only as far as the share can matter: from cap * 100 /
+            # share subscribed members on, the cap is the limit (a scan of
+            # 20,000 rows by default, not of a million-member audience).
+            self.env.cr.execute(
+                f"""SELECT count(*) FROM (
+                        SELECT 1 FROM mailchimp_member
+                         WHERE audience_id = %s AND (odoo_subscribed OR {MC_SUBSCRIBED_SQL})
+                         LIMIT %s) counted""",
+                (audience.id, math.ceil(cap * 100.0 / share)),
+            )
+            subscribed = self.env.cr.fetchone()[0]
+        limit = max(min(subscribed * share / 100.0, cap), MIN_SAFETY_LIMIT)
         if opt_outs + unsubscribes <= limit:
             return plan
         plan["message"] = self.env._(

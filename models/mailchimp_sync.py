@@ -613,12 +613,11 @@ class MailchimpSync(models.AbstractModel):
         Reconcile = self.env["mailchimp.reconcile"]
         if not run.cursor:
             self._ensure_statistics()
+            # (the plan counts the rows to do besides: the stage's progress)
             plan = Reconcile._plan(audience)
-            run.write({"plan_opt_outs": plan["plan_opt_outs"], "plan_unsubscribes": plan["plan_unsubscribes"]})
+            run.write({key: plan[key] for key in ("plan_opt_outs", "plan_unsubscribes", "progress_total")})
             if not run.plan_confirmed and plan.get("message"):
                 raise WaitForConfirmation(plan)
-            run.progress_total = self.env["mailchimp.member"].search_count(
-                [("audience_id", "=", audience.id), ("sync_status", "=", "todo")])
         lanes = Reconcile._lanes() if self.env.context.get("mailchimp_lanes") else 1
         if lanes > 1 and run.failure_count < 2:
             board = Reconcile._reconcile_in_lanes(audience, run.id, run.cursor, deadline, lanes)

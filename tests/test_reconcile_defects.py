@@ -140,6 +140,36 @@ class TestReconcileDefects(SyncCase):
         self.sync()
         self.assertEqual(sum(not self.subscribed(c) for c in contacts), 15)
 
+    def test_safety_valve_limit_is_the_smaller_of_share_and_cap(self):
+        """The limit is the share of the subscribed members or the cap,
+        whichever is smaller, never under 10: counting the subscribed only
+        as far as the share can matter gives the same limit."""
+        members = [{"email_address": f"v{i}@example.org", "status": "subscribed"} for i in range(40)]
+        for m in members:
+            self.contact(m["email_address"], [self.newsletter])
+        self.seed(members)
+        self.sync()
+        self.mailchimp_later()
+        for m in members[:15]:
+            self.emulator.control.admin_update(self.list_id, m["email_address"], status="unsubscribed")
+        self.emulator.control.clock(real=True)
+        self.sync(settle=False, until="reconcile")
+        Reconcile = self.env["mailchimp.reconcile"]
+        # (share %, cap) -> the limit the message names, or None: within it
+        for share, cap, limit in ((50, 1000, None), (30, 1000, 12), (100, 12, 12), (100, 14, 14),
+                                  (5, 1000, 10), (0, 1000, 10), (100, 0, 10), (100, 15, None), (50, 15, None)):
+            self.audience.write({"safety_share": share, "safety_max": cap})
+            plan = Reconcile._plan(self.audience)
+            self.assertEqual(plan["plan_opt_outs"], 15)
+            # the stage's progress: every row to do, not only those changing
+            self.assertEqual(plan["progress_total"], self.env["mailchimp.member"].search_count(
+                [("audience_id", "=", self.audience.id), ("sync_status", "=", "todo")]))
+            self.assertGreaterEqual(plan["progress_total"], 15)
+            if limit is None:
+                self.assertNotIn("message", plan, (share, cap))
+            else:
+                self.assertIn(f"allows ({limit})", plan["message"], (share, cap))
+
     def test_safety_valve_lets_a_small_change_through(self):
         members = [{"email_address": f"s{i}@example.org", "status": "subscribed"} for i in range(40)]
         for m in members:
