@@ -54,6 +54,10 @@ class TestSendersOnRealConnections(CommittedFixture, SyncCase):
         for i in range(12):
             self.assertEqual(self.mc(f"racer{i}@example.org")["status"], "subscribed")
         self.assertEqual(len(self.emulator.control.state(self.list_id)["batches"]), 4, "each POSTed once")
+        with self.db.cursor() as cr:
+            cr.execute("""SELECT count(*), count(sent_at), bool_and(sent_at >= queued_at) FROM mailchimp_update
+                           WHERE audience_id = %s""", (self.ids["audience"],))
+            self.assertEqual(cr.fetchone(), (12, 12, True), "each update shows when it left")
 
     def test_a_batch_refused_for_too_many_connections_goes_back_in_line_without_a_pause(self):
         """Mailchimp refuses the first POST for its limit of simultaneous
