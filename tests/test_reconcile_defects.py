@@ -118,17 +118,23 @@ class TestReconcileDefects(SyncCase):
         self.sync()
         self.assertEqual(eve.message_ids.filtered(lambda m: "cleaned" in (m.body or "")), notes)
 
-    def test_safety_valve_stops_a_mass_opt_out(self):
-        """Item 13: a plan that would opt out an unusual share waits for a
-        manager, with counts and examples, having changed nothing."""
-        members = [{"email_address": f"m{i}@example.org", "status": "subscribed"} for i in range(40)]
+    def members_unsubscribing_at_mailchimp(self, prefix, leaving):
+        """Forty members subscribed on both sides and synced; then
+        ``leaving`` of them unsubscribe at Mailchimp.  Returns (members, contacts)."""
+        members = [{"email_address": f"{prefix}{i}@example.org", "status": "subscribed"} for i in range(40)]
         contacts = [self.contact(m["email_address"], [self.newsletter]) for m in members]
         self.seed(members)
         self.sync()
         self.mailchimp_later()
-        for m in members[:15]:
+        for m in members[:leaving]:
             self.emulator.control.admin_update(self.list_id, m["email_address"], status="unsubscribed")
         self.emulator.control.clock(real=True)
+        return members, contacts
+
+    def test_safety_valve_stops_a_mass_opt_out(self):
+        """Item 13: a plan that would opt out an unusual share waits for a
+        manager, with counts and examples, having changed nothing."""
+        _members, contacts = self.members_unsubscribing_at_mailchimp("m", 15)
         self.sync(settle=False, until="reconcile")
         self.assertEqual(self.step(), "confirm")
         run = self.audience.current_run_id
@@ -144,15 +150,7 @@ class TestReconcileDefects(SyncCase):
         """The limit is the share of the subscribed members or the cap,
         whichever is smaller, never under 10: counting the subscribed only
         as far as the share can matter gives the same limit."""
-        members = [{"email_address": f"v{i}@example.org", "status": "subscribed"} for i in range(40)]
-        for m in members:
-            self.contact(m["email_address"], [self.newsletter])
-        self.seed(members)
-        self.sync()
-        self.mailchimp_later()
-        for m in members[:15]:
-            self.emulator.control.admin_update(self.list_id, m["email_address"], status="unsubscribed")
-        self.emulator.control.clock(real=True)
+        self.members_unsubscribing_at_mailchimp("v", 15)
         self.sync(settle=False, until="reconcile")
         Reconcile = self.env["mailchimp.reconcile"]
         # (share %, cap) -> the limit the message names, or None: within it
@@ -171,15 +169,7 @@ class TestReconcileDefects(SyncCase):
                 self.assertIn(f"allows ({limit})", plan["message"], (share, cap))
 
     def test_safety_valve_lets_a_small_change_through(self):
-        members = [{"email_address": f"s{i}@example.org", "status": "subscribed"} for i in range(40)]
-        for m in members:
-            self.contact(m["email_address"], [self.newsletter])
-        self.seed(members)
-        self.sync()
-        self.mailchimp_later()
-        for m in members[:3]:
-            self.emulator.control.admin_update(self.list_id, m["email_address"], status="unsubscribed")
-        self.emulator.control.clock(real=True)
+        self.members_unsubscribing_at_mailchimp("s", 3)
         run = self.sync()
         self.assertEqual(run.plan_opt_outs, 3)
         self.assertEqual(run.state, "done")
