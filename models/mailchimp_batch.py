@@ -21,7 +21,7 @@ from ..mailchimp_sync.reasons import NO_RESULT
 from ..tools.sql import int_array
 from ..tools.threads import own_cursor_env, run_threads, take_turns
 from ..tools.user_messages import describe_error, describe_reason
-from .mailchimp_reconcile import Counts, LaneBoard, LaneFailed, lane_failures
+from .mailchimp_reconcile import Counts, LaneFailed, StepBoard, lane_failures
 from .mailchimp_update import SEND_COLUMNS
 
 _logger = logging.getLogger(__name__)
@@ -76,21 +76,6 @@ UNSETTLED_DOMAIN = [
     ("mailchimp_batch_id", "!=", False),
     ("status", "not in", ("aborted", "expired")),
 ]
-
-
-class SendBoard(LaneBoard):
-    """What the senders of one submit step share, as a reconcile's lanes
-    share a :class:`LaneBoard`: the run they count for and the step's
-    token (each claim's tally bears it), where the next claim starts, the
-    batches claimed (``counts.batches_sent``), and why they stopped:
-    nothing was left to claim, Mailchimp said to wait, or the first
-    error.  The step records it on the run as it records its lanes."""
-
-    def done_up_to(self, start):
-        """Where the next step's claims start: after the last update claimed
-        (one a sender claimed but could not commit is found again from the
-        start, as an update queued again is)."""
-        return self.after
 
 
 class MailchimpBatch(models.Model):
@@ -211,7 +196,7 @@ class MailchimpBatch(models.Model):
         transaction keeps the run, and adds what the senders claimed.
         Returns whether nothing is left to send."""
         self.env.flush_all()
-        board = SendBoard(run.id, run.cursor, deadline)
+        board = StepBoard(run.id, run.cursor, deadline)
         name = f"mailchimp-send-{self.env.cr.dbname}"
         run_threads(name, SENDERS, self._sender, audience.id, board)
         if board.exhausted and not board.stopped and board.after:

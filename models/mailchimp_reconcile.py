@@ -60,11 +60,13 @@ class Counts:
                        progress_done=run.progress_done + self.reconciled + self.batches_sent))
 
 
-class LaneBoard:
-    """What the lanes of one step share, under ``lock``: the run they
-    count for and the step's token (each chunk's tally bears it), where
-    the next chunk starts, the chunks claimed in id order (first id, last
-    id, committed), the counts of those committed, and the first error."""
+class StepBoard:
+    """What the threads of one step (a submit step's senders) share, under
+    ``lock``: the run they count for and the step's token (each commit's
+    tally bears it), where the next claim starts, the counts of what they
+    committed, and why they stopped: nothing was left to claim, they were
+    told to (a conflict, Mailchimp saying to wait), or the first error.
+    The step records it on the run (``mailchimp.sync._record_lanes``)."""
 
     def __init__(self, run_id, after_id, deadline):
         self.lock = threading.Lock()
@@ -72,11 +74,27 @@ class LaneBoard:
         self.token = uuid.uuid4().hex
         self.after = after_id
         self.deadline = deadline
-        self.chunks = []
         self.counts = Counts()
-        self.exhausted = False  # a claim found no row left to do
+        self.exhausted = False  # a claim found nothing left to do
         self.stopped = False
         self.error = None
+
+    def done_up_to(self, start):
+        """Where the next step's claims start: after the last one claimed
+        (one claimed but not committed is found again from the start, as
+        an update queued again is).  ``start``, where the step began,
+        matters to the lanes' board only."""
+        return self.after
+
+
+class LaneBoard(StepBoard):
+    """The :class:`StepBoard` of a reconcile step's lanes, with the chunks
+    claimed in id order (first id, last id, committed): a chunk a lane
+    gave up stays to do, so the next step goes on from before it."""
+
+    def __init__(self, run_id, after_id, deadline):
+        super().__init__(run_id, after_id, deadline)
+        self.chunks = []
 
     def done_up_to(self, start):
         """The last id of the chunks committed without a gap from ``start``:
