@@ -188,9 +188,9 @@ class MailchimpBatch(models.Model):
         batch, commit the claim, POST it and record the answer, until no
         update is left, the step's budget is spent, or Mailchimp says to
         wait.  While one sender claims and reads its batch, the other's
-        POST is under way (claimed in the step and POSTed after its commit,
-        as a transaction that already wrote has them, the two never overlap:
-        a fifth of a first sync).  Once nothing
+        POST is under way.  (A transaction that already wrote claims its
+        batches in the step and POSTs them after its commit: there claiming
+        and sending never overlap, a fifth of a first sync.)  Once nothing
         is left after the cursor, one sender looks once more from the
         start, for updates queued again below it.  The step's own
         transaction keeps the run, and adds what the senders claimed.

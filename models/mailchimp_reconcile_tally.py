@@ -73,6 +73,6 @@ class MailchimpReconcileTally(models.Model):
         until the run itself was purged."""
         self.env.cr.execute(
             """DELETE FROM mailchimp_reconcile_tally t USING mailchimp_sync_run r
-                WHERE t.run_id = r.id AND r.audience_id = %s AND r.id IS DISTINCT FROM %s""",
-            (audience.id, audience.current_run_id.id or None),
+                WHERE t.run_id = r.id AND r.audience_id = %s AND r.ended_at IS NOT NULL""",
+            (audience.id,),
         )
