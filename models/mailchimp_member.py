@@ -248,6 +248,14 @@ class MailchimpMember(models.Model):
                 ON mailchimp_member (audience_id, id) WHERE sync_status = 'todo';
             CREATE INDEX IF NOT EXISTS mailchimp_member_no_contact_idx
                 ON mailchimp_member (audience_id, id) WHERE contact_id IS NULL;
+            -- The Odoo-changes stage's other rows of an incremental cycle,
+            -- a few of the cache at any time: rows whose Odoo side was never
+            -- computed (created through the ORM) and rows whose contact was
+            -- deleted.
+            CREATE INDEX IF NOT EXISTS mailchimp_member_odoo_unknown_idx
+                ON mailchimp_member (audience_id, id) WHERE odoo_subscribed IS NULL;
+            CREATE INDEX IF NOT EXISTS mailchimp_member_contact_deleted_idx
+                ON mailchimp_member (audience_id, odoo_deleted_at) WHERE odoo_deleted_at IS NOT NULL;
             """
         )
         # No query filters or joins on these columns: statistics on them

@@ -154,12 +154,18 @@ class MailchimpOdooChanges(models.AbstractModel):
         one, or blacklist entry was stamped since then (the stamps are
         indexed)."""
         lists = [audience.mailing_list_id.id] + audience.interest_ids.mailing_list_id.ids
-        todo = "" if stamped_only else "sync_status = 'todo' OR "
+        # Each kind of row its own SELECT, each read through a partial index
+        # (mailchimp.member's init): as one WHERE with ORs, the planner
+        # scanned the whole cache (0.08 s at 100,000 members, 0.3 s of a
+        # million-member incremental cycle that changed 2,000).
+        todo = "" if stamped_only else """
+            SELECT id FROM mailchimp_member WHERE audience_id = %(aud)s AND sync_status = 'todo'
+            UNION"""
         self.env.cr.execute(
-            f"""
-            SELECT id FROM mailchimp_member
-             WHERE audience_id = %(aud)s
-               AND ({todo}odoo_subscribed IS NULL OR odoo_deleted_at >= %(since)s)
+            f"""{todo}
+            SELECT id FROM mailchimp_member WHERE audience_id = %(aud)s AND odoo_subscribed IS NULL
+            UNION
+            SELECT id FROM mailchimp_member WHERE audience_id = %(aud)s AND odoo_deleted_at >= %(since)s
             UNION
             SELECT m.id FROM mailing_subscription s
               JOIN mailchimp_member m ON m.contact_id = s.contact_id AND m.audience_id = %(aud)s

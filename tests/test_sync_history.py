@@ -160,6 +160,30 @@ class TestOdooHistory(TransactionCase):
         self.assertChangedNow(member.odoo_deleted_at)
         self.assertEqual(member.sync_status, "todo", "a deleted contact is work for the next sync")
 
+    def test_the_rows_an_incremental_cycle_looks_at(self):
+        """The Odoo-changes stage of an incremental cycle looks at the rows
+        changed since the last one, found by their stamps, not at every row."""
+        contacts = {name: self.contact(f"{name}@example.org", [self.newsletter]) for name in ("kept", "gone", "out")}
+        rows = {name: self.Member.create({
+            "audience_id": self.audience.id, "email": contact.email, "contact_id": contact.id,
+            "mc_status": "subscribed", "sync_status": "ok", "odoo_subscribed": True})
+            for name, contact in contacts.items()}
+        # never given its Odoo side (created through the ORM)
+        rows["unknown"] = self.Member.create({"audience_id": self.audience.id, "email": "unknown@example.org",
+                                              "mc_status": "subscribed", "sync_status": "ok"})
+        rows["todo"] = self.Member.create({"audience_id": self.audience.id, "email": "todo@example.org",
+                                           "mc_status": "subscribed", "odoo_subscribed": False})
+        self.env.flush_all()
+        since = datetime.utcnow()
+        contacts["gone"].unlink()
+        self.sub(contacts["out"]).opt_out = True
+        self.env.flush_all()
+        Changes = self.env["mailchimp.odoo.changes"]
+        stamped = {rows[name].id for name in ("gone", "out", "unknown")}
+        self.assertEqual(set(Changes._changed_in_odoo_since(self.audience, since, stamped_only=True)), stamped)
+        self.assertEqual(set(Changes._changed_in_odoo_since(self.audience, since)), stamped | {rows["todo"].id},
+                         "a row to do is looked at too, unless the cycle wrote every row's Odoo side")
+
     def test_unmapped_lists_keep_no_removals(self):
         contact = self.contact(lists=[self.other])
         self.sub(contact, self.other).unlink()
