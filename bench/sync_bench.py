@@ -407,6 +407,7 @@ def main():
             ran, settled = settle(env, ctl)
             print(f"batches: the emulator ran {run.batches_sent} batches in {ran:.1f} s; "
                   f"reading and settling their results took {settled:.1f} s")
+            wait_for_vacuum("settling")
             reset_peak_rss()
 
             ctl.clock(real=True)
