@@ -10,10 +10,12 @@ def uninstall_hook(env):
         DROP TRIGGER IF EXISTS mailchimp_sync_subscription_stamp ON mailing_subscription;
         DROP TRIGGER IF EXISTS mailchimp_sync_subscription_removed ON mailing_subscription;
         DROP TRIGGER IF EXISTS mailchimp_sync_blacklist_stamp ON mail_blacklist;
+        DROP TRIGGER IF EXISTS mailchimp_sync_blacklist_removed ON mail_blacklist;
         DROP TRIGGER IF EXISTS mailchimp_sync_contact_deleted ON mailing_contact;
         DROP FUNCTION IF EXISTS mailchimp_sync_subscription_stamp();
         DROP FUNCTION IF EXISTS mailchimp_sync_subscription_removed();
         DROP FUNCTION IF EXISTS mailchimp_sync_blacklist_stamp();
+        DROP FUNCTION IF EXISTS mailchimp_sync_blacklist_removed();
         DROP FUNCTION IF EXISTS mailchimp_sync_contact_deleted();
         DROP INDEX IF EXISTS mailchimp_sync_contact_email_idx;
         DROP INDEX IF EXISTS mailchimp_sync_partner_email_idx;

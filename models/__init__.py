@@ -9,6 +9,7 @@ from . import mailchimp_update
 from . import mailchimp_batch
 from . import mailchimp_sync_run
 from . import mailchimp_list_removal
+from . import mailchimp_blacklist_removal
 from . import mailchimp_reconcile
 from . import mailchimp_reconcile_tally
 from . import mailchimp_sync

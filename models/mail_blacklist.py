@@ -3,7 +3,8 @@ from odoo import fields, models
 
 class MailBlacklist(models.Model):
     """A blacklisted email counts as not subscribed (by default): stamp when
-    an address enters or leaves the blacklist, whatever path did it."""
+    an address enters or leaves the blacklist, whatever path did it (a
+    deleted entry in ``mailchimp.blacklist.removal``)."""
 
     _inherit = "mail.blacklist"
 
@@ -26,6 +27,21 @@ class MailBlacklist(models.Model):
                 END IF;
                 RETURN NEW;
             END $$ LANGUAGE plpgsql;
+            -- A deleted entry: when its address left the blacklist (now,
+            -- or, for an entry archived before, when it was archived).
+            CREATE OR REPLACE FUNCTION mailchimp_sync_blacklist_removed() RETURNS trigger AS $$
+            BEGIN
+                INSERT INTO mailchimp_blacklist_removal (email, removed_at)
+                VALUES (OLD.email, CASE WHEN OLD.active THEN clock_timestamp() AT TIME ZONE 'UTC'
+                                        ELSE COALESCE(OLD.mailchimp_changed_at,
+                                                      clock_timestamp() AT TIME ZONE 'UTC') END)
+                ON CONFLICT (email) DO UPDATE SET removed_at = EXCLUDED.removed_at;
+                RETURN OLD;
+            END $$ LANGUAGE plpgsql;
+            DROP TRIGGER IF EXISTS mailchimp_sync_blacklist_removed ON mail_blacklist;
+            CREATE TRIGGER mailchimp_sync_blacklist_removed
+                AFTER DELETE ON mail_blacklist
+                FOR EACH ROW EXECUTE FUNCTION mailchimp_sync_blacklist_removed();
             CREATE INDEX IF NOT EXISTS mailchimp_sync_blacklist_stamp_idx
                 ON mail_blacklist (mailchimp_changed_at);
             DROP TRIGGER IF EXISTS mailchimp_sync_blacklist_stamp ON mail_blacklist;

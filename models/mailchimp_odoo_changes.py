@@ -99,8 +99,14 @@ class MailchimpOdooChanges(models.AbstractModel):
         # The blacklist by contact: joined through every contact's address,
         # a full refresh hashed all the contacts (1.4 million rows, 100 MB
         # at a million members) to find the few that are blacklisted.
+        # An entry deleted counts as out of the blacklist since its deletion
+        # (mailchimp.blacklist.removal), until the address is blacklisted again.
         blacklisted = """(SELECT c.id AS contact_id, b.active, b.mailchimp_changed_at
-                            FROM mail_blacklist b JOIN mailing_contact c ON c.email_normalized = b.email)"""
+                            FROM mail_blacklist b JOIN mailing_contact c ON c.email_normalized = b.email
+                          UNION ALL
+                          SELECT c.id, FALSE, x.removed_at
+                            FROM mailchimp_blacklist_removal x JOIN mailing_contact c ON c.email_normalized = x.email
+                           WHERE NOT EXISTS (SELECT 1 FROM mail_blacklist o WHERE o.email = x.email))"""
         lookups = [  # (alias, table, how the row finds its one record there)
             ("s", "mailing_subscription", f"s.contact_id = {contact} AND s.list_id = %(list)s"),
             ("r", "mailchimp_list_removal", f"r.contact_id = {contact} AND r.list_id = %(list)s"),
@@ -151,8 +157,8 @@ class MailchimpOdooChanges(models.AbstractModel):
         """Rows whose Odoo side may have changed since ``since``: new or to-do
         rows (unless ``stamped_only``), rows whose contact was deleted, and
         rows of contacts whose membership of a mapped list, removal from
-        one, or blacklist entry was stamped since then (the stamps are
-        indexed)."""
+        one, blacklist entry or its deletion was stamped since then (the
+        stamps are indexed)."""
         lists = [audience.mailing_list_id.id] + audience.interest_ids.mailing_list_id.ids
         # Each kind of row its own SELECT, each read through a partial index
         # (mailchimp.member's init): as one WHERE with ORs, the planner
@@ -179,6 +185,11 @@ class MailchimpOdooChanges(models.AbstractModel):
               JOIN mailing_contact c ON c.email_normalized = b.email
               JOIN mailchimp_member m ON m.contact_id = c.id AND m.audience_id = %(aud)s
              WHERE b.mailchimp_changed_at >= %(since)s
+            UNION
+            SELECT m.id FROM mailchimp_blacklist_removal x
+              JOIN mailing_contact c ON c.email_normalized = x.email
+              JOIN mailchimp_member m ON m.contact_id = c.id AND m.audience_id = %(aud)s
+             WHERE x.removed_at >= %(since)s
             """,
             {"aud": audience.id, "since": since, "lists": lists},
         )

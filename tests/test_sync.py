@@ -77,6 +77,33 @@ class TestSyncEndToEnd(SyncCase):
             mc_status = self.mc(contact.email)["status"]
             self.assertEqual(self.subscribed(contact), mc_status in ("subscribed", "pending"), contact.email)
 
+    def test_a_blacklist_entry_deleted_subscribes_the_member_again(self):
+        """Deleting a blacklist entry (rather than archiving it) takes the
+        address out of the blacklist as of the deletion: the next cycle
+        subscribes the member again at Mailchimp, and the contact stays on
+        the list in Odoo."""
+        hana = self.contact("hana@example.org", [self.newsletter])
+        self.seed([])
+        self.sync()
+        self.assertEqual(self.mc("hana@example.org")["status"], "subscribed")
+        # She joined the list long ago; the blacklist came later.
+        self.env.cr.execute("UPDATE mailing_subscription SET mailchimp_changed_at = '2020-01-01' WHERE contact_id = %s",
+                            (hana.id,))
+        self.env["mail.blacklist"]._add("hana@example.org")
+        self.sync()
+        self.assertEqual(self.mc("hana@example.org")["status"], "unsubscribed")
+        self.env["mail.blacklist"].with_context(active_test=False).search(
+            [("email", "=", "hana@example.org")]).unlink()
+        run = self.sync()
+        self.assertFalse(run.full)
+        self.assertEqual(self.mc("hana@example.org")["status"], "subscribed")
+        self.assertTrue(self.subscribed(hana))
+        # ... and a full cycle, which looks at every row, agrees.
+        self.audience.full_sync_requested = True
+        run = self.sync()
+        self.assertEqual((run.full, run.updates_queued, run.odoo_changes), (True, 0, 0))
+        self.assertTrue(self.subscribed(hana))
+
     def test_batch_answers_carry_only_what_settling_reads(self):
         """A member operation asks Mailchimp to answer with the fields the
         fetch reads (a batch's thousand whole members, with their links and

@@ -160,6 +160,38 @@ class TestOdooHistory(TransactionCase):
         self.assertChangedNow(member.odoo_deleted_at)
         self.assertEqual(member.sync_status, "todo", "a deleted contact is work for the next sync")
 
+    def test_blacklist_entry_deleted(self):
+        """A deleted blacklist entry is a change too, from its deletion: with
+        only the membership's older time, Mailchimp's unsubscribe (made for
+        the blacklist) would win and opt the contact out in Odoo."""
+        contact = self.contact(lists=[self.newsletter])
+        self.env.cr.execute("UPDATE mailing_subscription SET mailchimp_changed_at = '2020-01-01'")
+        Blacklist = self.env["mail.blacklist"].with_context(active_test=False)
+        Blacklist._add("anna@example.org")
+        self.assertFalse(self.odoo_state(contact)[0])
+        member = self.Member.search([("contact_id", "=", contact.id)])
+        since = datetime.utcnow()
+        Blacklist.search([("email", "=", "anna@example.org")]).unlink()
+        subscribed, changed = self.odoo_state(contact)
+        self.assertTrue(subscribed)
+        self.assertGreaterEqual(changed, since, "out of the blacklist since the deletion")
+        self.assertIn(member.id, self.env["mailchimp.odoo.changes"]._changed_in_odoo_since(
+            self.audience, since, stamped_only=True), "an incremental cycle looks at the row")
+        # The whole audience's refresh (a full cycle) reads it the same way.
+        self.env.cr.execute("UPDATE mailchimp_member SET odoo_subscribed = FALSE WHERE id = %s", (member.id,))
+        self.env["mailchimp.odoo.changes"]._refresh_odoo_state(self.audience)
+        member.invalidate_recordset()
+        self.assertEqual((member.odoo_subscribed, member.odoo_changed), (True, changed))
+        # Blacklisted again, the address counts as blacklisted again.
+        Blacklist._add("anna@example.org")
+        self.assertFalse(self.odoo_state(contact)[0])
+        # An entry archived, then deleted, keeps the time the address left.
+        Blacklist._remove("anna@example.org")
+        left = self.odoo_state(contact)[1]
+        self.env.cr.execute("SELECT pg_sleep(0.01)")
+        Blacklist.search([("email", "=", "anna@example.org")]).unlink()
+        self.assertEqual(self.odoo_state(contact), (True, left))
+
     def test_the_rows_an_incremental_cycle_looks_at(self):
         """The Odoo-changes stage of an incremental cycle looks at the rows
         changed since the last one, found by their stamps, not at every row."""
