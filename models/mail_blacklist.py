@@ -1,5 +1,7 @@
 from odoo import fields, models
 
+from ..tools.sql import row_trigger_sql
+
 
 class MailBlacklist(models.Model):
     """A blacklisted email counts as not subscribed (by default): stamp when
@@ -12,10 +14,8 @@ class MailBlacklist(models.Model):
 
     def init(self):
         res = super().init()
-        self.env.cr.execute(
-            """
-            CREATE OR REPLACE FUNCTION mailchimp_sync_blacklist_stamp() RETURNS trigger AS $$
-            BEGIN
+        self.env.cr.execute(row_trigger_sql(
+            "mailchimp_sync_blacklist_stamp", "mail_blacklist", "BEFORE INSERT OR UPDATE OF active", """
                 -- (the sync marking an address Mailchimp cleaned is not a
                 -- change made in Odoo: see mailing.subscription)
                 IF current_setting('mailchimp_sync.own_write', true) = 'on' THEN
@@ -25,29 +25,21 @@ class MailBlacklist(models.Model):
                 IF TG_OP = 'INSERT' OR NEW.active IS DISTINCT FROM OLD.active THEN
                     NEW.mailchimp_changed_at := clock_timestamp() AT TIME ZONE 'UTC';
                 END IF;
-                RETURN NEW;
-            END $$ LANGUAGE plpgsql;
-            -- A deleted entry: when its address left the blacklist (now,
-            -- or, for an entry archived before, when it was archived).
-            CREATE OR REPLACE FUNCTION mailchimp_sync_blacklist_removed() RETURNS trigger AS $$
-            BEGIN
+                RETURN NEW;"""))
+        # A deleted entry: when its address left the blacklist (now, or, for
+        # an entry archived before, when it was archived).
+        self.env.cr.execute(row_trigger_sql(
+            "mailchimp_sync_blacklist_removed", "mail_blacklist", "AFTER DELETE", """
                 INSERT INTO mailchimp_blacklist_removal (email, removed_at)
                 VALUES (OLD.email, CASE WHEN OLD.active THEN clock_timestamp() AT TIME ZONE 'UTC'
                                         ELSE COALESCE(OLD.mailchimp_changed_at,
                                                       clock_timestamp() AT TIME ZONE 'UTC') END)
                 ON CONFLICT (email) DO UPDATE SET removed_at = EXCLUDED.removed_at;
-                RETURN OLD;
-            END $$ LANGUAGE plpgsql;
-            DROP TRIGGER IF EXISTS mailchimp_sync_blacklist_removed ON mail_blacklist;
-            CREATE TRIGGER mailchimp_sync_blacklist_removed
-                AFTER DELETE ON mail_blacklist
-                FOR EACH ROW EXECUTE FUNCTION mailchimp_sync_blacklist_removed();
+                RETURN OLD;"""))
+        self.env.cr.execute(
+            """
             CREATE INDEX IF NOT EXISTS mailchimp_sync_blacklist_stamp_idx
                 ON mail_blacklist (mailchimp_changed_at);
-            DROP TRIGGER IF EXISTS mailchimp_sync_blacklist_stamp ON mail_blacklist;
-            CREATE TRIGGER mailchimp_sync_blacklist_stamp
-                BEFORE INSERT OR UPDATE OF active ON mail_blacklist
-                FOR EACH ROW EXECUTE FUNCTION mailchimp_sync_blacklist_stamp();
             UPDATE mail_blacklist SET mailchimp_changed_at = COALESCE(write_date, create_date)
              WHERE mailchimp_changed_at IS NULL;
             """

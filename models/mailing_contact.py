@@ -4,7 +4,7 @@ from markupsafe import Markup
 
 from odoo import api, fields, models
 
-from ..tools.sql import int_array
+from ..tools.sql import int_array, row_trigger_sql
 
 # Contacts created from Mailchimp per statement (one step's worth).
 CREATE_CHUNK = 5000
@@ -354,18 +354,11 @@ class MailingContact(models.Model):
         # A deleted contact must not be re-created from Mailchimp nor left
         # subscribed there: remember on its cache rows when it went.
         self.env.cr.execute(
-            """
-            CREATE OR REPLACE FUNCTION mailchimp_sync_contact_deleted() RETURNS trigger AS $$
-            BEGIN
+            row_trigger_sql("mailchimp_sync_contact_deleted", "mailing_contact", "BEFORE DELETE", """
                 UPDATE mailchimp_member
                    SET odoo_deleted_at = clock_timestamp() AT TIME ZONE 'UTC', sync_status = 'todo'
                  WHERE contact_id = OLD.id;
-                RETURN OLD;
-            END $$ LANGUAGE plpgsql;
-            DROP TRIGGER IF EXISTS mailchimp_sync_contact_deleted ON mailing_contact;
-            CREATE TRIGGER mailchimp_sync_contact_deleted
-                BEFORE DELETE ON mailing_contact
-                FOR EACH ROW EXECUTE FUNCTION mailchimp_sync_contact_deleted();
+                RETURN OLD;""") + """
 
             -- Mailing contacts are found by address (match, cleaned
             -- addresses, blacklist changes), and Odoo does not index it:

@@ -2,7 +2,7 @@ from contextlib import contextmanager
 
 from odoo import api, fields, models
 
-from ..tools.sql import int_array
+from ..tools.sql import int_array, row_trigger_sql
 
 
 class MailingSubscription(models.Model):
@@ -26,10 +26,8 @@ class MailingSubscription(models.Model):
 
     def init(self):
         res = super().init()
-        self.env.cr.execute(
-            """
-            CREATE OR REPLACE FUNCTION mailchimp_sync_subscription_stamp() RETURNS trigger AS $$
-            BEGIN
+        self.env.cr.execute(row_trigger_sql(
+            "mailchimp_sync_subscription_stamp", "mailing_subscription", "BEFORE INSERT OR UPDATE OF opt_out", """
                 -- The sync applying Mailchimp's state is not a change made
                 -- in Odoo: it keeps the stamp it was given (or had).
                 IF current_setting('mailchimp_sync.own_write', true) = 'on' THEN
@@ -39,11 +37,9 @@ class MailingSubscription(models.Model):
                    OR COALESCE(NEW.opt_out, FALSE) IS DISTINCT FROM COALESCE(OLD.opt_out, FALSE) THEN
                     NEW.mailchimp_changed_at := clock_timestamp() AT TIME ZONE 'UTC';
                 END IF;
-                RETURN NEW;
-            END $$ LANGUAGE plpgsql;
-
-            CREATE OR REPLACE FUNCTION mailchimp_sync_subscription_removed() RETURNS trigger AS $$
-            BEGIN
+                RETURN NEW;"""))
+        self.env.cr.execute(row_trigger_sql(
+            "mailchimp_sync_subscription_removed", "mailing_subscription", "AFTER DELETE", """
                 -- Only mapped lists matter; removals from others are not kept.
                 IF EXISTS (SELECT 1 FROM mailchimp_audience WHERE mailing_list_id = OLD.list_id)
                    OR EXISTS (SELECT 1 FROM mailchimp_interest WHERE mailing_list_id = OLD.list_id) THEN
@@ -51,21 +47,13 @@ class MailingSubscription(models.Model):
                     VALUES (OLD.contact_id, OLD.list_id, clock_timestamp() AT TIME ZONE 'UTC')
                     ON CONFLICT (contact_id, list_id) DO UPDATE SET removed_at = EXCLUDED.removed_at;
                 END IF;
-                RETURN OLD;
-            END $$ LANGUAGE plpgsql;
-
+                RETURN OLD;"""))
+        self.env.cr.execute(
+            """
             -- the Odoo-changes stage of an incremental cycle reads the
             -- stamps since the last cycle
             CREATE INDEX IF NOT EXISTS mailchimp_sync_subscription_stamp_idx
                 ON mailing_subscription (mailchimp_changed_at);
-            DROP TRIGGER IF EXISTS mailchimp_sync_subscription_stamp ON mailing_subscription;
-            CREATE TRIGGER mailchimp_sync_subscription_stamp
-                BEFORE INSERT OR UPDATE OF opt_out ON mailing_subscription
-                FOR EACH ROW EXECUTE FUNCTION mailchimp_sync_subscription_stamp();
-            DROP TRIGGER IF EXISTS mailchimp_sync_subscription_removed ON mailing_subscription;
-            CREATE TRIGGER mailchimp_sync_subscription_removed
-                AFTER DELETE ON mailing_subscription
-                FOR EACH ROW EXECUTE FUNCTION mailchimp_sync_subscription_removed();
 
             -- Memberships that existed before the addon: the last time Odoo
             -- wrote them is the best we know; rows inserted by raw SQL had
