@@ -353,13 +353,14 @@ class MailingContact(models.Model):
         res = super().init()
         # A deleted contact must not be re-created from Mailchimp nor left
         # subscribed there: remember on its cache rows when it went.
-        self.env.cr.execute(
-            row_trigger_sql("mailchimp_sync_contact_deleted", "mailing_contact", "BEFORE DELETE", """
+        self.env.cr.execute(row_trigger_sql(
+            "mailchimp_sync_contact_deleted", "mailing_contact", "BEFORE DELETE", """
                 UPDATE mailchimp_member
                    SET odoo_deleted_at = clock_timestamp() AT TIME ZONE 'UTC', sync_status = 'todo'
                  WHERE contact_id = OLD.id;
-                RETURN OLD;""") + """
-
+                RETURN OLD;"""))
+        self.env.cr.execute(
+            """
             -- Mailing contacts are found by address (match, cleaned
             -- addresses, blacklist changes), and Odoo does not index it:
             -- each reconcile chunk with a cleaned member, and each
