@@ -10,7 +10,7 @@ per part of the addon (``__init__.py -> ../../../../__init__.py``,
 repository root itself: tools that walk ``odoo.addons.__path__`` following
 symlinks (Odoo's own ``trans_export``, setuptools' package discovery) would
 come back to ``.odoo`` through it and loop, and would also wander into
-``.cache``, ``bench`` and ``scripts``.  ``tests/core/test_packaging.py``
+``.cache``, ``bench``, ``doc`` and ``scripts``.  ``tests/core/test_packaging.py``
 checks that every part of the addon is linked.
 
 That works whatever the checkout folder is called, as a regular install

@@ -9,7 +9,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 SHIM = ROOT / ".odoo" / "odoo" / "addons" / "mailchimp_sync"
 # Parts of the repository that are not part of the addon: tooling and
 # packaging, never imported or loaded by Odoo.
-NOT_ADDON = {"bench", "scripts", "setup.py", "ruff.toml", "build", "dist", "__pycache__"}
+NOT_ADDON = {"bench", "doc", "scripts", "setup.py", "ruff.toml", "build", "dist", "__pycache__"}
 
 
 def addon_parts():
