@@ -111,6 +111,11 @@ class MailchimpSyncRun(models.Model):
     odoo_changes = fields.Integer(string="Odoo Changes Applied")
     failed = fields.Integer()
     updates_queued = fields.Integer()
+    updates_carried = fields.Integer(
+        string="Carried Over",
+        help="Updates queued before this run began, which its batches send besides those it queued: "
+             "subscribes asked again as pending after Mailchimp refused them, retries, webhooks' updates.",
+    )
     batches_sent = fields.Integer()
     message = fields.Text()
     failure_count = fields.Integer(help="Consecutive failed steps of this cycle.")
@@ -233,6 +238,9 @@ class MailchimpSyncRun(models.Model):
         since = previous.odoo_horizon or (previous.started_at and previous.started_at - timedelta(minutes=15))
         self.env.cr.execute("SELECT EXISTS (SELECT 1 FROM mailchimp_member WHERE audience_id = %s)", (audience.id,))
         cache_was_empty = not self.env.cr.fetchone()[0]
+        self.env.cr.execute("SELECT count(*) FROM mailchimp_update WHERE audience_id = %s AND state = 'queued'",
+                            (audience.id,))
+        carried = self.env.cr.fetchone()[0]
         self.env["mailchimp.reconcile.tally"]._drop_closed(audience)
         run = self.create({
             "audience_id": audience.id, "full": full, "stage_timings": {},
@@ -240,6 +248,7 @@ class MailchimpSyncRun(models.Model):
             "odoo_horizon": horizon,
             "odoo_since": False if (full or not previous) else since,
             "cache_was_empty": cache_was_empty,
+            "updates_carried": carried,
         })
         audience.write({"current_run_id": run.id, "last_sync_start": run.started_at})
         return run

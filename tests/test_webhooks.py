@@ -158,7 +158,9 @@ class TestWebhooksEndToEnd(WebhookCase):
         self.assertEqual(queued.payload.get("status"), "pending")
         self.assertEqual(row.sync_status, "live")
         # The next cycle sends the pending subscribe; its webhook settles it.
-        self.sync(settle=False)
+        run = self.sync(settle=False)
+        self.assertEqual((run.updates_queued, run.updates_carried, run.batches_sent), (0, 1, 1),
+                         "the run says where the update its batch sent came from")
         self.control("run_batches")
         self.assertEqual(self.env["mailchimp.batch"].search_count([("result_state", "!=", "done")]), 0)
         self.assertEqual(queued.state, "done")
