@@ -6,6 +6,19 @@ side is now.  Set-based SQL over the audience's rows; the stages
 from odoo import api, models
 
 
+# Each contact's blacklist entry (contact_id, active, mailchimp_changed_at):
+# joined through every contact's address, a full refresh hashed all the
+# contacts (1.4 million rows, 100 MB at a million members) to find the few
+# that are blacklisted.  An entry deleted counts as out of the blacklist
+# since its deletion (mailchimp.blacklist.removal), until the address is
+# blacklisted again.
+BLACKLISTED_SQL = """(SELECT c.id AS contact_id, b.active, b.mailchimp_changed_at
+                        FROM mail_blacklist b JOIN mailing_contact c ON c.email_normalized = b.email
+                      UNION ALL
+                      SELECT c.id, FALSE, x.removed_at
+                        FROM mailchimp_blacklist_removal x JOIN mailing_contact c ON c.email_normalized = x.email
+                       WHERE NOT EXISTS (SELECT 1 FROM mail_blacklist o WHERE o.email = x.email))"""
+
 # The cache row ``m`` holds another Odoo side than the one computed, ``st``.
 ODOO_SIDE_DIFFERS = """(m.odoo_subscribed IS DISTINCT FROM st.sub
                         OR m.odoo_changed IS DISTINCT FROM st.changed
@@ -96,21 +109,10 @@ class MailchimpOdooChanges(models.AbstractModel):
         found by the Odoo-changes stage)."""
         bl = self._blacklist_clause(audience)
         bl_time = "b.mailchimp_changed_at" if audience.blacklist_unsubscribes else "NULL::timestamp"
-        # The blacklist by contact: joined through every contact's address,
-        # a full refresh hashed all the contacts (1.4 million rows, 100 MB
-        # at a million members) to find the few that are blacklisted.
-        # An entry deleted counts as out of the blacklist since its deletion
-        # (mailchimp.blacklist.removal), until the address is blacklisted again.
-        blacklisted = """(SELECT c.id AS contact_id, b.active, b.mailchimp_changed_at
-                            FROM mail_blacklist b JOIN mailing_contact c ON c.email_normalized = b.email
-                          UNION ALL
-                          SELECT c.id, FALSE, x.removed_at
-                            FROM mailchimp_blacklist_removal x JOIN mailing_contact c ON c.email_normalized = x.email
-                           WHERE NOT EXISTS (SELECT 1 FROM mail_blacklist o WHERE o.email = x.email))"""
         lookups = [  # (alias, table, how the row finds its one record there)
             ("s", "mailing_subscription", f"s.contact_id = {contact} AND s.list_id = %(list)s"),
             ("r", "mailchimp_list_removal", f"r.contact_id = {contact} AND r.list_id = %(list)s"),
-            ("b", blacklisted, f"b.contact_id = {contact}"),
+            ("b", BLACKLISTED_SQL, f"b.contact_id = {contact}"),
         ]
         params = {"list": audience.mailing_list_id.id}
         # Each mapped interest list is looked up as the audience's list is,
@@ -181,15 +183,9 @@ class MailchimpOdooChanges(models.AbstractModel):
               JOIN mailchimp_member m ON m.contact_id = r.contact_id AND m.audience_id = %(aud)s
              WHERE r.removed_at >= %(since)s AND r.list_id = ANY(%(lists)s)
             UNION
-            SELECT m.id FROM mail_blacklist b
-              JOIN mailing_contact c ON c.email_normalized = b.email
-              JOIN mailchimp_member m ON m.contact_id = c.id AND m.audience_id = %(aud)s
+            SELECT m.id FROM {BLACKLISTED_SQL} b
+              JOIN mailchimp_member m ON m.contact_id = b.contact_id AND m.audience_id = %(aud)s
              WHERE b.mailchimp_changed_at >= %(since)s
-            UNION
-            SELECT m.id FROM mailchimp_blacklist_removal x
-              JOIN mailing_contact c ON c.email_normalized = x.email
-              JOIN mailchimp_member m ON m.contact_id = c.id AND m.audience_id = %(aud)s
-             WHERE x.removed_at >= %(since)s
             """,
             {"aud": audience.id, "since": since, "lists": lists},
         )

@@ -238,9 +238,8 @@ class MailchimpSyncRun(models.Model):
         since = previous.odoo_horizon or (previous.started_at and previous.started_at - timedelta(minutes=15))
         self.env.cr.execute("SELECT EXISTS (SELECT 1 FROM mailchimp_member WHERE audience_id = %s)", (audience.id,))
         cache_was_empty = not self.env.cr.fetchone()[0]
-        self.env.cr.execute("SELECT count(*) FROM mailchimp_update WHERE audience_id = %s AND state = 'queued'",
-                            (audience.id,))
-        carried = self.env.cr.fetchone()[0]
+        carried = self.env["mailchimp.update"].sudo().search_count(
+            [("audience_id", "=", audience.id), ("state", "=", "queued")])
         self.env["mailchimp.reconcile.tally"]._drop_closed(audience)
         run = self.create({
             "audience_id": audience.id, "full": full, "stage_timings": {},
