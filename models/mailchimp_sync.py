@@ -199,8 +199,13 @@ class MailchimpSync(models.AbstractModel):
         run.steps += 1
         run._record_success()
         # The cycle's last step does not wait for it: no stage of the cycle
-        # reads the tables again, and the worker is free for other jobs.
-        self._vacuum_if_bloated(wait=not (finished and run._next_stage() == "done"))
+        # reads the tables again, and the worker is free for other jobs.  It
+        # also refreshes the statistics the cycle left out of date (the
+        # updates it queued, the memberships it wrote), before the first
+        # batch is settled: settling asked for them itself, on each of its
+        # lanes at once, and then vacuumed the updates half-way through.
+        last = finished and run._next_stage() == "done"
+        self._vacuum_if_bloated(analyze_stale=last, wait=not last)
         if not finished:
             return "partial"
         run._advance()

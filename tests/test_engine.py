@@ -598,36 +598,60 @@ class TestTableUpkeep(CommittedFixture, SyncCase):
             _dead, vacuums_after = self.dead_rows(cr)
         self.assertEqual(vacuums_after, vacuums + 2, "vacuumed once the lock was let go, then once more as asked")
 
+    def test_a_finished_cycle_refreshes_stale_statistics(self):
+        """The cycle's last step has the statistics left stale (by its own
+        stages: the updates it queued; here by a bulk import into the
+        blacklist just before it) refreshed after its commit, in the
+        background: the first batch settled plans with them, instead of
+        analyzing the table itself on each of its lanes."""
+        for thread in self.vacuum_threads():
+            thread.join(timeout=60)
+        self.setup_committed(odoo_only=3)
+        self.assertEqual(self.run_steps(until="submit"), "submit")
+        with self.db.cursor() as cr:
+            _changed, analyzes, _vacuums = self.stale_blacklist(cr)
+        before = self.vacuum_threads()
+        self.assertEqual(self.run_steps(), "done")
+        for thread in self.vacuum_threads(but=before):
+            thread.join(timeout=60)
+        with self.db.cursor() as cr:
+            self.assertEqual(self.blacklist_counts(cr)[1], analyzes + 1, "analyzed after the last step")
+
     def test_the_last_settled_batch_refreshes_stale_statistics(self):
         """Once the last batch of a sync is settled, an Odoo table the stages
         join whose statistics are stale (here: a bulk import into the
         blacklist) is analyzed after the commit, and not vacuumed: the next
         cycle's plans are right without waiting for it."""
         self.setup_committed()
-
-        def counts(cr):
-            cr.execute("SELECT pg_stat_clear_snapshot()")
-            cr.execute("""SELECT n_mod_since_analyze, analyze_count, vacuum_count
-                            FROM pg_stat_user_tables WHERE relname = 'mail_blacklist'""")
-            return cr.fetchone()
-
         with self.db.cursor() as cr:
-            cr.execute("""INSERT INTO mail_blacklist (email, active, create_date, write_date)
-                          SELECT 'stale' || i || '@example.org', TRUE, now(), now()
-                            FROM generate_series(1, 3000) AS i""")
-            cr.execute("SELECT pg_stat_force_next_flush()")
-            cr.commit()
-        self.addCleanup(self.drop_stale_blacklist)
-        with self.db.cursor() as cr:
-            _changed, analyzes, vacuums = self.reported(cr, counts, 3000)
-            cr.commit()
+            _changed, analyzes, vacuums = self.stale_blacklist(cr)
             env = self.env_on(cr)
             env["mailchimp.sync"]._vacuum_if_bloated()
             cr.commit()
-            self.assertEqual(counts(cr)[1:], (analyzes, vacuums), "not before the last batch is settled")
+            self.assertEqual(self.blacklist_counts(cr)[1:], (analyzes, vacuums), "not before the last batch is settled")
             env["mailchimp.sync"]._vacuum_if_bloated(analyze_stale=True)
             cr.commit()
-            self.assertEqual(counts(cr)[1:], (analyzes + 1, vacuums), "analyzed, not vacuumed")
+            self.assertEqual(self.blacklist_counts(cr)[1:], (analyzes + 1, vacuums), "analyzed, not vacuumed")
+
+    @staticmethod
+    def blacklist_counts(cr):
+        cr.execute("SELECT pg_stat_clear_snapshot()")
+        cr.execute("""SELECT n_mod_since_analyze, analyze_count, vacuum_count
+                        FROM pg_stat_user_tables WHERE relname = 'mail_blacklist'""")
+        return cr.fetchone()
+
+    def stale_blacklist(self, cr):
+        """Make the blacklist's statistics stale (a bulk import); return
+        its counts once they are reported, committed on ``cr``."""
+        cr.execute("""INSERT INTO mail_blacklist (email, active, create_date, write_date)
+                      SELECT 'stale' || i || '@example.org', TRUE, now(), now()
+                        FROM generate_series(1, 3000) AS i""")
+        cr.execute("SELECT pg_stat_force_next_flush()")
+        cr.commit()
+        self.addCleanup(self.drop_stale_blacklist)
+        counts = self.reported(cr, self.blacklist_counts, 3000)
+        cr.commit()
+        return counts
 
     def drop_stale_blacklist(self):
         with self.db.cursor() as cr:
