@@ -136,7 +136,7 @@ class MailchimpSync(models.AbstractModel):
             "remove_invalid": lambda a, r, d: Member._remove_invalid(a) or True,
             "match": self._stage_match,
             "create": self._stage_create,
-            "odoo_only": lambda a, r, d: Member._add_odoo_only(a) or True,
+            "odoo_only": lambda a, r, d: Member._add_odoo_only(a, few=not r.full) or True,
             "duplicates": lambda a, r, d: Member._drop_duplicates(a) or True,
             "odoo_changes": self._stage_odoo_changes,
             "data": self._stage_data,

@@ -160,6 +160,45 @@ class TestOdooHistory(TransactionCase):
         self.assertChangedNow(member.odoo_deleted_at)
         self.assertEqual(member.sync_status, "todo", "a deleted contact is work for the next sync")
 
+    def test_odoo_only_rows_the_same_looked_up_or_hashed(self):
+        """An incremental cycle looks the Odoo side of its few new Odoo-only
+        rows up per row; a full one hashes the memberships of every mapped
+        list: both give the same rows."""
+        events = self.env["mailing.list"].create({"name": "Events"})
+        audience = audience_of(self.env, self.other, interest_ids=[
+            (0, 0, {"mailchimp_interest_id": "ev1", "name": "Events", "mailing_list_id": events.id})])
+        self.contact("both@example.org", [self.other, events])
+        self.contact("plain@example.org", [self.other])
+        left = self.contact("left@example.org", [self.other, events])
+        self.sub(left, events).opt_out = True
+        removed = self.contact("removed@example.org", [self.other, events])
+        self.sub(removed, events).unlink()
+        self.contact("blocked@example.org", [self.other])
+        self.env["mail.blacklist"]._add("blocked@example.org")
+        self.contact("elsewhere@example.org", [self.newsletter])
+
+        def rows():
+            self.env.flush_all()
+            self.env.cr.execute(
+                """SELECT email, odoo_subscribed, odoo_changed, odoo_interests, odoo_interests_changed
+                     FROM mailchimp_member WHERE audience_id = %s ORDER BY email""", (audience.id,))
+            return self.env.cr.fetchall()
+
+        self.Member._add_odoo_only(audience, few=True)
+        looked_up = rows()
+        self.env.cr.execute("DELETE FROM mailchimp_member WHERE audience_id = %s", (audience.id,))
+        self.Member._add_odoo_only(audience, few=False)
+        self.assertEqual(rows(), looked_up)
+        self.assertEqual([(email, sub, interests) for email, sub, _at, interests, _times in looked_up], [
+            ("both@example.org", True, {"ev1": True}),
+            ("left@example.org", True, {"ev1": False}),
+            ("plain@example.org", True, {"ev1": False}),
+            ("removed@example.org", True, {"ev1": False}),
+        ])
+        times = {email: itimes["ev1"] for email, _sub, _at, _i, itimes in looked_up}
+        self.assertIsNone(times["plain@example.org"], "never on the interest's list")
+        self.assertTrue(times["left@example.org"] and times["removed@example.org"], "left it: stamped")
+
     def test_blacklist_entry_deleted(self):
         """A deleted blacklist entry is a change too, from its deletion: with
         only the membership's older time, Mailchimp's unsubscribe (made for
