@@ -68,8 +68,11 @@ THROTTLE_WAIT = timedelta(seconds=15)
 # Batches a poller call settles at once, each on a connection of its own
 # and in a transaction of its own, as batch webhooks arriving together are:
 # settling a batch is mostly PostgreSQL's work (merging a thousand answers
-# into the cache), which one connection does on one core.
-SETTLERS = 2
+# into the cache), which one connection does on one core.  A third settler
+# keeps both cores of a small server busy while the others wait (for the
+# GIL, the next download, a row lock): 93 batches settled in 9.8 s against
+# 10.6 to 11.1 s on two.
+SETTLERS = 3
 # Batches at Mailchimp whose results are still to be settled.
 UNSETTLED_DOMAIN = [
     ("result_state", "!=", "done"),
@@ -704,7 +707,8 @@ class MailchimpBatch(models.Model):
 
         # Lanes only from a transaction that wrote nothing (the cron
         # runner's): theirs must see what this one sees.
-        lanes = SETTLERS if len(batches) > 1 and self.env["mailchimp.sync"]._fresh_transaction() else 1
+        fresh = len(batches) > 1 and self.env["mailchimp.sync"]._fresh_transaction()
+        lanes = min(SETTLERS, len(batches)) if fresh else 1
         # Parsed results are acyclic and dropped batch by batch: see gc_pause.
         with closing(read_ahead(read_all())) as readings, cycle_collector_paused():
             if lanes > 1:

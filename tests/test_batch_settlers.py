@@ -31,12 +31,12 @@ class TestSettlersOnRealConnections(CommittedFixture, SyncCase):
                        (self.ids["audience"],))
             return batches, dict(cr.fetchall())
 
-    def test_two_batches_settle_at_once_and_each_once(self):
-        """Each settler's first batch waits at a barrier for the other's
+    def test_batches_settle_at_once_and_each_once(self):
+        """Each settler's first batch waits at a barrier for the others'
         (settled one after another, they never meet, and settling fails);
         every batch is then settled once and every member is in sync."""
         self.sent_batches()
-        barrier = threading.Barrier(2, timeout=20)
+        barrier = threading.Barrier(mailchimp_batch.SETTLERS, timeout=20)
         settlers, settled = set(), []
         real = mailchimp_batch.MailchimpBatch._settle
 
@@ -52,7 +52,7 @@ class TestSettlersOnRealConnections(CommittedFixture, SyncCase):
                 self.db.cursor() as cr:
             self.env_on(cr)["mailchimp.batch"]._cron_poll_batches(min_age_minutes=0, limit=10, recheck_seconds=0)
             cr.commit()
-        self.assertEqual(len(settlers), 2, "two settlers worked")
+        self.assertEqual(len(settlers), mailchimp_batch.SETTLERS, "every settler worked")
         self.assertEqual(len(settled), 4)
         self.assertEqual(len(set(settled)), 4, "each batch settled once")
         self.assertEqual(self.states(), (["done"] * 4, {"ok": 12}))
