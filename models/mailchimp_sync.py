@@ -625,7 +625,8 @@ class MailchimpSync(models.AbstractModel):
                 raise WaitForConfirmation(plan)
         lanes = Reconcile._lanes() if self.env.context.get("mailchimp_lanes") else 1
         if lanes > 1 and run.failure_count < 2:
-            board = Reconcile._reconcile_in_lanes(audience, run.id, run.cursor, deadline, lanes)
+            board = Reconcile._reconcile_in_lanes(audience, run.id, run.cursor, deadline, lanes,
+                                                  rows_left=run.progress_total - run.progress_done)
             if board.error:
                 raise LaneFailed(board) from board.error
             self._record_lanes(run, board)

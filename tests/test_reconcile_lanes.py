@@ -123,6 +123,19 @@ class TestLanesOnRealConnections(CommittedFixture, SyncCase):
         self.assertEqual(statuses, {"live": 60})
         self.assertEqual(reconciled, 60)
 
+    def test_fewer_rows_than_a_chunk_each_are_shared_between_the_lanes(self):
+        """Fewer rows to do than a chunk for each lane: each lane takes its
+        share, instead of one lane deciding them all while the other has
+        nothing (the barrier: each lane's first chunk waits for the other's)."""
+        self.setup_committed(odoo_only=60)
+        with patch.object(mailchimp_reconcile, "MIN_LANE_CHUNK", 10), self.lanes_must_meet() as lanes_seen:
+            self.run_steps()
+        self.assertEqual(len(lanes_seen), 2, lanes_seen)
+        updates, statuses, (reconciled, _done, _stage) = self.counts()
+        self.assertEqual(updates, (60, 60), "one update per contact, none twice")
+        self.assertEqual(statuses, {"live": 60})
+        self.assertEqual(reconciled, 60)
+
     def test_a_step_lost_after_its_lanes_committed_counts_their_chunks_once(self):
         """Steps of a chunk or two each: one step's own transaction is lost
         after its lanes committed (a worker killed before its commit).  The
