@@ -110,31 +110,29 @@ class TestLanesOnRealConnections(CommittedFixture, SyncCase):
             return updates, statuses, (run.reconciled, run.progress_done if run.stage == "reconcile" else None,
                                        run.stage)
 
-    def test_two_lanes_decide_chunks_at_the_same_time(self):
-        """Both lanes hold a chunk at once (a barrier each lane's first chunk
-        must pass with the other: taking turns, they would never meet), and
-        every row is still decided once, and counted once."""
+    def sixty_rows_on_meeting_lanes(self, setting, value):
+        """Reconcile sixty Odoo-only contacts with the reconcile's ``setting``
+        patched to ``value``; both lanes must hold a chunk at once (a barrier
+        each lane's first chunk must pass with the other: taking turns, they
+        would never meet), and every row is still decided once, and counted
+        once."""
         self.setup_committed(odoo_only=60)
-        with patch.object(mailchimp_reconcile, "CHUNK", 10), self.lanes_must_meet() as lanes_seen:
-            self.run_steps()
-        self.assertEqual(len(lanes_seen), 2, lanes_seen)
-        updates, statuses, (reconciled, done, _stage) = self.counts()
-        self.assertEqual(updates, (60, 60), "one update per contact, none twice")
-        self.assertEqual(statuses, {"live": 60})
-        self.assertEqual(reconciled, 60)
-
-    def test_fewer_rows_than_a_chunk_each_are_shared_between_the_lanes(self):
-        """Fewer rows to do than a chunk for each lane: each lane takes its
-        share, instead of one lane deciding them all while the other has
-        nothing (the barrier: each lane's first chunk waits for the other's)."""
-        self.setup_committed(odoo_only=60)
-        with patch.object(mailchimp_reconcile, "MIN_LANE_CHUNK", 10), self.lanes_must_meet() as lanes_seen:
+        with patch.object(mailchimp_reconcile, setting, value), self.lanes_must_meet() as lanes_seen:
             self.run_steps()
         self.assertEqual(len(lanes_seen), 2, lanes_seen)
         updates, statuses, (reconciled, _done, _stage) = self.counts()
         self.assertEqual(updates, (60, 60), "one update per contact, none twice")
         self.assertEqual(statuses, {"live": 60})
         self.assertEqual(reconciled, 60)
+
+    def test_two_lanes_decide_chunks_at_the_same_time(self):
+        self.sixty_rows_on_meeting_lanes("CHUNK", 10)
+
+    def test_fewer_rows_than_a_chunk_each_are_shared_between_the_lanes(self):
+        """Fewer rows to do than a chunk for each lane: each lane takes its
+        share, instead of one lane deciding them all while the other has
+        nothing."""
+        self.sixty_rows_on_meeting_lanes("MIN_LANE_CHUNK", 10)
 
     def test_a_step_lost_after_its_lanes_committed_counts_their_chunks_once(self):
         """Steps of a chunk or two each: one step's own transaction is lost
