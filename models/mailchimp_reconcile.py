@@ -168,7 +168,7 @@ class MailchimpReconcile(models.AbstractModel):
         return [r[0] for r in self.env.cr.fetchall()]
 
     @api.model
-    def _reconcile_in_lanes(self, audience, run_id, after_id, deadline, lanes=LANES, chunk=None, rows_left=None):
+    def _reconcile_in_lanes(self, audience, run_id, after_id, deadline, lanes=LANES, rows_left=None):
         """Reconcile the rows to do after ``after_id`` on ``lanes``
         connections of their own, each claiming the next chunk in id order,
         deciding it and committing it, until none is left or ``deadline``
@@ -186,9 +186,7 @@ class MailchimpReconcile(models.AbstractModel):
         out between the lanes when they are fewer than a chunk each."""
         self.env.flush_all()
         board = LaneBoard(run_id, after_id, deadline)
-        chunk = chunk or CHUNK
-        if rows_left is not None:
-            chunk = min(chunk, max(MIN_LANE_CHUNK, math.ceil(rows_left / lanes)))
+        chunk = CHUNK if rows_left is None else min(CHUNK, max(MIN_LANE_CHUNK, math.ceil(rows_left / lanes)))
         run_threads(f"mailchimp-reconcile-{audience.id}", lanes, self._run_lane, audience.id, board, chunk)
         self.env.invalidate_all()  # the lanes wrote through environments of their own
         return board

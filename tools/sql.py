@@ -22,4 +22,3 @@ def row_trigger_sql(name, table, when, body):
         DROP TRIGGER IF EXISTS {name} ON {table};
         CREATE TRIGGER {name} {when} ON {table} FOR EACH ROW EXECUTE FUNCTION {name}();
     """
-
