@@ -537,17 +537,18 @@ class MailchimpMember(models.Model):
         self.env["mailing.contact"].invalidate_model(["partner_id"])
 
     @api.model
-    def _add_odoo_only(self, audience, few=False):
+    def _add_odoo_only(self, audience, lateral=False):
         """Rows for contacts subscribed in Odoo that Mailchimp does not know,
-        with their Odoo side; ``few`` (an incremental cycle: the contacts
-        subscribed since the last) looks that side up per row."""
+        with their Odoo side; ``lateral`` (an incremental cycle, whose new
+        rows are the few contacts subscribed since the last) looks that side
+        up per row, as the match does for the same cycles."""
         Changes = self.env["mailchimp.odoo.changes"]
         blacklisted = Changes._blacklist_clause(audience)
         # Hashed, the Odoo side read every membership of each mapped list
         # to add a few hundred rows (0.2 s of a 100,000-member incremental
         # cycle; the planner's cost of a lookup is that of a disk read).
         columns, joins, state_params = Changes._odoo_state_parts(
-            audience, contact="n.contact_id", deleted_at="NULL::timestamp", lateral=few)
+            audience, contact="n.contact_id", deleted_at="NULL::timestamp", lateral=lateral)
         self.env.cr.execute(
             f"""
             INSERT INTO mailchimp_member AS m (audience_id, contact_id, partner_id, email, subscriber_hash,

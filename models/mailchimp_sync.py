@@ -136,7 +136,9 @@ class MailchimpSync(models.AbstractModel):
             "remove_invalid": lambda a, r, d: Member._remove_invalid(a) or True,
             "match": self._stage_match,
             "create": self._stage_create,
-            "odoo_only": lambda a, r, d: Member._add_odoo_only(a, few=not r.full) or True,
+            # Incremental as the match's cycles are: Odoo changes looked at
+            # since a time (``odoo_since``).
+            "odoo_only": lambda a, r, d: Member._add_odoo_only(a, lateral=bool(r.odoo_since)) or True,
             "duplicates": lambda a, r, d: Member._drop_duplicates(a) or True,
             "odoo_changes": self._stage_odoo_changes,
             "data": self._stage_data,

@@ -184,10 +184,10 @@ class TestOdooHistory(TransactionCase):
                      FROM mailchimp_member WHERE audience_id = %s ORDER BY email""", (audience.id,))
             return self.env.cr.fetchall()
 
-        self.Member._add_odoo_only(audience, few=True)
+        self.Member._add_odoo_only(audience, lateral=True)
         looked_up = rows()
         self.env.cr.execute("DELETE FROM mailchimp_member WHERE audience_id = %s", (audience.id,))
-        self.Member._add_odoo_only(audience, few=False)
+        self.Member._add_odoo_only(audience, lateral=False)
         self.assertEqual(rows(), looked_up)
         self.assertEqual([(email, sub, interests) for email, sub, _at, interests, _times in looked_up], [
             ("both@example.org", True, {"ev1": True}),
