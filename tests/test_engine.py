@@ -7,6 +7,7 @@ actions.  (Killed workers: tests/test_engine_kill.py.)"""
 import threading
 import time
 from datetime import timedelta
+from unittest.mock import patch
 
 from psycopg2 import errors
 
@@ -25,7 +26,7 @@ class CommittedFixture:
     connections (so two transactions can race over them), removed again
     afterwards.  ``self.db`` opens real cursors."""
 
-    def setup_committed(self, odoo_only=0, members=()):
+    def setup_committed(self, odoo_only=0, members=(), generate=0):
         self.db = db_connect(self.env.cr.dbname)
         # Cursors the code opens itself (the batch sender) are real ones
         # here, as in production, not views of the test's transaction.
@@ -33,7 +34,8 @@ class CommittedFixture:
             test_cr = self.registry.test_cr
             self.registry.leave_test_mode()
             self.addCleanup(self.registry.enter_test_mode, test_cr)
-        answer = self.emulator.control.seed(lists=[{"name": "Race", "members": list(members)}])["lists"][0]
+        answer = self.emulator.control.seed(lists=[{"name": "Race", "members": list(members),
+                                                            "generate_members": generate}])["lists"][0]
         self.list_id = answer["id"]
         with self.db.cursor() as cr:
             env = api.Environment(cr, SUPERUSER_ID, {})
@@ -616,6 +618,25 @@ class TestTableUpkeep(CommittedFixture, SyncCase):
             thread.join(timeout=60)
         with self.db.cursor() as cr:
             self.assertEqual(self.blacklist_counts(cr)[1], analyzes + 1, "analyzed after the last step")
+
+    def test_a_large_full_fetch_leaves_statistics_for_the_next_stage(self):
+        """A full fetch that wrote many rows has the cache analyzed in its
+        last step: the renames stage, next, planned on statistics that
+        said the cache was nearly empty (a million-member first sync
+        sorted every row on disk)."""
+        self.setup_committed(generate=1500)
+        Sync = type(self.env["mailchimp.sync"])
+        analyze = Sync._ensure_statistics
+        forced = []
+
+        def recorded(sync, force=(), stale=True):
+            forced.append((sync.env["mailchimp.audience"].browse(self.ids["audience"]).current_run_id.stage,
+                           tuple(force)))
+            return analyze(sync, force=force, stale=stale)
+
+        with patch.object(Sync, "_ensure_statistics", recorded):
+            self.assertEqual(self.run_steps(until="renames"), "renames")
+        self.assertEqual(forced, [("fetch", ("mailchimp_member",))])
 
     def test_the_last_settled_batch_refreshes_stale_statistics(self):
         """Once the last batch of a sync is settled, an Odoo table the stages
