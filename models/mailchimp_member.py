@@ -188,9 +188,8 @@ class MailchimpMember(models.Model):
     )
 
     # Odoo side
-    contact_id = fields.Many2one(
-        "mailing.contact", string="Mailing Contact", ondelete="set null", index="btree_not_null"
-    )
+    # Indexed with the audience (init): see mailchimp_member_contact_idx.
+    contact_id = fields.Many2one("mailing.contact", string="Mailing Contact", ondelete="set null")
     partner_id = fields.Many2one(
         "res.partner", ondelete="set null", index="btree_not_null"
     )
@@ -244,10 +243,22 @@ class MailchimpMember(models.Model):
             DROP INDEX IF EXISTS mailchimp_member_audience_status_idx;
             DROP INDEX IF EXISTS mailchimp_member_audience_contact_idx;
             DROP INDEX IF EXISTS mailchimp_member_audience_email_idx;
+            DROP INDEX IF EXISTS mailchimp_member__contact_id_index;
             CREATE INDEX IF NOT EXISTS mailchimp_member_todo_idx
                 ON mailchimp_member (audience_id, id) WHERE sync_status = 'todo';
             CREATE INDEX IF NOT EXISTS mailchimp_member_no_contact_idx
                 ON mailchimp_member (audience_id, id) WHERE contact_id IS NULL;
+            -- Rows without a contact nor a hash (none that the sync
+            -- writes): the incremental match looks them up apart.
+            CREATE INDEX IF NOT EXISTS mailchimp_member_no_hash_idx
+                ON mailchimp_member (audience_id, id) WHERE contact_id IS NULL AND subscriber_hash IS NULL;
+            -- A contact's rows (a contact deleted, a membership changed),
+            -- and with the audience beside it, the contacts that have a row
+            -- in an audience, read from the index alone: the Odoo-only
+            -- stage's anti-join of an incremental cycle read the whole
+            -- cache for them (0.3 s of a 100,000-member cycle).
+            CREATE INDEX IF NOT EXISTS mailchimp_member_contact_idx
+                ON mailchimp_member (contact_id, audience_id) WHERE contact_id IS NOT NULL;
             -- The Odoo-changes stage's other rows of an incremental cycle,
             -- a few of the cache at any time: rows whose Odoo side was never
             -- computed (created through the ORM) and rows whose contact was
@@ -468,6 +479,34 @@ class MailchimpMember(models.Model):
         columns, joins, state_params = Changes._odoo_state_parts(
             audience, contact="best.contact_id", deleted_at="NULL::timestamp",
             lateral=member_ids is not None or since is not None)
+        rows, contacts = "mailchimp_member", "mailing_contact c ON c.email_normalized = lower(m.email)"
+        if since and member_ids is None:
+            # The rows an incremental cycle looks at, found apart: those to
+            # do (their index), and those of the addresses of contacts
+            # written since (by the hash, Mailchimp's id of the address, or
+            # for a row without one, by its address).
+            # Joined as one set, the planner hashed every contact to find
+            # the few written since for the rows without a contact (0.15 s
+            # of a 100,000-member cycle).
+            rows = """(SELECT id, email, audience_id, contact_id, odoo_deleted_at, mc_status_changed, sync_status
+                         FROM mailchimp_member
+                        WHERE audience_id = %(aud)s AND contact_id IS NULL AND sync_status = 'todo'
+                       UNION
+                       SELECT m.id, m.email, m.audience_id, m.contact_id, m.odoo_deleted_at, m.mc_status_changed,
+                              m.sync_status
+                         FROM mailing_contact w
+                         JOIN mailchimp_member m
+                           ON m.audience_id = %(aud)s AND m.subscriber_hash = md5(w.email_normalized)
+                        WHERE w.write_date >= %(since)s AND w.email_normalized IS NOT NULL
+                          AND m.contact_id IS NULL
+                       UNION
+                       -- (a row written without a hash, as through the ORM)
+                       SELECT id, email, audience_id, contact_id, odoo_deleted_at, mc_status_changed, sync_status
+                         FROM mailchimp_member
+                        WHERE audience_id = %(aud)s AND contact_id IS NULL AND subscriber_hash IS NULL)"""
+            # and their contacts looked up by address, row by row
+            contacts = """LATERAL (SELECT c.id, c.write_date FROM mailing_contact c
+                                    WHERE c.email_normalized = lower(m.email)) c ON TRUE"""
         # Ranked in one statement: the one owner of the email; else the
         # lowest id already on the list; else the lowest with any history
         # on it; else the lowest.  A contact deleted in Odoo is not matched
@@ -478,8 +517,8 @@ class MailchimpMember(models.Model):
                 SELECT m.id AS member_id, c.id AS contact_id,
                        (s.id IS NOT NULL AND NOT COALESCE(s.opt_out, FALSE)) AS on_list,
                        (s.id IS NOT NULL OR r.id IS NOT NULL) AS has_history
-                  FROM mailchimp_member m
-                  JOIN mailing_contact c ON c.email_normalized = lower(m.email)
+                  FROM {rows} m
+                  JOIN {contacts}
              LEFT JOIN mailing_subscription s ON s.contact_id = c.id AND s.list_id = %(list)s
              LEFT JOIN mailchimp_list_removal r ON r.contact_id = c.id AND r.list_id = %(list)s
                  WHERE m.audience_id = %(aud)s AND m.contact_id IS NULL
@@ -563,8 +602,12 @@ class MailchimpMember(models.Model):
          LEFT JOIN mail_blacklist b ON b.email = c.email_normalized
              WHERE s.list_id = %(list)s AND NOT COALESCE(s.opt_out, FALSE)
                AND c.email_normalized IS NOT NULL AND NOT {blacklisted}
+               -- asked of the membership, not of the contact: the planner
+               -- then sets the list's members against the contacts the
+               -- cache has (mailchimp_member_contact_idx) before it reads a
+               -- contact, instead of hashing every contact first
                AND NOT EXISTS (SELECT 1 FROM mailchimp_member o
-                                WHERE o.audience_id = %(aud)s AND o.contact_id = c.id)
+                                WHERE o.audience_id = %(aud)s AND o.contact_id = s.contact_id)
           ORDER BY c.email_normalized, c.id
                    ) n
             {joins}
@@ -579,16 +622,30 @@ class MailchimpMember(models.Model):
         """A contact added in Odoo whose email then appeared at Mailchimp
         independently: keep the row Mailchimp knows.  (Joined rather than
         correlated: the candidates are few, the audience is large.)"""
+        # Only a contact with two rows can have such a pair: the contacts
+        # are counted from the index of rows by contact alone, in its
+        # order, and only the rows of those found (usually none) are read.
+        # Checked on every row, the stage read the whole cache in every
+        # cycle; asked in one statement, the planner did so still.
+        self.env.cr.execute(
+            """SELECT contact_id FROM mailchimp_member WHERE audience_id = %s AND contact_id IS NOT NULL
+             GROUP BY contact_id HAVING count(*) > 1""",
+            (audience.id,),
+        )
+        contact_ids = [contact_id for contact_id, in self.env.cr.fetchall()]
+        if not contact_ids:
+            return
         self.env.cr.execute(
             """
             DELETE FROM mailchimp_member d
              USING mailchimp_member o
-             WHERE d.audience_id = %(aud)s AND d.mc_status IS NULL AND d.contact_id IS NOT NULL
+             WHERE d.contact_id = ANY(%(contacts)s::int[])
+               AND d.audience_id = %(aud)s AND d.mc_status IS NULL AND d.contact_id IS NOT NULL
                AND o.audience_id = %(aud)s AND o.contact_id = d.contact_id
                AND o.id <> d.id AND o.mc_status IS NOT NULL
                AND NOT EXISTS (SELECT 1 FROM mailchimp_update u WHERE u.member_id = d.id AND u.state = 'sent')
             """,
-            {"aud": audience.id},
+            {"aud": audience.id, "contacts": int_array(contact_ids)},
         )
         self.invalidate_model()
 

@@ -23,3 +23,4 @@ from . import test_address_changes
 from . import test_reconcile_lanes
 from . import test_batch_senders
 from . import test_batch_settlers
+from . import test_cache_stages
