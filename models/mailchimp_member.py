@@ -588,6 +588,13 @@ class MailchimpMember(models.Model):
         # cycle; the planner's cost of a lookup is that of a disk read).
         columns, joins, state_params = Changes._odoo_state_parts(
             audience, contact="n.contact_id", deleted_at="NULL::timestamp", lateral=lateral)
+        # Asked of the membership on an incremental cycle, whose new rows
+        # are few: the planner then sets the list's members against the
+        # contacts the cache has (mailchimp_member_contact_idx) before it
+        # reads a contact, instead of hashing every contact first (0.33 s
+        # against 0.2 s at 100,000 members).  Of the contact on a full
+        # cycle, as the first sync's plan was measured.
+        member_of = "s.contact_id" if lateral else "c.id"
         self.env.cr.execute(
             f"""
             INSERT INTO mailchimp_member AS m (audience_id, contact_id, partner_id, email, subscriber_hash,
@@ -602,12 +609,8 @@ class MailchimpMember(models.Model):
          LEFT JOIN mail_blacklist b ON b.email = c.email_normalized
              WHERE s.list_id = %(list)s AND NOT COALESCE(s.opt_out, FALSE)
                AND c.email_normalized IS NOT NULL AND NOT {blacklisted}
-               -- asked of the membership, not of the contact: the planner
-               -- then sets the list's members against the contacts the
-               -- cache has (mailchimp_member_contact_idx) before it reads a
-               -- contact, instead of hashing every contact first
                AND NOT EXISTS (SELECT 1 FROM mailchimp_member o
-                                WHERE o.audience_id = %(aud)s AND o.contact_id = s.contact_id)
+                                WHERE o.audience_id = %(aud)s AND o.contact_id = {member_of})
           ORDER BY c.email_normalized, c.id
                    ) n
             {joins}
