@@ -248,8 +248,10 @@ class MailchimpMember(models.Model):
                 ON mailchimp_member (audience_id, id) WHERE sync_status = 'todo';
             CREATE INDEX IF NOT EXISTS mailchimp_member_no_contact_idx
                 ON mailchimp_member (audience_id, id) WHERE contact_id IS NULL;
-            -- Rows without a contact nor a hash (none that the sync
-            -- writes): the incremental match looks them up apart.
+            -- Rows with neither a contact nor a hash (the sync keeps none:
+            -- a row it empties is removed in the same cycle; a row created
+            -- through the ORM may be one): the incremental match looks them
+            -- up apart.
             CREATE INDEX IF NOT EXISTS mailchimp_member_no_hash_idx
                 ON mailchimp_member (audience_id, id) WHERE contact_id IS NULL AND subscriber_hash IS NULL;
             -- A contact's rows (a contact deleted, a membership changed),
