@@ -6,6 +6,14 @@ from odoo.tests import TransactionCase
 from odoo.addons.mailchimp_sync.mailchimp_sync.emulator import EmulatorServer
 
 
+def audience_of(env, mailing_list, **values):
+    """An audience of a new account, synced with ``mailing_list``."""
+    account = env["mailchimp.account"].create({"name": "A", "api_key": "0" * 32 + "-us1"})
+    return env["mailchimp.audience"].create(dict({
+        "name": "A", "account_id": account.id, "mailchimp_list_id": "a1b2c3d4e5",
+        "mailing_list_id": mailing_list.id}, **values))
+
+
 class EmulatorMixin:
     """Starts one emulator per test class (real HTTP on a free port) and
     resets it before each test."""

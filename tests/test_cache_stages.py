@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 from odoo.tests import TransactionCase, tagged
 
 from ..mailchimp_sync.client import subscriber_hash
-from .test_sync_history import audience_of
+from .common import audience_of
 
 
 @tagged("post_install", "-at_install")

@@ -3,14 +3,7 @@ from datetime import datetime, timedelta
 from odoo.tests import TransactionCase, tagged
 
 from ..mailchimp_sync.client import subscriber_hash
-
-
-def audience_of(env, mailing_list, **values):
-    """An audience of a new account, synced with ``mailing_list``."""
-    account = env["mailchimp.account"].create({"name": "A", "api_key": "0" * 32 + "-us1"})
-    return env["mailchimp.audience"].create(dict({
-        "name": "A", "account_id": account.id, "mailchimp_list_id": "a1b2c3d4e5",
-        "mailing_list_id": mailing_list.id}, **values))
+from .common import audience_of
 
 
 @tagged("post_install", "-at_install")
