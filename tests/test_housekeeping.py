@@ -6,6 +6,8 @@ from odoo.exceptions import ValidationError
 from odoo.tests import TransactionCase, tagged
 from odoo.tools import mute_logger
 
+from .common import audience_of
+
 
 class UpdatesFixture(TransactionCase):
     """An audience with a synced and a failing row, and two old batches."""
@@ -13,13 +15,8 @@ class UpdatesFixture(TransactionCase):
     @classmethod
     def setUpClass(cls):
         super().setUpClass()
-        mailing_list = cls.env["mailing.list"].create({"name": "Newsletter"})
-        account = cls.env["mailchimp.account"].create(
-            {"name": "Main", "api_key": "0123456789abcdef0123456789abcdef-us21"})
-        cls.audience = cls.env["mailchimp.audience"].create({
-            "name": "Main audience", "account_id": account.id, "mailchimp_list_id": "a1b2c3d4e5",
-            "mailing_list_id": mailing_list.id,
-        })
+        cls.audience = audience_of(cls.env, cls.env["mailing.list"].create({"name": "Newsletter"}))
+        account = cls.audience.account_id
         Member = cls.env["mailchimp.member"]
         cls.synced = Member.create({"audience_id": cls.audience.id, "email": "ok@example.org", "sync_status": "ok"})
         cls.failing = Member.create({"audience_id": cls.audience.id, "email": "ko@example.org", "sync_status": "fail"})
