@@ -1,6 +1,5 @@
 def uninstall_hook(env):
-    """Drop the triggers, functions, indexes and the table of rows to do
-    that the models' init() created:
+    """Drop the triggers, functions and indexes the models' init() created:
     Odoo drops our columns on uninstall but knows nothing of triggers, which
     would then fail on every write to mailing lists, nor of our indexes on
     its tables.  The audiences' own scheduled actions go first: they run
@@ -18,10 +17,6 @@ def uninstall_hook(env):
         DROP FUNCTION IF EXISTS mailchimp_sync_blacklist_stamp();
         DROP FUNCTION IF EXISTS mailchimp_sync_blacklist_removed();
         DROP FUNCTION IF EXISTS mailchimp_sync_contact_deleted();
-        DROP TRIGGER IF EXISTS mailchimp_sync_member_todo_insert ON mailchimp_member;
-        DROP TRIGGER IF EXISTS mailchimp_sync_member_todo_update ON mailchimp_member;
-        DROP FUNCTION IF EXISTS mailchimp_sync_member_todo();
-        DROP TABLE IF EXISTS mailchimp_member_todo;
         DROP INDEX IF EXISTS mailchimp_sync_contact_email_idx;
         DROP INDEX IF EXISTS mailchimp_sync_partner_email_idx;
         """

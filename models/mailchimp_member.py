@@ -39,12 +39,6 @@ BUSY_STATES = "('queued', 'sent')"
 BUSY_SQL = f"EXISTS (SELECT 1 FROM mailchimp_update u WHERE u.member_id = {{row}} AND u.state IN {BUSY_STATES})"
 # ... and a row in flight is in sync once it has none.
 IN_SYNC_SQL = f"(m.sync_status = 'live' AND NOT {BUSY_SQL.format(row='m.id')})"
-# A cache row ``m`` that has its entry in the table of rows to do (see
-# mailchimp.member's _init_todo_table): to do, or its Odoo side unknown.
-TODO_ROW_SQL = "(m.sync_status = 'todo' OR m.odoo_subscribed IS NULL)"
-# Percent of each page of the cache a new row may fill: the rest is room
-# for the rows' next versions (see _init_todo_table).
-FILLFACTOR = 60
 # What Python's str.strip() takes off a name or an address (the \013 is \v).
 _STRIP = "E' \\t\\n\\r\\f\\013\\u00a0'"
 
@@ -229,18 +223,18 @@ class MailchimpMember(models.Model):
 
     def init(self):
         res = super().init()
-        # The access paths of the bulk stages: rows to do in id order (the
-        # table of rows to do, below), and rows without a contact in id
-        # order (to match or create one); rows by contact take the
-        # contact's own index (a contact has a row or two), and a member is
-        # found by its hash (the unique index), never by its address, so the
-        # address is not indexed (with that index, the stages of a
-        # 100,000-member first sync took 3 s more).  Every stage writes most
-        # rows of a large cache at least once, and each index is one more
-        # write per row (the indexes cost more than the row itself): indexes
-        # others cover are dropped, and the rows without a contact, a few of
-        # the cache once it is synced, are indexed apart, so most writes of
-        # a row touch neither of those indexes.
+        # The access paths of the bulk stages: rows to do in id order, and
+        # rows without a contact in id order (to match or create one); rows
+        # by contact take the contact's own index (a contact has a row or
+        # two), and a member is found by its hash (the unique index), never
+        # by its address, so the address is not indexed (with that index,
+        # the stages of a 100,000-member first sync took 3 s more).  Every
+        # stage writes most rows of a large cache at least once, and each
+        # index is one more write per row (the indexes cost more than the
+        # row itself): indexes others cover are dropped, and the rows to do
+        # and the rows without a contact, a few of the cache once it is
+        # synced, are indexed apart, so most writes of a row touch neither
+        # of those indexes.
         self.env.cr.execute(
             """
             DROP INDEX IF EXISTS mailchimp_member__audience_id_index;
@@ -250,7 +244,8 @@ class MailchimpMember(models.Model):
             DROP INDEX IF EXISTS mailchimp_member_audience_contact_idx;
             DROP INDEX IF EXISTS mailchimp_member_audience_email_idx;
             DROP INDEX IF EXISTS mailchimp_member__contact_id_index;
-            DROP INDEX IF EXISTS mailchimp_member_todo_idx;
+            CREATE INDEX IF NOT EXISTS mailchimp_member_todo_idx
+                ON mailchimp_member (audience_id, id) WHERE sync_status = 'todo';
             CREATE INDEX IF NOT EXISTS mailchimp_member_no_contact_idx
                 ON mailchimp_member (audience_id, id) WHERE contact_id IS NULL;
             -- Rows with neither a contact nor a hash (the sync keeps none:
@@ -267,15 +262,15 @@ class MailchimpMember(models.Model):
             CREATE INDEX IF NOT EXISTS mailchimp_member_contact_idx
                 ON mailchimp_member (contact_id, audience_id) WHERE contact_id IS NOT NULL;
             -- The Odoo-changes stage's other rows of an incremental cycle,
-            -- a few of the cache at any time: rows whose contact was
-            -- deleted (rows whose Odoo side was never computed, as when
-            -- created through the ORM, are in the table of rows to do).
-            DROP INDEX IF EXISTS mailchimp_member_odoo_unknown_idx;
+            -- a few of the cache at any time: rows whose Odoo side was never
+            -- computed (created through the ORM) and rows whose contact was
+            -- deleted.
+            CREATE INDEX IF NOT EXISTS mailchimp_member_odoo_unknown_idx
+                ON mailchimp_member (audience_id, id) WHERE odoo_subscribed IS NULL;
             CREATE INDEX IF NOT EXISTS mailchimp_member_contact_deleted_idx
                 ON mailchimp_member (audience_id, odoo_deleted_at) WHERE odoo_deleted_at IS NOT NULL;
             """
         )
-        self._init_todo_table()
         # No query filters or joins on these columns: statistics on them
         # (detoasting every sampled JSON document) made each ANALYZE of a
         # large cache several times slower for nothing.
@@ -289,99 +284,6 @@ class MailchimpMember(models.Model):
                  ALTER COLUMN sent_data SET STATISTICS 0, ALTER COLUMN sync_error SET STATISTICS 0"""
         )
         return res
-
-    def _init_todo_table(self):
-        """Keep the rows to do in a table of their own, filled by triggers.
-
-        The reconcile and the settle write each row's status (and the
-        reconcile, the Odoo side of rows whose memberships it wrote), most
-        rows of a large cache in a first sync.  A write that changes no
-        indexed column stays on its page (a HOT update: no new entry in any
-        of the cache's indexes), and partial indexes of the rows to do
-        (``WHERE sync_status = 'todo'``) and of the rows whose Odoo side is
-        unknown (``WHERE odoo_subscribed IS NULL``) on the cache itself made
-        every such write a new version in all of them: a pass writing every
-        row's status took 44.4 s at a million members (17.8 times 100,000),
-        15.3 s without that index and with room left on each page.  So
-        these rows are listed in ``mailchimp_member_todo``: every row to do
-        or whose Odoo side is unknown has its entry there, put by a trigger
-        whoever made it so (a stage, a webhook, Retry, the ORM); an entry
-        may outlive its reason, so a reader joins the cache and checks the
-        row, and only a writer holding the row's lock takes the entry away
-        (:meth:`_forget_done_todo`, :meth:`_forget_stale_todo`)."""
-        cr = self.env.cr
-        cr.execute("SELECT to_regclass('mailchimp_member_todo') IS NULL")
-        created = cr.fetchone()[0]
-        cr.execute(
-            """
-            CREATE TABLE IF NOT EXISTS mailchimp_member_todo (
-                audience_id integer NOT NULL,
-                member_id integer NOT NULL,
-                PRIMARY KEY (audience_id, member_id)
-            );
-            CREATE OR REPLACE FUNCTION mailchimp_sync_member_todo() RETURNS trigger
-            LANGUAGE plpgsql AS $$
-            BEGIN
-                INSERT INTO mailchimp_member_todo (audience_id, member_id) VALUES (NEW.audience_id, NEW.id)
-                    ON CONFLICT DO NOTHING;
-                RETURN NULL;
-            END $$;
-            DROP TRIGGER IF EXISTS mailchimp_sync_member_todo_insert ON mailchimp_member;
-            CREATE TRIGGER mailchimp_sync_member_todo_insert AFTER INSERT ON mailchimp_member
-                FOR EACH ROW WHEN (NEW.sync_status = 'todo' OR NEW.odoo_subscribed IS NULL)
-                EXECUTE FUNCTION mailchimp_sync_member_todo();
-            DROP TRIGGER IF EXISTS mailchimp_sync_member_todo_update ON mailchimp_member;
-            CREATE TRIGGER mailchimp_sync_member_todo_update
-                AFTER UPDATE OF sync_status, odoo_subscribed ON mailchimp_member
-                FOR EACH ROW WHEN ((NEW.sync_status = 'todo' AND OLD.sync_status IS DISTINCT FROM 'todo')
-                                   OR (NEW.odoo_subscribed IS NULL AND OLD.odoo_subscribed IS NOT NULL))
-                EXECUTE FUNCTION mailchimp_sync_member_todo();
-            -- Room on each page for a row's next version: the status
-            -- writes of the reconcile and the settle then stay on it.
-            ALTER TABLE mailchimp_member SET (fillfactor = %s);
-            """,
-            (FILLFACTOR,),
-        )
-        if created:
-            # Installed over a cache (an upgrade): its rows to do.
-            cr.execute(
-                """INSERT INTO mailchimp_member_todo (audience_id, member_id)
-                   SELECT audience_id, id FROM mailchimp_member m
-                    WHERE m.sync_status = 'todo' OR m.odoo_subscribed IS NULL"""
-            )
-
-    @api.model
-    def _forget_done_todo(self, member_ids):
-        """Take the entries of rows no longer to do out of the table of rows
-        to do, among ``member_ids``, which this transaction holds locked
-        (:meth:`_lock_rows`): a writer making one of them to do again waits
-        for the lock, and its trigger puts the entry back."""
-        self.env.cr.execute(
-            f"""DELETE FROM mailchimp_member_todo t USING mailchimp_member m
-                 WHERE m.id = ANY(%(ids)s::int[]) AND NOT {TODO_ROW_SQL}
-                   AND t.member_id = ANY(%(ids)s::int[]) AND t.audience_id = m.audience_id AND t.member_id = m.id""",
-            {"ids": int_array(member_ids)},
-        )
-
-    @api.model
-    def _forget_stale_todo(self, audience=None):
-        """Take out of the table of rows to do the entries of rows that no
-        longer need it (a rename or a failure took them out of the rows to
-        do, the Odoo-changes stage computed their Odoo side) and of rows
-        deleted, in ``audience`` or in all.  A row that a writer holds is
-        skipped: it may be being made to do, and the entry is its."""
-        self.env.cr.execute(
-            f"""DELETE FROM mailchimp_member_todo t
-                 WHERE (%(aud)s::int IS NULL OR t.audience_id = %(aud)s)
-                   AND NOT EXISTS (SELECT 1 FROM mailchimp_member m WHERE m.id = t.member_id);
-                DELETE FROM mailchimp_member_todo t
-                 WHERE (t.audience_id, t.member_id) IN (
-                       SELECT m.audience_id, m.id FROM mailchimp_member_todo d
-                         JOIN mailchimp_member m ON m.id = d.member_id
-                        WHERE (%(aud)s::int IS NULL OR d.audience_id = %(aud)s) AND NOT {TODO_ROW_SQL}
-                          FOR NO KEY UPDATE OF m SKIP LOCKED)""",
-            {"aud": audience.id if audience else None},
-        )
 
     @api.depends("update_ids.state")
     def _compute_pending_update_count(self):
@@ -811,7 +713,7 @@ class MailchimpMember(models.Model):
         cr = self.env.cr
         # Each person's latest row among those fetched is the member as it
         # is now; any older row of theirs is an address they left.  A row
-        # the fetch inserted or changed is to do (the table of rows to do
+        # the fetch inserted or changed is to do (the index of rows to do
         # finds the few of an incremental cycle); the older rows take one
         # scan of the cache.
         cr.execute(
@@ -819,7 +721,6 @@ class MailchimpMember(models.Model):
                    SELECT DISTINCT ON (mc_contact_id) id, email, mc_contact_id, mc_last_changed
                      FROM mailchimp_member
                     WHERE audience_id = %(aud)s AND sync_status = 'todo'
-                      AND id IN (SELECT member_id FROM mailchimp_member_todo WHERE audience_id = %(aud)s)
                       AND mc_contact_id IS NOT NULL AND mc_status IS NOT NULL
                       AND (%(since)s::timestamp IS NULL OR mc_last_changed >= %(since)s::timestamp)
                  ORDER BY mc_contact_id, mc_last_changed DESC, id DESC)

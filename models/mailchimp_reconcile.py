@@ -159,15 +159,10 @@ class MailchimpReconcile(models.AbstractModel):
     @api.model
     def _todo_ids(self, audience, after_id=0, limit=CHUNK, up_to=None):
         """The next rows to do after ``after_id`` (up to ``up_to``), in id order."""
-        # Each entry's row looked up by its id (a subquery, which the
-        # planner keeps as such): joined, the planner merged the entries
-        # with the cache's index of ids read from its start, 0.3 s a chunk
-        # at 700,000, the longer the further the reconcile had come.
         self.env.cr.execute(
-            """SELECT t.member_id FROM mailchimp_member_todo t
-                WHERE t.audience_id = %s AND t.member_id > %s AND (%s::int IS NULL OR t.member_id <= %s)
-                  AND (SELECT m.sync_status FROM mailchimp_member m WHERE m.id = t.member_id) = 'todo'
-             ORDER BY t.member_id LIMIT %s""",
+            """SELECT id FROM mailchimp_member
+                WHERE audience_id = %s AND sync_status = 'todo' AND id > %s AND (%s::int IS NULL OR id <= %s)
+             ORDER BY id LIMIT %s""",
             (audience.id, after_id, up_to, up_to, limit),
         )
         return [r[0] for r in self.env.cr.fetchall()]
@@ -512,7 +507,6 @@ class MailchimpReconcile(models.AbstractModel):
                          AS u
                   FROM mailchimp_member
                  WHERE audience_id = %(aud)s AND sync_status = 'todo'
-                   AND id IN (SELECT member_id FROM mailchimp_member_todo WHERE audience_id = %(aud)s)
               ) plan
             """,
             {"aud": audience.id, "ov": override},
@@ -600,5 +594,4 @@ class MailchimpReconcile(models.AbstractModel):
                 WHERE m.id = v.id AND m.id = ANY(%(ids)s::int[])""",
             params,
         )
-        self.env["mailchimp.member"]._forget_done_todo(ids)
         self.env["mailchimp.member"].invalidate_model()

@@ -48,15 +48,15 @@ STAGE_LANES = 2
 LANE_STAGES = ("fetch", "create", "reconcile", "submit")
 # Tables whose statistics drive the plans of the bulk stages.
 STAT_TABLES = (
-    "mailchimp_member", "mailchimp_update", "mailchimp_member_todo", "mailing_contact", "mailing_subscription",
-    "mail_blacklist", "mailchimp_list_removal", "res_partner",
+    "mailchimp_member", "mailchimp_update", "mailing_contact", "mailing_subscription", "mail_blacklist",
+    "mailchimp_list_removal", "res_partner",
 )
 # Memory a step's sorts and hashes may use each (SET LOCAL: this
 # transaction only).
 BULK_WORK_MEM = "64MB"
 # Tables the sync rewrites in bulk: vacuumed between steps once half of
 # what they hold is dead (see _vacuum_if_bloated).
-VACUUM_TABLES = STAT_TABLES[:3]
+VACUUM_TABLES = STAT_TABLES[:2]
 # A table's statistics are out of date (pg_stat_user_tables' columns).
 STALE_STATS_SQL = "n_mod_since_analyze > 1000 + n_live_tup / 10"
 # (database, table) that a thread of this process is vacuuming -> whether
@@ -638,14 +638,11 @@ class MailchimpSync(models.AbstractModel):
             if board.error:
                 raise LaneFailed(board) from board.error
             self._record_lanes(run, board)
-            if board.finished:
-                self.env["mailchimp.member"]._forget_stale_todo(audience)
             return board.finished
         while True:
             with cycle_collector_paused():
                 rows = Reconcile._load_rows(audience, run.cursor)
                 if not rows:
-                    self.env["mailchimp.member"]._forget_stale_todo(audience)
                     return True
                 if run.failure_count >= 2:
                     # This chunk failed twice the same way: decide its rows

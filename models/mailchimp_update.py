@@ -429,8 +429,6 @@ class MailchimpUpdate(models.Model):
         # The audiences' sync history has its own retention (a year by
         # default): a handful of rows a cycle, kept far longer.
         self.env["mailchimp.sync.run"]._purge_finished()
-        # (entries of deleted rows and audiences, which no stage reads again)
-        self.env["mailchimp.member"]._forget_stale_todo()
         if not days:
             Cron._notify_progress(done=0, remaining=0)
             return

@@ -24,4 +24,3 @@ from . import test_reconcile_lanes
 from . import test_batch_senders
 from . import test_batch_settlers
 from . import test_cache_stages
-from . import test_todo_rows
