@@ -12,9 +12,10 @@ own arguments after ``--``:
 
 ``--raw FILE`` reads a profile already recorded (py-spy's raw format)
 instead of running the benchmark: compare one at a million with one at
-100,000.  py-spy must be installed beside the benchmark's python
-(``python -m pip install py-spy``); it needs to be allowed to read the
-process (root, or ptrace allowed).
+100,000.  Like the benchmark, it runs itself again with the python that
+runs Odoo; py-spy must be installed beside that python (``python -m pip
+install py-spy``) and be allowed to read the process (root, or ptrace
+allowed).
 """
 
 import argparse
@@ -84,16 +85,21 @@ def main():
     args = parser.parse_args()
     raw = args.raw
     if not raw:
+        # As the benchmark does, with the python that runs Odoo (where
+        # py-spy is installed beside it), so the profiled process is the
+        # benchmark itself, not a python that starts it again.
+        sys.path.insert(0, os.path.join(ROOT, "scripts"))
+        from odoo_env import reexec_with_odoo  # noqa: PLC0415 - not needed to read a profile
+
+        reexec_with_odoo()
         spy = py_spy()
         if not spy:
             sys.exit(f"py-spy is not installed: {sys.executable} -m pip install py-spy")
         bench_args = args.bench_args[1:] if args.bench_args[:1] == ["--"] else args.bench_args
         raw = os.path.join(tempfile.mkdtemp(prefix="mailchimp-profile-"), "profile.txt")
-        # The benchmark runs the stages in threads of its own process (the
-        # lanes): --threads keeps them apart, --subprocesses follows the
-        # python the benchmark may start again with Odoo's.
-        # --idle: the samples of a thread waiting for PostgreSQL count too.
-        command = [spy, "record", "-r", str(args.rate), "-f", "raw", "-o", raw, "--threads", "--subprocesses", "--idle",
+        # --threads keeps the lanes (threads of the benchmark) apart;
+        # --idle counts the samples of a thread waiting for PostgreSQL.
+        command = [spy, "record", "-r", str(args.rate), "-f", "raw", "-o", raw, "--threads", "--idle",
                    "--", sys.executable, os.path.join(HERE, "sync_bench.py"), *bench_args]
         result = subprocess.run(command, cwd=ROOT, check=False)
         if result.returncode:
