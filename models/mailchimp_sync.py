@@ -288,7 +288,8 @@ class MailchimpSync(models.AbstractModel):
         # once per transaction anyway): settling ten batches in one call
         # asked ten times, 3 ms each.  The mark lives as long as the
         # transaction (the post-commit data: savepoints do not clear it).
-        if not force and not stale and cr.postcommit.data.get("mailchimp_statistics_present"):
+        present = cr.postcommit.data.setdefault("mailchimp_statistics_present", set())
+        if not force and not stale and tuple(tables) in present:
             return
         # A table never analyzed is also known by its size on disk: the
         # counts of rows a connection wrote reach the statistics views up
@@ -305,16 +306,16 @@ class MailchimpSync(models.AbstractModel):
                        OR (%s AND {STALE_STATS_SQL}))""",
             (list(tables), list(force), UNANALYZED_BYTES, stale),
         )
-        tables = [table for (table,) in cr.fetchall()]
-        for table in tables:
+        analyzed = [table for (table,) in cr.fetchall()]
+        for table in analyzed:
             cr.execute(SQL("ANALYZE %s", SQL.identifier(table)))
-        if tables:
+        if analyzed:
             # The statistics views are read once per transaction and cached:
             # without this, the next call in the same transaction (settling
             # ten batches in one cron call) analyzes the same table again.
             cr.execute("SELECT pg_stat_clear_snapshot()")
         elif not force and not stale:
-            cr.postcommit.data["mailchimp_statistics_present"] = True
+            present.add(tuple(tables))
 
     def _tune_bulk_transaction(self, session=False):
         """For this transaction only (``session``: for the connection, until

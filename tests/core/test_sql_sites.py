@@ -11,7 +11,6 @@ SPEC = importlib.util.spec_from_file_location(
 sql_sites = importlib.util.module_from_spec(SPEC)
 SPEC.loader.exec_module(sql_sites)
 
-THIS_FILE = Path(__file__).resolve().as_posix()
 MARK = (Path(__file__).resolve().parent.as_posix() + "/",)
 
 
