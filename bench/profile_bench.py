@@ -67,6 +67,17 @@ def report(total, top, anywhere, marker, limit, out=sys.stdout):
         print(f"  {100 * count / total:5.1f} %  {frame}", file=out)
 
 
+def add_bench_arguments(parser):
+    """The benchmark's own arguments, after ``--`` (see bench_arguments)."""
+    parser.add_argument("bench_args", nargs=argparse.REMAINDER,
+                        help="after --: the arguments of bench/sync_bench.py")
+
+
+def bench_arguments(args):
+    """The arguments given after ``--``, for bench/sync_bench.py."""
+    return args.bench_args[1:] if args.bench_args[:1] == ["--"] else args.bench_args
+
+
 def py_spy():
     """The py-spy beside this python, or on the PATH; None if neither."""
     beside = os.path.join(os.path.dirname(sys.executable), "py-spy")
@@ -80,8 +91,7 @@ def main():
     parser.add_argument("--rate", type=int, default=50, help="samples per second (default 50)")
     parser.add_argument("--top", type=int, default=25, help="lines of each list (default 25)")
     parser.add_argument("--raw", help="a profile recorded before (py-spy's raw format), instead of a run")
-    parser.add_argument("bench_args", nargs=argparse.REMAINDER,
-                        help="after --: the arguments of bench/sync_bench.py")
+    add_bench_arguments(parser)
     args = parser.parse_args()
     raw = args.raw
     if not raw:
@@ -95,7 +105,7 @@ def main():
         spy = py_spy()
         if not spy:
             sys.exit(f"py-spy is not installed: {sys.executable} -m pip install py-spy")
-        bench_args = args.bench_args[1:] if args.bench_args[:1] == ["--"] else args.bench_args
+        bench_args = bench_arguments(args)
         raw = os.path.join(tempfile.mkdtemp(prefix="mailchimp-profile-"), "profile.txt")
         # --threads keeps the lanes (threads of the benchmark) apart;
         # --idle counts the samples of a thread waiting for PostgreSQL.

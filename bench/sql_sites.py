@@ -25,6 +25,8 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
+sys.path.insert(0, HERE)
+from profile_bench import add_bench_arguments, bench_arguments  # noqa: E402 - a sibling script, once HERE is on the path
 # The addon's directories whose functions name a place.
 PLACE_MARKS = ("mailchimp_sync/models/", "mailchimp_sync/tools/")
 
@@ -80,8 +82,7 @@ def timed(execute, sites):
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--top", type=int, default=40, help="places listed (default 40)")
-    parser.add_argument("bench_args", nargs=argparse.REMAINDER,
-                        help="after --: the arguments of bench/sync_bench.py")
+    add_bench_arguments(parser)
     args = parser.parse_args()
     sys.path.insert(0, os.path.join(ROOT, "scripts"))
     from odoo_env import odoo_status, reexec_with_odoo  # noqa: PLC0415 - after the path is set
@@ -94,8 +95,7 @@ def main():
 
     sites = SiteTimes()
     sql_db.Cursor.execute = timed(sql_db.Cursor.execute, sites)
-    bench_args = args.bench_args[1:] if args.bench_args[:1] == ["--"] else args.bench_args
-    sys.argv = [os.path.join(HERE, "sync_bench.py"), *bench_args]
+    sys.argv = [os.path.join(HERE, "sync_bench.py"), *bench_arguments(args)]
     try:
         runpy.run_path(sys.argv[0], run_name="__main__")
     finally:
