@@ -17,6 +17,7 @@ from ..tools.sql import int_array
 from ..tools.threads import own_cursor_env, run_threads
 from ..tools.user_messages import describe_reason
 from .mailchimp_audience_dashboard import MC_SUBSCRIBED_SQL
+from .mailchimp_member import hash_key_sql
 
 CHUNK = 5000
 # A step with fewer rows to do than a chunk for each lane gives each lane
@@ -315,10 +316,11 @@ class MailchimpReconcile(models.AbstractModel):
         taken = set()
         if renamed:
             cr.execute(
-                """SELECT e.key::int FROM jsonb_each_text(%s::jsonb) AS e(key, email)
-                    WHERE EXISTS (SELECT 1 FROM mailchimp_member o
-                                   WHERE o.audience_id = %s AND o.subscriber_hash = md5(e.email)
-                                     AND o.mc_status IS NOT NULL AND o.id <> e.key::int)""",
+                f"""SELECT e.key::int FROM jsonb_each_text(%s::jsonb) AS e(key, email)
+                     WHERE EXISTS (SELECT 1 FROM mailchimp_member o
+                                    WHERE {hash_key_sql("o.audience_id", "o.subscriber_hash")}
+                                          = {hash_key_sql("%s", "md5(e.email)")}
+                                      AND o.mc_status IS NOT NULL AND o.id <> e.key::int)""",
                 (json.dumps(renamed), audience.id),
             )
             taken = {r[0] for r in cr.fetchall()}

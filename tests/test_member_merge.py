@@ -4,11 +4,16 @@ which moves to Mailchimp's ``last_changed`` only when its value does."""
 
 import json
 from datetime import datetime
+from unittest.mock import patch
+
+from psycopg2 import IntegrityError
 
 from odoo.tests import tagged
+from odoo.tools import mute_logger, sql
 
 from ..mailchimp_sync.client import subscriber_hash
 from ..mailchimp_sync.exceptions import MailchimpUnexpectedAnswer
+from ..models.mailchimp_member import HASH_CONSTRAINT
 from .common import SyncCase
 
 FIRST = datetime(2026, 1, 1, 10)
@@ -149,3 +154,71 @@ class TestMemberMerge(SyncCase):
         self.assertTrue(answer_scans, "the plan reads the answers")
         self.assertEqual([scan["Actual Loops"] for scan in answer_scans], [1])
         self.assertEqual(sum(scan["Actual Rows"] for scan in answer_scans), 30)
+
+
+@tagged("post_install", "-at_install")
+class TestMemberKey(SyncCase):
+    """One cache row per audience and member, kept by a hash index on the
+    row's key (``HASH_CONSTRAINT``): the lookups by hash must compare the
+    key's very expression, or they read the whole cache."""
+
+    def setUp(self):
+        super().setUp()
+        self.seed([])
+
+    def statements_of(self, call):
+        """The statements ``call()`` runs, with their parameters."""
+        cr, seen = self.env.cr, []
+        real = type(cr).execute
+
+        def execute(this, query, params=None, log_exceptions=True):
+            seen.append((query, params))
+            return real(this, query, params, log_exceptions)
+
+        with patch.object(type(cr), "execute", execute):
+            call()
+        return seen
+
+    def assert_uses_key(self, query, params):
+        cr = self.env.cr
+        cr.execute("SET LOCAL enable_seqscan = off")
+        try:
+            cr.execute("EXPLAIN " + str(query), params)
+            plan = "\n".join(line for (line,) in cr.fetchall())
+        finally:
+            cr.execute("RESET enable_seqscan")
+        self.assertIn("mailchimp_member_hash_excl", plan, f"a lookup by hash the key's index cannot serve:\n{plan}")
+
+    def test_postgresql_prints_the_constraint_as_declared(self):
+        # Otherwise Odoo drops and rebuilds it on every update of the module.
+        self.assertEqual(
+            sql.constraint_definition(self.env.cr, "mailchimp_member", "mailchimp_member_hash_excl"), HASH_CONSTRAINT)
+
+    def test_a_second_row_of_a_member_is_refused(self):
+        values = {"audience_id": self.audience.id, "email": "ann@example.org",
+                  "subscriber_hash": subscriber_hash("ann@example.org")}
+        self.Member.create(values)
+        other = self.env["mailchimp.audience"].create({
+            "name": "Other", "account_id": self.account.id, "mailchimp_list_id": "f0e1d2c3b4",
+            "mailing_list_id": self.env["mailing.list"].create({"name": "Other"}).id})
+        # the same member in another audience is another row
+        self.Member.create(dict(values, audience_id=other.id))
+        with mute_logger("odoo.sql_db"), self.assertRaises(IntegrityError), self.cr.savepoint():
+            self.Member.create(values)
+
+    def test_lookups_by_hash_use_the_key(self):
+        page = [{"id": subscriber_hash("ann@example.org"), "email_address": "ann@example.org",
+                 "status": "subscribed", "last_changed": "2026-01-01T10:00:00+00:00"}]
+        for query, params in self.statements_of(lambda: self.Member._merge_page(self.audience, page)):
+            if "jsonb_array_elements" in str(query):
+                self.assert_uses_key(query, params)
+                break
+        else:
+            self.fail("the page's statement was not seen")
+        row = self.row("ann@example.org")
+        statements = self.statements_of(lambda: self.Member._row_of(self.audience, "Ann@Example.org"))
+        self.assertEqual(self.Member._row_of(self.audience, "Ann@Example.org"), row)
+        self.assert_uses_key(*next(s for s in statements if "subscriber_hash" in str(s[0])))
+        statements = self.statements_of(
+            lambda: self.Member._release_hashes([(row.id + 1000, subscriber_hash("ann@example.org"))]))
+        self.assert_uses_key(*next(s for s in statements if "jsonb_to_recordset" in str(s[0])))
