@@ -41,6 +41,8 @@ CACHE_STATISTICS_TARGET = 25
 BUSY_SQL = f"EXISTS (SELECT 1 FROM mailchimp_update u WHERE u.member_id = {{row}} AND u.state IN {BUSY_STATES})"
 # ... and a row in flight is in sync once it has none.
 IN_SYNC_SQL = f"(m.sync_status = 'live' AND NOT {BUSY_SQL.format(row='m.id')})"
+
+
 def hash_key_sql(audience, subscriber_hash):
     """SQL of the key a cache row is found by: its audience and its
     subscriber hash as one text (``audience``, ``subscriber_hash``: SQL of
@@ -54,10 +56,9 @@ def hash_key_sql(audience, subscriber_hash):
 # on the key.  Every write of a cache row (the match, the create stage,
 # the reconcile, settling) adds an entry for the row's new version to
 # each of its indexes, and a unique B-tree on the hash takes that entry
-# at a random place: measured on a million rows, the B-tree made those
-# writes about 40 % slower than a hash index does (20 % on 100,000
-# rows).  Written as PostgreSQL prints it, so that Odoo finds the
-# constraint unchanged on each update.
+# at a random place: on a table as wide as the cache, the B-tree made
+# those writes about 40 % slower than a hash index does at a million
+# rows (20 % at 100,000).  (As PostgreSQL prints it.)
 HASH_CONSTRAINT = "EXCLUDE USING hash (((((audience_id)::text || '/'::text) || (subscriber_hash)::text)) WITH =)"
 
 
