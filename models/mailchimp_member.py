@@ -84,14 +84,21 @@ def _answered_sql(member):
         NULLIF({member}->>'last_changed', '')::timestamptz AT TIME ZONE 'UTC' AS mc_last_changed,
         {name.format(x=member, tag="FNAME", strip=_STRIP)} AS mc_first_name,
         {name.format(x=member, tag="LNAME", strip=_STRIP)} AS mc_last_name,
-        COALESCE((SELECT jsonb_object_agg(e.key, e.value NOT IN ('false', 'null', '0', '""'))
-                    FROM jsonb_each(CASE WHEN jsonb_typeof({member}->'interests') = 'object'
-                                         THEN {member}->'interests' END) e), '{{}}') AS mc_interests,
+        CASE WHEN jsonb_typeof({member}->'interests') IS DISTINCT FROM 'object' THEN '{{}}'
+             -- as Mailchimp answers them (every value a boolean), kept as
+             -- they are: the aggregate below, run for every member of a
+             -- page, was a sixth of merging it
+             WHEN NOT jsonb_path_exists({member}->'interests', '$.* ? (@.type() != "boolean")')
+             THEN {member}->'interests'
+             ELSE COALESCE((SELECT jsonb_object_agg(e.key, e.value NOT IN ('false', 'null', '0', '""'))
+                              FROM jsonb_each({member}->'interests') e), '{{}}') END AS mc_interests,
         NULLIF({member}->>'unique_email_id', '') AS mc_unique_email_id,
         NULLIF({member}->>'contact_id', '') AS mc_contact_id,
         CASE WHEN jsonb_typeof({member}->'merge_fields') = 'object'
              THEN {member}->'merge_fields' ELSE '{{}}' END AS mc_merge_fields,
-        CASE WHEN jsonb_typeof({member}->'tags') = 'array' THEN COALESCE((
+        CASE WHEN jsonb_typeof({member}->'tags') IS DISTINCT FROM 'array' THEN NULL
+             WHEN {member}->'tags' = '[]' THEN '[]'  -- (most members: no aggregate)
+             ELSE COALESCE((
             SELECT jsonb_agg(t.name ORDER BY t.name) FROM (
                 SELECT DISTINCT (e->>'name') COLLATE "C" AS name FROM jsonb_array_elements({member}->'tags') e
                  WHERE jsonb_typeof(e) = 'object' AND COALESCE(e->>'name', '') <> '') t), '[]') END AS mc_tags,

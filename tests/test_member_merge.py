@@ -86,6 +86,14 @@ class TestMemberMerge(SyncCase):
         _changed, row = self.merge(member)
         self.assertEqual((row.mc_tags, row.mc_tags_partial), (["A", "b"], True))
 
+    def test_interests_that_are_not_booleans_are_read_as_set_or_not(self):
+        _changed, row = self.merge(self.member(interests={"i1": "yes", "i2": 0, "i3": None, "i4": "", "i5": 1}))
+        self.assertEqual(row.mc_interests, {"i1": True, "i2": False, "i3": False, "i4": False, "i5": True})
+        _changed, row = self.merge(self.member(interests=["i1"], last_changed="2026-01-02T09:00:00Z"))
+        self.assertEqual(row.mc_interests, {}, "interests that are not an object are none")
+        _changed, row = self.merge(self.member(interests={}, tags=[], last_changed="2026-01-03T09:00:00Z"))
+        self.assertEqual((row.mc_interests, row.mc_tags), ({}, []))
+
     def test_a_settled_answer_is_merged_as_a_fetched_one(self):
         _changed, row = self.merge(self.member())
         row.sync_status = "live"
