@@ -86,8 +86,8 @@ def _answered_sql(member):
         {name.format(x=member, tag="LNAME", strip=_STRIP)} AS mc_last_name,
         CASE WHEN jsonb_typeof({member}->'interests') IS DISTINCT FROM 'object' THEN '{{}}'
              -- as Mailchimp answers them (every value a boolean), kept as
-             -- they are: the aggregate below, run for every member of a
-             -- page, was a sixth of merging it
+             -- they are: this aggregate and the tags' below, run for every
+             -- member, took about 8 ms of a page's 45 to 75
              WHEN NOT jsonb_path_exists({member}->'interests', '$.* ? (@.type() != "boolean")')
              THEN {member}->'interests'
              ELSE COALESCE((SELECT jsonb_object_agg(e.key, e.value NOT IN ('false', 'null', '0', '""'))
