@@ -48,7 +48,8 @@ def hash_key_sql(audience, subscriber_hash):
     subscriber hash as one text (``audience``, ``subscriber_hash``: SQL of
     each).  The cache keeps one row per key with a hash index on it
     (:data:`HASH_CONSTRAINT`), which a lookup uses only when it compares
-    this very expression of the row's columns."""
+    this very expression of the row's columns.  The audience is part of
+    the key: a lookup by it needs no other condition on the audience."""
     return f"({audience}::text || '/' || {subscriber_hash})"
 
 
@@ -423,8 +424,7 @@ class MailchimpMember(models.Model):
                   FROM n LEFT JOIN LATERAL (
                       SELECT * FROM mailchimp_member o
                        WHERE {hash_key_sql("o.audience_id", "o.subscriber_hash")}
-                             = {hash_key_sql("%(aud)s", "n.subscriber_hash")}
-                         AND o.audience_id = %(aud)s LIMIT 1) o ON TRUE
+                             = {hash_key_sql("%(aud)s", "n.subscriber_hash")} LIMIT 1) o ON TRUE
                 {in_flight}
             ), updated AS (
                 UPDATE mailchimp_member m SET {sets},
@@ -576,7 +576,6 @@ class MailchimpMember(models.Model):
                          JOIN mailchimp_member m
                            ON {hash_key_sql("m.audience_id", "m.subscriber_hash")}
                               = {hash_key_sql("%(aud)s", "md5(w.email_normalized)")}
-                          AND m.audience_id = %(aud)s
                         WHERE w.write_date >= %(since)s AND w.email_normalized IS NOT NULL
                           AND m.contact_id IS NULL
                        UNION
@@ -777,9 +776,8 @@ class MailchimpMember(models.Model):
         self.flush_model(["audience_id", "subscriber_hash"])
         self.env.cr.execute(
             f"""SELECT id FROM mailchimp_member
-                 WHERE {hash_key_sql("audience_id", "subscriber_hash")} = {hash_key_sql("%s", "%s")}
-                   AND audience_id = %s LIMIT 1""",
-            (audience.id, subscriber_hash(email), audience.id),
+                 WHERE {hash_key_sql("audience_id", "subscriber_hash")} = {hash_key_sql("%s", "%s")} LIMIT 1""",
+            (audience.id, subscriber_hash(email)),
         )
         row_ids = [row_id for (row_id,) in self.env.cr.fetchall()]
         # (searched by id: the caller's access to the rows is checked as before)

@@ -227,9 +227,9 @@ class TestMemberKey(SyncCase):
                 break
         else:
             self.fail("the page's statement was not seen")
-        row = self.row("ann@example.org")
-        statements = self.statements_of(lambda: self.Member._row_of(self.audience, "Ann@Example.org"))
-        self.assertEqual(self.Member._row_of(self.audience, "Ann@Example.org"), row)
+        row, found = self.row("ann@example.org"), []
+        statements = self.statements_of(lambda: found.append(self.Member._row_of(self.audience, "Ann@Example.org")))
+        self.assertEqual(found, [row])
         self.assert_uses_key(*next(s for s in statements if "subscriber_hash" in str(s[0])))
         statements = self.statements_of(
             lambda: self.Member._release_hashes([(row.id + 1000, subscriber_hash("ann@example.org"))]))
