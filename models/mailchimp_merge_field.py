@@ -235,8 +235,18 @@ class MailchimpMergeField(models.Model):
 
     def _lang(self):
         # Names of related records and option labels go to Mailchimp in one
-        # language, whoever runs the sync: the company's.
-        return self.env.ref("base.main_company").sudo().partner_id.lang or "en_US"
+        # language, whoever runs the sync: the company's.  Read in SQL: each
+        # reconcile chunk asks in a transaction of its own, and through the
+        # ORM reading the company and its partner took five statements.
+        company_id = self.env["ir.model.data"]._xmlid_to_res_id("base.main_company")
+        self.env["res.company"].flush_model(["partner_id"])
+        self.env["res.partner"].flush_model(["lang"])
+        self.env.cr.execute(
+            "SELECT p.lang FROM res_company c JOIN res_partner p ON p.id = c.partner_id WHERE c.id = %s",
+            (company_id,),
+        )
+        row = self.env.cr.fetchone()
+        return (row and row[0]) or "en_US"
 
     def _spec(self):
         """This mapping as plain values, read once per chunk rather than

@@ -91,6 +91,17 @@ class TestMergeFieldMapping(DataSyncCase):
         with self.assertRaises(AccessError):
             company.unlink()
 
+    def test_values_go_in_the_company_language_as_it_is_now(self):
+        """Names and option labels go to Mailchimp in the company's language
+        (read in SQL), a change the ORM has not written yet included."""
+        self.env["res.lang"]._activate_lang("fr_FR")
+        partner = self.env.ref("base.main_company").partner_id
+        Mapping = self.env["mailchimp.merge.field"]
+        partner.lang = "fr_FR"
+        self.assertEqual(Mapping._lang(), "fr_FR")
+        partner.lang = False
+        self.assertEqual(Mapping._lang(), "en_US")
+
     def test_a_field_that_cannot_hold_the_type_is_refused(self):
         self.seed_data()
         with self.assertRaisesRegex(Exception, "cannot hold it"):
