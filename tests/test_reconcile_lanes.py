@@ -78,11 +78,11 @@ class TestReconcileInLanes(SyncCase):
 class TestLanesOnRealConnections(CommittedFixture, SyncCase):
     @contextmanager
     def lanes_must_meet(self):
-        """Each lane's first chunk waits at a barrier for the other's: lanes
+        """Each lane's first chunk waits at a barrier for the others': lanes
         taking turns never meet, and the chunk fails.  Yields the names of
         the lanes seen."""
         Reconcile = type(self.env["mailchimp.reconcile"])
-        barrier = threading.Barrier(2, timeout=20)
+        barrier = threading.Barrier(mailchimp_reconcile.LANES, timeout=20)
         lanes_seen, real = set(), Reconcile._reconcile_chunk
 
         def chunk_with_a_meeting(model, *args):
@@ -112,20 +112,20 @@ class TestLanesOnRealConnections(CommittedFixture, SyncCase):
 
     def sixty_rows_on_meeting_lanes(self, setting, value):
         """Reconcile sixty Odoo-only contacts with the reconcile's ``setting``
-        patched to ``value``; both lanes must hold a chunk at once (a barrier
-        each lane's first chunk must pass with the other: taking turns, they
+        patched to ``value``; every lane must hold a chunk at once (a barrier
+        each lane's first chunk must pass with the others: taking turns, they
         would never meet), and every row is still decided once, and counted
         once."""
         self.setup_committed(odoo_only=60)
         with patch.object(mailchimp_reconcile, setting, value), self.lanes_must_meet() as lanes_seen:
             self.run_steps()
-        self.assertEqual(len(lanes_seen), 2, lanes_seen)
+        self.assertEqual(len(lanes_seen), mailchimp_reconcile.LANES, lanes_seen)
         updates, statuses, (reconciled, _done, _stage) = self.counts()
         self.assertEqual(updates, (60, 60), "one update per contact, none twice")
         self.assertEqual(statuses, {"live": 60})
         self.assertEqual(reconciled, 60)
 
-    def test_two_lanes_decide_chunks_at_the_same_time(self):
+    def test_the_lanes_decide_chunks_at_the_same_time(self):
         self.sixty_rows_on_meeting_lanes("CHUNK", 10)
 
     def test_fewer_rows_than_a_chunk_each_are_shared_between_the_lanes(self):
@@ -293,7 +293,7 @@ class TestLanesOnRealConnections(CommittedFixture, SyncCase):
     def test_odoos_cron_runner_runs_the_lanes(self):
         """The audience's scheduled action, run by Odoo's own cron runner
         (a job acquired, called until done, committed between calls),
-        reconciles on both lanes at once: the runner's transaction has
+        reconciles on every lane at once: the runner's transaction has
         written nothing when the step begins."""
         self.setup_committed(odoo_only=40)
         IrCron = self.registry["ir.cron"]
@@ -312,7 +312,7 @@ class TestLanesOnRealConnections(CommittedFixture, SyncCase):
                 _updates, _statuses, (_reconciled, _done, stage) = self.counts()
                 if stage != "reconcile" and lanes_seen:
                     break
-        self.assertEqual(len(lanes_seen), 2, "both lanes ran under the cron runner")
+        self.assertEqual(len(lanes_seen), mailchimp_reconcile.LANES, "every lane ran under the cron runner")
         updates, statuses, (reconciled, _done, _stage) = self.counts()
         self.assertEqual(updates, (40, 40))
         self.assertEqual(reconciled, 40)
