@@ -218,6 +218,9 @@ class MailchimpBatch(models.Model):
         with lane_failures(board), own_cursor_env(self.env) as env:
             Batch = env["mailchimp.batch"]
             audience = env["mailchimp.audience"].browse(audience_id)
+            # Read once per sender: each batch commits, which empties the
+            # ORM's cache, and asking for each batch took two statements.
+            answer_fields = env["mailchimp.merge.field"]._fetch_fields(audience)
             while True:
                 with board.lock:
                     # A step sends at least one batch, whatever its budget.
@@ -244,7 +247,7 @@ class MailchimpBatch(models.Model):
                 env.cr.commit()  # pylint: disable=invalid-commit
                 with board.lock:
                     board.counts.batches_sent += 1
-                if batch._post(rows) == "throttled":
+                if batch._post(rows, answer_fields) == "throttled":
                     with board.lock:
                         board.stopped = True  # sent once Mailchimp's queue has room
 
@@ -320,14 +323,17 @@ class MailchimpBatch(models.Model):
         cr.commit()  # pylint: disable=invalid-commit
         return self._post(rows)
 
-    def _post(self, rows):
+    def _post(self, rows, answer_fields=None):
         """POST this ``sending`` batch (committed so) with its updates'
         ``rows`` (``SEND_COLUMNS``), then record Mailchimp's answer and
-        commit.  Returns "throttled" if Mailchimp said to wait."""
+        commit.  ``answer_fields``: the fields Mailchimp is to answer with
+        (the fetch's, read here if not given).  Returns "throttled" if
+        Mailchimp said to wait."""
         cr = self.env.cr
         audience = self.audience_id
         # Answers trimmed to what settling reads (the fetch's fields).
-        answer_fields = self.env["mailchimp.merge.field"]._fetch_fields(audience)
+        if answer_fields is None:
+            answer_fields = self.env["mailchimp.merge.field"]._fetch_fields(audience)
         list_id = audience.mailchimp_list_id
         operations = [
             build_operation(update_id, list_id, kind, body or payload or {}, email, bool(status),

@@ -34,10 +34,11 @@ class TestSendersOnRealConnections(CommittedFixture, SyncCase):
         self.setup_committed(odoo_only=12)
         self.run_steps(until="submit")
         barrier = threading.Barrier(2, timeout=20)
-        senders, real = set(), MailchimpClient.start_batch
+        senders, real, posted = set(), MailchimpClient.start_batch, []
 
         def start_batch_after_a_meeting(client, operations):
             name = threading.current_thread().name
+            posted.extend(operations)
             if name not in senders:
                 senders.add(name)
                 barrier.wait()
@@ -47,6 +48,14 @@ class TestSendersOnRealConnections(CommittedFixture, SyncCase):
                 patch.object(MailchimpClient, "start_batch", start_batch_after_a_meeting):
             self.run_steps()
         self.assertEqual(len(senders), 2, "two senders POSTed")
+        # Each sender read the fields Mailchimp answers with once, for all
+        # its batches: what settling reads.
+        with self.db.cursor() as cr:
+            env = self.env_on(cr)
+            answer_fields = ",".join(env["mailchimp.merge.field"]._fetch_fields(
+                env["mailchimp.audience"].browse(self.ids["audience"])))
+        self.assertEqual(len(posted), 12)
+        self.assertEqual({op["params"]["fields"] for op in posted}, {answer_fields})
         batches = self.batches()
         self.assertEqual([state for state, _id in batches], ["submitted"] * 4)
         self.assertEqual(len({batch_id for _state, batch_id in batches}), 4, "four batches at Mailchimp")
