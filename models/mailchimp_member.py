@@ -545,11 +545,15 @@ class MailchimpMember(models.Model):
         self.invalidate_model()
 
     @api.model
-    def _match_contacts(self, audience, member_ids=None, since=None):
+    @api.model
+    def _match_contacts(self, audience, member_ids=None, since=None, part=None):
         """Give rows without a contact their best contact (and partner).
         With ``since`` (an incremental cycle), only rows to do and contacts
         written since are looked at: a row that matched nobody before can
-        only match a contact created or given its address since."""
+        only match a contact created or given its address since.  With
+        ``part`` (parts, which), only the rows whose id falls in that part (a
+        lane's share of a full match: the rows to match are spread evenly,
+        where a range of ids may hold all the shared ones)."""
         since = since or None  # an unset Datetime field reads False
         Changes = self.env["mailchimp.odoo.changes"]
         # The contact's Odoo side is written with it (a lookup per row when
@@ -603,6 +607,7 @@ class MailchimpMember(models.Model):
                  WHERE m.audience_id = %(aud)s AND m.contact_id IS NULL
                    AND (m.odoo_deleted_at IS NULL OR m.mc_status_changed > m.odoo_deleted_at)
                    AND (%(ids)s::int[] IS NULL OR m.id = ANY(%(ids)s::int[]))
+                   AND (%(parts)s::int IS NULL OR mod(m.id, %(parts)s) = %(part)s)
                    AND (%(since)s::timestamp IS NULL OR m.sync_status = 'todo' OR c.write_date >= %(since)s)
             ), best AS (
                 SELECT DISTINCT ON (member_id) member_id, contact_id
@@ -613,15 +618,17 @@ class MailchimpMember(models.Model):
               FROM (SELECT best.member_id, best.contact_id, {columns} FROM best {joins}) st
              WHERE m.id = st.member_id
             """,
-            dict(state_params, aud=audience.id, list=audience.mailing_list_id.id, ids=member_ids, since=since),
+            dict(state_params, aud=audience.id, list=audience.mailing_list_id.id, ids=member_ids, since=since,
+                 parts=part and part[0], part=part and part[1]),
         )
-        self._match_partners(audience, member_ids, since)
+        self._match_partners(audience, member_ids, since, part)
 
     @api.model
-    def _match_partners(self, audience, member_ids=None, since=None):
+    def _match_partners(self, audience, member_ids=None, since=None, part=None):
         """Link each row (and its contact) to the partner of its email.
         With ``since``: only rows to do, and contacts or partners written
-        since (a link can only appear or change through such a write)."""
+        since (a link can only appear or change through such a write);
+        with ``part``: only the rows in it (see _match_contacts)."""
         since = since or None  # an unset Datetime field reads False
         self.env.cr.execute(
             """
@@ -629,7 +636,8 @@ class MailchimpMember(models.Model):
               FROM mailing_contact c
              WHERE m.audience_id = %(aud)s AND m.contact_id = c.id AND c.partner_id IS NOT NULL
                AND m.partner_id IS DISTINCT FROM c.partner_id
-               AND (%(ids)s::int[] IS NULL OR m.id = ANY(%(ids)s::int[]));
+               AND (%(ids)s::int[] IS NULL OR m.id = ANY(%(ids)s::int[]))
+               AND (%(parts)s::int IS NULL OR mod(m.id, %(parts)s) = %(part)s);
             WITH best AS (
                 SELECT DISTINCT ON (m.id) m.id AS member_id, p.id AS partner_id
                   FROM mailchimp_member m
@@ -637,6 +645,7 @@ class MailchimpMember(models.Model):
                   JOIN res_partner p ON p.email_normalized = c.email_normalized AND p.active
                  WHERE m.audience_id = %(aud)s AND m.partner_id IS NULL
                    AND (%(ids)s::int[] IS NULL OR m.id = ANY(%(ids)s::int[]))
+                   AND (%(parts)s::int IS NULL OR mod(m.id, %(parts)s) = %(part)s)
                    AND (%(since)s::timestamp IS NULL OR m.sync_status = 'todo' OR c.write_date >= %(since)s
                         OR p.write_date >= %(since)s)
               ORDER BY m.id, p.id
@@ -647,19 +656,23 @@ class MailchimpMember(models.Model):
               FROM mailchimp_member m
              WHERE m.audience_id = %(aud)s AND m.contact_id = c.id AND c.partner_id IS NULL
                AND m.partner_id IS NOT NULL
-               AND (%(ids)s::int[] IS NULL OR m.id = ANY(%(ids)s::int[]));
+               AND (%(ids)s::int[] IS NULL OR m.id = ANY(%(ids)s::int[]))
+               AND (%(parts)s::int IS NULL OR mod(m.id, %(parts)s) = %(part)s);
             """,
-            {"aud": audience.id, "ids": member_ids, "since": since},
+            {"aud": audience.id, "ids": member_ids, "since": since,
+             "parts": part and part[0], "part": part and part[1]},
         )
         self.invalidate_model(["partner_id"])
         self.env["mailing.contact"].invalidate_model(["partner_id"])
 
     @api.model
-    def _add_odoo_only(self, audience, lateral=False):
+    def _add_odoo_only(self, audience, lateral=False, part=None):
         """Rows for contacts subscribed in Odoo that Mailchimp does not know,
         with their Odoo side; ``lateral`` (an incremental cycle, whose new
         rows are the few contacts subscribed since the last) looks that side
-        up per row, as the match does for the same cycles."""
+        up per row, as the match does for the same cycles.  ``part``
+        (parts, which): only the addresses whose hash falls in that part (a
+        lane's share of a full cycle's insert)."""
         Changes = self.env["mailchimp.odoo.changes"]
         blacklisted = Changes._blacklist_clause(audience)
         # Hashed, the Odoo side read every membership of each mapped list
@@ -688,6 +701,7 @@ class MailchimpMember(models.Model):
          LEFT JOIN mail_blacklist b ON b.email = c.email_normalized
              WHERE s.list_id = %(list)s AND NOT COALESCE(s.opt_out, FALSE)
                AND c.email_normalized IS NOT NULL AND NOT {blacklisted}
+               AND (%(parts)s::int IS NULL OR mod(hashtext(c.email_normalized) & 2147483647, %(parts)s) = %(part)s)
                AND NOT EXISTS (SELECT 1 FROM mailchimp_member o
                                 WHERE o.audience_id = %(aud)s AND o.contact_id = {member_of})
           ORDER BY c.email_normalized, c.id
@@ -696,7 +710,8 @@ class MailchimpMember(models.Model):
             -- (the key: HASH_CONSTRAINT)
             ON CONFLICT DO NOTHING
             """,
-            dict(state_params, aud=audience.id, list=audience.mailing_list_id.id),
+            dict(state_params, aud=audience.id, list=audience.mailing_list_id.id,
+                 parts=part and part[0], part=part and part[1]),
         )
         self.invalidate_model()
 

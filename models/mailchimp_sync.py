@@ -40,12 +40,13 @@ _logger = logging.getLogger(__name__)
 # documented as inclusive: every incremental fetch re-reads a window.
 FETCH_OVERLAP = timedelta(minutes=15)
 PAGE_OVERLAP = 10
-# Connections the fetch merges pages on, and the create stage creates
-# contacts on (``mailchimp_sync.stage_lanes``; 1: the step's own transaction).
+# Connections the fetch merges pages on, the create stage creates contacts
+# on, and a full cycle's match and Odoo-only stages split their statement
+# on (``mailchimp_sync.stage_lanes``; 1: the step's own transaction).
 STAGE_LANES = 2
 # Stages that run on connections of their own when the step's transaction
 # is fresh (see _fresh_transaction).
-LANE_STAGES = ("fetch", "create", "reconcile", "submit")
+LANE_STAGES = ("fetch", "match", "create", "odoo_only", "reconcile", "submit")
 # Tables whose statistics drive the plans of the bulk stages.
 STAT_TABLES = (
     "mailchimp_member", "mailchimp_update", "mailing_contact", "mailing_subscription", "mail_blacklist",
@@ -141,7 +142,7 @@ class MailchimpSync(models.AbstractModel):
             "create": self._stage_create,
             # Incremental as the match's cycles are: Odoo changes looked at
             # since a time (``odoo_since``).
-            "odoo_only": lambda a, r, d: Member._add_odoo_only(a, lateral=bool(r.odoo_since)) or True,
+            "odoo_only": self._stage_odoo_only,
             "duplicates": lambda a, r, d: Member._drop_duplicates(a) or True,
             "odoo_changes": self._stage_odoo_changes,
             "data": self._stage_data,
@@ -316,6 +317,7 @@ class MailchimpSync(models.AbstractModel):
             cr.execute("SELECT pg_stat_clear_snapshot()")
         elif not force and not stale:
             present.add(tuple(tables))
+        return analyzed
 
     def _tune_bulk_transaction(self, session=False):
         """For this transaction only (``session``: for the connection, until
@@ -536,9 +538,50 @@ class MailchimpSync(models.AbstractModel):
 
     def _stage_match(self, audience, run, deadline):
         # (A large full fetch analyzed the cache in its last step.)
-        self._ensure_statistics()
-        self.env["mailchimp.member"]._match_contacts(audience, since=run.odoo_since)
+        analyzed = self._ensure_statistics()
+        Member = self.env["mailchimp.member"]
+        lanes = self._stage_lanes()
+        if lanes <= 1 or run.odoo_since:
+            Member._match_contacts(audience, since=run.odoo_since)
+            return True
+        if analyzed and not run.cursor:
+            # Lanes plan on committed statistics only: this step commits
+            # the ones it just made, and the next one matches.
+            run.cursor = 1
+            return False
+        # A full cycle matches every row without a contact: one statement
+        # on one core, so split between the lanes by row id, each
+        # committing its part.  A part committed by a step that was then
+        # lost is found matched when the stage runs again.
+        self._split_in_lanes(f"mailchimp-match-{audience.id}", lanes, lambda env, part: env[
+            "mailchimp.member"]._match_contacts(env["mailchimp.audience"].browse(audience.id), part=part))
         return True
+
+    def _stage_odoo_only(self, audience, run, deadline):
+        Member = self.env["mailchimp.member"]
+        lanes = self._stage_lanes()
+        if lanes <= 1 or run.odoo_since:
+            Member._add_odoo_only(audience, lateral=bool(run.odoo_since))
+            return True
+        # A full cycle's insert of every contact the cache lacks, split
+        # between the lanes by a hash of the address: contacts sharing an
+        # address meet on one lane, which picks their row as one statement
+        # would (a split by contact would let two lanes race for it).
+        self._split_in_lanes(f"mailchimp-odoo-only-{audience.id}", lanes, lambda env, part: env[
+            "mailchimp.member"]._add_odoo_only(env["mailchimp.audience"].browse(audience.id), part=part))
+        return True
+
+    def _split_in_lanes(self, name, lanes, work):
+        """Run ``work(env, (lanes, part))`` for each part on ``lanes``
+        connections of their own, each part committed apart (a conflict
+        with a concurrent writer runs it again on a fresh transaction), and
+        wait for them all; the first failure is raised."""
+        with self._commit_lanes(name, lanes, work) as pool:
+            for part in range(lanes):
+                pool.give((lanes, part))
+            for _result in pool.results(wait=True):
+                pass
+        self.env.invalidate_all()  # the lanes wrote through environments of their own
 
     def _stage_create(self, audience, run, deadline):
         lanes = self._stage_lanes()

@@ -259,6 +259,95 @@ class TestCreateOnLanes(StepsOnLanes, SyncCase):
 
 
 @tagged("post_install", "-at_install")
+class TestSplitStagesOnLanes(StepsOnLanes, SyncCase):
+    """A full cycle's match and Odoo-only stages: one statement each, split
+    between the lanes (rows by id, addresses by hash), each part committed
+    by its lane."""
+
+    @contextmanager
+    def lanes_must_meet(self, model, method):
+        """Each lane's first call of ``model.method`` waits at a barrier for
+        the other's (lanes taking turns never meet, and the call fails).
+        Yields the names of the threads seen, one per call."""
+        Model = type(self.env[model])
+        real, seen, barrier = getattr(Model, method), [], threading.Barrier(2, timeout=20)
+        lock = threading.Lock()
+
+        def meeting(recordset, *args, **kwargs):
+            name = threading.current_thread().name
+            with lock:
+                seen.append(name)
+                first = seen.count(name) == 1
+            if first:
+                barrier.wait()
+            return real(recordset, *args, **kwargs)
+
+        with patch.object(Model, method, meeting):
+            yield seen
+
+    def rows(self):
+        with self.db.cursor() as cr:
+            cr.execute("""SELECT m.email, c.email_normalized FROM mailchimp_member m
+                       LEFT JOIN mailing_contact c ON c.id = m.contact_id
+                           WHERE m.audience_id = %s ORDER BY m.email""", (self.ids["audience"],))
+            return cr.fetchall()
+
+    def test_a_full_match_is_split_between_the_lanes(self):
+        """Forty members, thirty of them known as contacts: the lanes match
+        a half of the rows each, at the same time, and every row has the
+        contact of its address, the others none yet."""
+        self.setup_committed(odoo_only=30, members=[
+            {"email_address": f"racer{i}@example.org", "status": "subscribed"} for i in range(40)])
+        self.run_steps(until="match")
+        with self.lanes_must_meet("mailchimp.member", "_match_contacts") as seen:
+            self.run_steps(until="create")
+        self.assertEqual(len(seen), 2, seen)
+        self.assertTrue(all(name.startswith("mailchimp-match") for name in seen), seen)
+        rows = self.rows()
+        self.assertEqual(len(rows), 40)
+        self.assertEqual(sorted(email for email, contact in rows if contact),
+                         sorted(f"racer{i}@example.org" for i in range(30)))
+        self.assertTrue(all(contact in (email, None) for email, contact in rows))
+
+    def test_statistics_made_by_the_match_step_are_committed_before_the_lanes_plan(self):
+        """The step that had to analyze tables only commits the statistics
+        (the lanes see committed ones only); the next step matches."""
+        self.setup_committed(odoo_only=4, members=[
+            {"email_address": f"racer{i}@example.org", "status": "subscribed"} for i in range(4)])
+        self.run_steps(until="match")
+        Sync = type(self.env["mailchimp.sync"])
+        real = Sync._ensure_statistics
+        with patch.object(Sync, "_ensure_statistics", lambda sync, *a, **k: real(sync, *a, **k) or ["mail_blacklist"]):
+            self.assertEqual(self.step(), "partial")
+            self.assertEqual([contact for _email, contact in self.rows()], [None] * 4, "nothing matched yet")
+            self.assertEqual(self.step(), "partial")
+        self.assertEqual([email == contact for email, contact in self.rows()], [True] * 4)
+        self.assertEqual(self.run_steps(until="create"), "create")
+
+    def test_odoo_only_rows_are_split_between_the_lanes_by_address(self):
+        """Forty contacts Mailchimp does not know, two of them sharing an
+        address with another: the lanes add a row for each address at the
+        same time, for the lowest contact of an address, as one statement
+        does."""
+        self.setup_committed(odoo_only=40)
+        with self.db.cursor() as cr:
+            env = self.env_on(cr)
+            twins = env["mailing.contact"].create([
+                {"name": f"Twin {i}", "email": f"racer{i}@example.org", "list_ids": [(4, self.ids["list"])]}
+                for i in (3, 17)])
+            cr.commit()
+        self.run_steps(until="odoo_only")
+        with self.lanes_must_meet("mailchimp.member", "_add_odoo_only") as seen:
+            self.run_steps(until="duplicates")
+        self.assertEqual(len(seen), 2, seen)
+        self.assertTrue(all(name.startswith("mailchimp-odoo-only") for name in seen), seen)
+        with self.db.cursor() as cr:
+            cr.execute("""SELECT count(*), count(DISTINCT email), count(*) FILTER (WHERE contact_id = ANY(%s))
+                            FROM mailchimp_member WHERE audience_id = %s""", (twins.ids, self.ids["audience"]))
+            self.assertEqual(cr.fetchone(), (40, 40, 0), "one row per address, for its first contact")
+
+
+@tagged("post_install", "-at_install")
 class TestCommitLanes(CommittedFixture, SyncCase):
     def test_results_come_in_the_order_given_and_a_conflict_is_tried_again(self):
         """Item 0 takes longest, item 2 meets a concurrent writer once: the
