@@ -545,7 +545,6 @@ class MailchimpMember(models.Model):
         self.invalidate_model()
 
     @api.model
-    @api.model
     def _match_contacts(self, audience, member_ids=None, since=None, part=None):
         """Give rows without a contact their best contact (and partner).
         With ``since`` (an incremental cycle), only rows to do and contacts
