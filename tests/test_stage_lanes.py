@@ -45,6 +45,27 @@ class StepsOnLanes(CommittedFixture):
                 cr.commit()
         return result
 
+    @contextmanager
+    def lanes_must_meet(self, model, method):
+        """Each lane's first call of ``model.method`` waits at a barrier for
+        the other's (lanes taking turns never meet, and the call fails).
+        Yields the names of the threads seen, one per call."""
+        Model = type(self.env[model])
+        real, seen, barrier = getattr(Model, method), [], threading.Barrier(2, timeout=20)
+        lock = threading.Lock()
+
+        def meeting(recordset, *args, **kwargs):
+            name = threading.current_thread().name
+            with lock:
+                seen.append(name)
+                first = seen.count(name) == 1
+            if first:
+                barrier.wait()
+            return real(recordset, *args, **kwargs)
+
+        with patch.object(Model, method, meeting):
+            yield seen
+
 
 @tagged("post_install", "-at_install")
 class TestFetchOnLanes(StepsOnLanes, SyncCase):
@@ -215,21 +236,8 @@ class TestCreateOnLanes(StepsOnLanes, SyncCase):
         self.setup_committed(members=members(75))
         self.addCleanup(self.cleanup_contacts)
         self.run_steps(until="create")
-        Contact = type(self.env["mailing.contact"])
-        real, seen, barrier = Contact._mailchimp_create_chunk, [], threading.Barrier(2, timeout=20)
-        lock = threading.Lock()
-
-        def create_chunk(model, audience, member_ids=None, after_id=0):
-            name = threading.current_thread().name
-            with lock:
-                seen.append(name)
-                first = seen.count(name) == 1
-            if first:
-                barrier.wait()
-            return real(model, audience, member_ids=member_ids, after_id=after_id)
-
-        with patch.object(mailchimp_sync, "CREATE_CHUNK", 10), patch.object(Contact, "_mailchimp_create_chunk",
-                                                                            create_chunk):
+        with patch.object(mailchimp_sync, "CREATE_CHUNK", 10), \
+                self.lanes_must_meet("mailing.contact", "_mailchimp_create_chunk") as seen:
             self.run_steps(until="odoo_only")
         self.assertEqual(len(set(seen)), 2, seen)
         self.assertTrue(all(name.startswith("mailchimp-create") for name in seen), seen)
@@ -263,27 +271,6 @@ class TestSplitStagesOnLanes(StepsOnLanes, SyncCase):
     """A full cycle's match and Odoo-only stages: one statement each, split
     between the lanes (rows by id, addresses by hash), each part committed
     by its lane."""
-
-    @contextmanager
-    def lanes_must_meet(self, model, method):
-        """Each lane's first call of ``model.method`` waits at a barrier for
-        the other's (lanes taking turns never meet, and the call fails).
-        Yields the names of the threads seen, one per call."""
-        Model = type(self.env[model])
-        real, seen, barrier = getattr(Model, method), [], threading.Barrier(2, timeout=20)
-        lock = threading.Lock()
-
-        def meeting(recordset, *args, **kwargs):
-            name = threading.current_thread().name
-            with lock:
-                seen.append(name)
-                first = seen.count(name) == 1
-            if first:
-                barrier.wait()
-            return real(recordset, *args, **kwargs)
-
-        with patch.object(Model, method, meeting):
-            yield seen
 
     def rows(self):
         with self.db.cursor() as cr:
