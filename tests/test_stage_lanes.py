@@ -48,10 +48,11 @@ class StepsOnLanes(CommittedFixture):
     @contextmanager
     def lanes_must_meet(self, model, method):
         """Each lane's first call of ``model.method`` waits at a barrier for
-        the other's (lanes taking turns never meet, and the call fails).
+        the others' (lanes taking turns never meet, and the call fails).
         Yields the names of the threads seen, one per call."""
         Model = type(self.env[model])
-        real, seen, barrier = getattr(Model, method), [], threading.Barrier(2, timeout=20)
+        barrier = threading.Barrier(mailchimp_sync.STAGE_LANES, timeout=20)
+        real, seen = getattr(Model, method), []
         lock = threading.Lock()
 
         def meeting(recordset, *args, **kwargs):
@@ -239,7 +240,7 @@ class TestCreateOnLanes(StepsOnLanes, SyncCase):
         with patch.object(mailchimp_sync, "CREATE_CHUNK", 10), \
                 self.lanes_must_meet("mailing.contact", "_mailchimp_create_chunk") as seen:
             self.run_steps(until="odoo_only")
-        self.assertEqual(len(set(seen)), 2, seen)
+        self.assertEqual(len(set(seen)), mailchimp_sync.STAGE_LANES, seen)
         self.assertTrue(all(name.startswith("mailchimp-create") for name in seen), seen)
         self.assertEqual(len(seen), 8, "eight chunks, each created once")
         self.assertEqual(self.contacts(), ((75, 75, 75), (0, 75), ("odoo_only", 75)))
@@ -288,7 +289,7 @@ class TestSplitStagesOnLanes(StepsOnLanes, SyncCase):
         self.run_steps(until="match")
         with self.lanes_must_meet("mailchimp.member", "_match_contacts") as seen:
             self.run_steps(until="create")
-        self.assertEqual(len(seen), 2, seen)
+        self.assertEqual(len(seen), mailchimp_sync.STAGE_LANES, seen)
         self.assertTrue(all(name.startswith("mailchimp-match") for name in seen), seen)
         rows = self.rows()
         self.assertEqual(len(rows), 40)
@@ -326,7 +327,7 @@ class TestSplitStagesOnLanes(StepsOnLanes, SyncCase):
         self.run_steps(until="odoo_only")
         with self.lanes_must_meet("mailchimp.member", "_add_odoo_only") as seen:
             self.run_steps(until="duplicates")
-        self.assertEqual(len(seen), 2, seen)
+        self.assertEqual(len(seen), mailchimp_sync.STAGE_LANES, seen)
         self.assertTrue(all(name.startswith("mailchimp-odoo-only") for name in seen), seen)
         with self.db.cursor() as cr:
             cr.execute("""SELECT count(*), count(DISTINCT email), count(*) FILTER (WHERE contact_id = ANY(%s))
