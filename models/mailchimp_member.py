@@ -43,6 +43,20 @@ BUSY_SQL = f"EXISTS (SELECT 1 FROM mailchimp_update u WHERE u.member_id = {{row}
 IN_SYNC_SQL = f"(m.sync_status = 'live' AND NOT {BUSY_SQL.format(row='m.id')})"
 
 
+# A lane's share of a full cycle's split statement (``part_params``):
+# rows by id (alias ``m``), or addresses by a hash (alias ``c``, the
+# contact), so that contacts sharing an address fall in one part.
+ROW_IN_PART = "(%(parts)s::int IS NULL OR mod(m.id, %(parts)s) = %(part)s)"
+ADDRESS_IN_PART = "(%(parts)s::int IS NULL OR mod(hashtext(c.email_normalized) & 2147483647, %(parts)s) = %(part)s)"
+
+
+def part_params(part):
+    """The parameters of ROW_IN_PART and ADDRESS_IN_PART for ``part``
+    ((parts, which), or None: every row)."""
+    parts, which = part or (None, None)
+    return {"parts": parts, "part": which}
+
+
 def hash_key_sql(audience, subscriber_hash):
     """SQL of the key a cache row is found by: its audience and its
     subscriber hash as one text (``audience``, ``subscriber_hash``: SQL of
@@ -606,7 +620,7 @@ class MailchimpMember(models.Model):
                  WHERE m.audience_id = %(aud)s AND m.contact_id IS NULL
                    AND (m.odoo_deleted_at IS NULL OR m.mc_status_changed > m.odoo_deleted_at)
                    AND (%(ids)s::int[] IS NULL OR m.id = ANY(%(ids)s::int[]))
-                   AND (%(parts)s::int IS NULL OR mod(m.id, %(parts)s) = %(part)s)
+                   AND {ROW_IN_PART}
                    AND (%(since)s::timestamp IS NULL OR m.sync_status = 'todo' OR c.write_date >= %(since)s)
             ), best AS (
                 SELECT DISTINCT ON (member_id) member_id, contact_id
@@ -618,7 +632,7 @@ class MailchimpMember(models.Model):
              WHERE m.id = st.member_id
             """,
             dict(state_params, aud=audience.id, list=audience.mailing_list_id.id, ids=member_ids, since=since,
-                 parts=part and part[0], part=part and part[1]),
+                 **part_params(part)),
         )
         self._match_partners(audience, member_ids, since, part)
 
@@ -630,13 +644,13 @@ class MailchimpMember(models.Model):
         with ``part``: only the rows in it (see _match_contacts)."""
         since = since or None  # an unset Datetime field reads False
         self.env.cr.execute(
-            """
+            f"""
             UPDATE mailchimp_member m SET partner_id = c.partner_id
               FROM mailing_contact c
              WHERE m.audience_id = %(aud)s AND m.contact_id = c.id AND c.partner_id IS NOT NULL
                AND m.partner_id IS DISTINCT FROM c.partner_id
                AND (%(ids)s::int[] IS NULL OR m.id = ANY(%(ids)s::int[]))
-               AND (%(parts)s::int IS NULL OR mod(m.id, %(parts)s) = %(part)s);
+               AND {ROW_IN_PART};
             WITH best AS (
                 SELECT DISTINCT ON (m.id) m.id AS member_id, p.id AS partner_id
                   FROM mailchimp_member m
@@ -644,7 +658,7 @@ class MailchimpMember(models.Model):
                   JOIN res_partner p ON p.email_normalized = c.email_normalized AND p.active
                  WHERE m.audience_id = %(aud)s AND m.partner_id IS NULL
                    AND (%(ids)s::int[] IS NULL OR m.id = ANY(%(ids)s::int[]))
-                   AND (%(parts)s::int IS NULL OR mod(m.id, %(parts)s) = %(part)s)
+                   AND {ROW_IN_PART}
                    AND (%(since)s::timestamp IS NULL OR m.sync_status = 'todo' OR c.write_date >= %(since)s
                         OR p.write_date >= %(since)s)
               ORDER BY m.id, p.id
@@ -656,10 +670,9 @@ class MailchimpMember(models.Model):
              WHERE m.audience_id = %(aud)s AND m.contact_id = c.id AND c.partner_id IS NULL
                AND m.partner_id IS NOT NULL
                AND (%(ids)s::int[] IS NULL OR m.id = ANY(%(ids)s::int[]))
-               AND (%(parts)s::int IS NULL OR mod(m.id, %(parts)s) = %(part)s);
+               AND {ROW_IN_PART};
             """,
-            {"aud": audience.id, "ids": member_ids, "since": since,
-             "parts": part and part[0], "part": part and part[1]},
+            dict(aud=audience.id, ids=member_ids, since=since, **part_params(part)),
         )
         self.invalidate_model(["partner_id"])
         self.env["mailing.contact"].invalidate_model(["partner_id"])
@@ -700,7 +713,7 @@ class MailchimpMember(models.Model):
          LEFT JOIN mail_blacklist b ON b.email = c.email_normalized
              WHERE s.list_id = %(list)s AND NOT COALESCE(s.opt_out, FALSE)
                AND c.email_normalized IS NOT NULL AND NOT {blacklisted}
-               AND (%(parts)s::int IS NULL OR mod(hashtext(c.email_normalized) & 2147483647, %(parts)s) = %(part)s)
+               AND {ADDRESS_IN_PART}
                AND NOT EXISTS (SELECT 1 FROM mailchimp_member o
                                 WHERE o.audience_id = %(aud)s AND o.contact_id = {member_of})
           ORDER BY c.email_normalized, c.id
@@ -709,8 +722,7 @@ class MailchimpMember(models.Model):
             -- (the key: HASH_CONSTRAINT)
             ON CONFLICT DO NOTHING
             """,
-            dict(state_params, aud=audience.id, list=audience.mailing_list_id.id,
-                 parts=part and part[0], part=part and part[1]),
+            dict(state_params, aud=audience.id, list=audience.mailing_list_id.id, **part_params(part)),
         )
         self.invalidate_model()
 

@@ -553,8 +553,7 @@ class MailchimpSync(models.AbstractModel):
         # on one core, so split between the lanes by row id, each
         # committing its part.  A part committed by a step that was then
         # lost is found matched when the stage runs again.
-        self._split_in_lanes(f"mailchimp-match-{audience.id}", lanes, lambda env, part: env[
-            "mailchimp.member"]._match_contacts(env["mailchimp.audience"].browse(audience.id), part=part))
+        self._split_in_lanes(audience, "match", lanes, "_match_contacts")
         return True
 
     def _stage_odoo_only(self, audience, run, deadline):
@@ -567,16 +566,21 @@ class MailchimpSync(models.AbstractModel):
         # between the lanes by a hash of the address: contacts sharing an
         # address meet on one lane, which picks their row as one statement
         # would (a split by contact would let two lanes race for it).
-        self._split_in_lanes(f"mailchimp-odoo-only-{audience.id}", lanes, lambda env, part: env[
-            "mailchimp.member"]._add_odoo_only(env["mailchimp.audience"].browse(audience.id), part=part))
+        self._split_in_lanes(audience, "odoo-only", lanes, "_add_odoo_only")
         return True
 
-    def _split_in_lanes(self, name, lanes, work):
-        """Run ``work(env, (lanes, part))`` for each part on ``lanes``
-        connections of their own, each part committed apart (a conflict
-        with a concurrent writer runs it again on a fresh transaction), and
-        wait for them all; the first failure is raised."""
-        with self._commit_lanes(name, lanes, work) as pool:
+    def _split_in_lanes(self, audience, name, lanes, method):
+        """Run ``mailchimp.member.<method>(audience, part=(lanes, part))``
+        for each part on ``lanes`` connections of their own, each part
+        committed apart (a conflict with a concurrent writer runs it again
+        on a fresh transaction), and wait for them all; the first failure
+        is raised."""
+        audience_id = audience.id
+
+        def work(env, part):
+            getattr(env["mailchimp.member"], method)(env["mailchimp.audience"].browse(audience_id), part=part)
+
+        with self._commit_lanes(f"mailchimp-{name}-{audience_id}", lanes, work) as pool:
             for part in range(lanes):
                 pool.give((lanes, part))
             for _result in pool.results(wait=True):
